@@ -1,0 +1,17 @@
+//! Sandstorm's gRPC contract: the `.proto` files under `proto/`, the code `tonic`/`prost` generate
+//! from them, and (as services land) the conversions between wire types and domain types.
+//!
+//! Owns nothing else. Domain crates (`cost-model`, `naming`, `profiler`, the placement core) never
+//! see prost types; the services convert at their edge through this crate.
+
+#![allow(
+    missing_docs,
+    missing_debug_implementations,
+    unused_qualifications,
+    clippy::all
+)]
+
+/// Version 1 of the protocol (`package sandstorm.v1`).
+pub mod v1 {
+    tonic::include_proto!("sandstorm.v1");
+}

@@ -1,0 +1,494 @@
+//! The placement core: Filter -> Cost -> Score -> Choose -> Reserve, for one invocation.
+//!
+//! Pure and synchronous, shared unchanged by the live scheduler and the simulator. For every node
+//! of the [`ClusterView`] it
+//! 1. **filters**: the node must be alive, of a role the policy allows, below its admission
+//!    limit, and (compute nodes) have memory for a new context unless a warm one is idle there;
+//!    every rejection is recorded with its reason;
+//! 2. **costs** the candidate with `sandstorm-cost-model` (queueing from the view, start kind from
+//!    warm contexts and pools, data locality from the request) and turns the breakdown into the
+//!    weighted objective;
+//! 3. lets the [`Policy`] **score** it (lower wins); equal scores are broken by a hash of the
+//!    invocation id and the node id, so the same invocation on the same view always lands on the
+//!    same node and decisions replay.
+//!
+//! [`Placer::place`] returns only the choice and allocates nothing (the simulator's hot path);
+//! [`Placer::place_recorded`] runs the very same code and also returns a [`Decision`] that lists
+//! every candidate's cost breakdown and why each one lost or was rejected.
+
+mod policy;
+mod view;
+
+pub use policy::{Policy, UnknownPolicy};
+use sandstorm_cost_model::{
+    Candidate, CostBreakdown, CostParams, StartKind, Tier, Weights, estimate,
+};
+use sandstorm_naming::{AppId, FunctionId, InvocationId, NodeId, NodeRole, TenantId};
+use serde::{Deserialize, Serialize};
+pub use view::{ClusterView, NodeView, Reservation};
+
+/// What the placement core needs to know about one invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct PlacementRequest<'a> {
+    pub invocation: InvocationId,
+    pub tenant: TenantId,
+    pub function: FunctionId,
+    /// The unit that shares warm contexts (the app, or the function itself).
+    pub app: AppId,
+    /// What the profiler expects one invocation to do.
+    pub workload: sandstorm_cost_model::Workload,
+    /// Memory a new execution context needs on a compute node.
+    pub memory_mb: u32,
+    /// Storage nodes holding the invocation's data, with the fraction each holds.
+    pub data: &'a [(NodeId, f64)],
+    /// Nodes where an idle warm context of `app` is ready now.
+    pub warm: &'a [NodeId],
+}
+
+/// Tunables of the placement core.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacerConfig {
+    pub params: CostParams,
+    pub weights: Weights,
+    /// Admission limit: a node takes at most `cores x (1 + max_queue_per_core)` invocations at
+    /// once (running plus waiting). Default 8 waiting per core.
+    pub max_queue_per_core: f64,
+    /// `data-affinity` backs off a storage node busier than this (fraction of cores). Default 0.8.
+    pub busy_threshold: f64,
+    /// How many feasible nodes beyond the warm and data-holding ones are scored (0: all of them).
+    /// Default 8.
+    pub sample: u32,
+}
+
+impl Default for PlacerConfig {
+    fn default() -> Self {
+        Self {
+            params: CostParams::default(),
+            weights: Weights::default(),
+            max_queue_per_core: 8.0,
+            busy_threshold: 0.8,
+            sample: 8,
+        }
+    }
+}
+
+/// Why a node could not take the invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Rejection {
+    /// Liveness declared the node dead.
+    Dead,
+    /// The policy does not place on this role.
+    WrongRole { role: NodeRole },
+    /// Not enough memory for a new execution context, even evicting every idle one, and no warm
+    /// one is idle there. `free_mb` counts reclaimable memory.
+    NoMemory { needed_mb: u32, free_mb: u64 },
+    /// The node already holds as many invocations as its admission limit.
+    Saturated { load: u32, limit: u32 },
+}
+
+/// What became of a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum Verdict {
+    Chosen,
+    /// Passed the filters but scored worse than the chosen node (or tied and lost the seeded
+    /// tie-break).
+    Lost,
+    Rejected(Rejection),
+}
+
+/// One candidate of a recorded decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateRecord {
+    pub node: NodeId,
+    pub role: NodeRole,
+    pub start: StartKind,
+    pub cost: CostBreakdown,
+    pub objective: f64,
+    /// The policy's score (lower wins); for `cost-aware` it is the objective.
+    pub score: f64,
+    pub verdict: Verdict,
+}
+
+/// The placement chosen for an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    pub node: NodeId,
+    pub tier: Tier,
+    pub start: StartKind,
+    /// The estimate the choice was made on.
+    pub cost: CostBreakdown,
+    pub objective: f64,
+    /// What to hold on the node; already applied to the view by [`Placer::place`].
+    #[serde(skip)]
+    pub reservation: Option<Reservation>,
+}
+
+/// A placement and why: every candidate with its cost breakdown and verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub invocation: InvocationId,
+    pub policy: Policy,
+    /// `None` when every node was rejected.
+    pub chosen: Option<Choice>,
+    pub candidates: Vec<CandidateRecord>,
+}
+
+/// Places invocations with one policy.
+#[derive(Debug, Clone)]
+pub struct Placer {
+    config: PlacerConfig,
+    policy: Policy,
+}
+
+/// A candidate that passed the filters, as the scoring loop keeps it.
+#[derive(Clone, Copy)]
+struct Costed {
+    index: usize,
+    start: StartKind,
+    cost: CostBreakdown,
+    objective: f64,
+    score: f64,
+}
+
+impl Placer {
+    pub fn new(policy: Policy, config: PlacerConfig) -> Self {
+        Self { config, policy }
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    pub fn config(&self) -> &PlacerConfig {
+        &self.config
+    }
+
+    /// Replace the cost parameters (after calibration).
+    pub fn set_params(&mut self, params: CostParams) {
+        self.config.params = params;
+    }
+
+    /// Choose a node, reserve it in `view`, and return the choice; `None` if no node passed the
+    /// filters. Allocates nothing.
+    pub fn place(&self, view: &mut ClusterView, req: &PlacementRequest<'_>) -> Option<Choice> {
+        let choice = self.run(view, req, &mut |_| {});
+        commit(view, req, choice)
+    }
+
+    /// [`Placer::place`], plus the full record of every candidate.
+    pub fn place_recorded(&self, view: &mut ClusterView, req: &PlacementRequest<'_>) -> Decision {
+        let mut candidates = Vec::with_capacity(view.len());
+        let choice = self.run(view, req, &mut |record| candidates.push(record));
+        let chosen = commit(view, req, choice);
+        if let Some(c) = &chosen {
+            for record in &mut candidates {
+                if record.node == c.node {
+                    record.verdict = Verdict::Chosen;
+                }
+            }
+        }
+        Decision {
+            invocation: req.invocation,
+            policy: self.policy,
+            chosen,
+            candidates,
+        }
+    }
+
+    /// Filter, cost and score the candidates; report each one to `record`.
+    ///
+    /// Nodes holding a warm context of the app and nodes holding the invocation's data are
+    /// always candidates. The others are visited in an order shuffled by the invocation id
+    /// (a stride permutation, so no allocation) until `sample` of them have passed the filters,
+    /// as Nomad's scheduler limits the nodes it scores: on a large cluster the best of a few
+    /// random feasible nodes is nearly as good as the best of all (the power of d choices), and
+    /// placement cost stays flat as the cluster grows. `sample = 0` scores every node.
+    fn run<R: FnMut(CandidateRecord)>(
+        &self,
+        view: &ClusterView,
+        req: &PlacementRequest<'_>,
+        record: &mut R,
+    ) -> Option<Choice> {
+        let nodes = view.nodes();
+        let mut scan = Scan {
+            placer: self,
+            view,
+            req,
+            home_price: self.config.weights.storage_cpu_price(
+                req.data
+                    .first()
+                    .and_then(|(node, _)| view.node(*node))
+                    .map_or(0.0, NodeView::utilisation),
+            ),
+            best: None,
+            feasible: 0,
+            classes: [None; 12],
+        };
+        for &node in req.warm {
+            scan.visit(node.0 as usize, record);
+        }
+        for &(node, _) in req.data {
+            if !req.warm.contains(&node) {
+                scan.visit(node.0 as usize, record);
+            }
+        }
+        let n = nodes.len();
+        if n > 0 {
+            let key = splitmix64(req.invocation.0);
+            let stride = coprime_stride(n as u64, key >> 32);
+            let mut index = (key % n as u64) as usize;
+            scan.feasible = 0;
+            for _ in 0..n {
+                let id = nodes[index].id;
+                if !req.warm.contains(&id) && !req.data.iter().any(|(d, _)| *d == id) {
+                    scan.visit(index, record);
+                    if self.policy.samples()
+                        && self.config.sample > 0
+                        && scan.feasible >= self.config.sample
+                    {
+                        break;
+                    }
+                }
+                index += stride;
+                if index >= n {
+                    index -= n;
+                }
+            }
+        }
+        scan.best.map(|(c, _)| {
+            let node = &nodes[c.index];
+            Choice {
+                node: node.id,
+                tier: tier_of(node.role),
+                start: c.start,
+                cost: c.cost,
+                objective: c.objective,
+                reservation: None,
+            }
+        })
+    }
+
+    /// How a context would be obtained on `node`.
+    fn start_kind(&self, node: &NodeView, warm: bool) -> StartKind {
+        match node.role {
+            // A storage node starts a pooled Wasm instance for every invocation.
+            NodeRole::Storage => StartKind::Assembled,
+            NodeRole::Compute if warm => StartKind::Warm,
+            NodeRole::Compute if node.pool_ready > 0 => StartKind::Assembled,
+            NodeRole::Compute => StartKind::Cold,
+        }
+    }
+
+    fn filter(&self, node: &NodeView, req: &PlacementRequest<'_>, warm: bool) -> Option<Rejection> {
+        if !node.alive {
+            return Some(Rejection::Dead);
+        }
+        if !self.policy.allows(node.role) {
+            return Some(Rejection::WrongRole { role: node.role });
+        }
+        let limit = admission_limit(node, self.config.max_queue_per_core);
+        if node.load >= limit {
+            return Some(Rejection::Saturated {
+                load: node.load,
+                limit,
+            });
+        }
+        if node.role == NodeRole::Compute && !warm {
+            let free_mb = node.memory_free_mb() + node.memory_idle_mb;
+            if free_mb < u64::from(req.memory_mb) {
+                return Some(Rejection::NoMemory {
+                    needed_mb: req.memory_mb,
+                    free_mb,
+                });
+            }
+        }
+        None
+    }
+}
+
+/// The state of one placement's pass over the candidates.
+struct Scan<'p, 'r> {
+    placer: &'p Placer,
+    view: &'p ClusterView,
+    req: &'p PlacementRequest<'r>,
+    /// Storage CPU price at the node holding the data (prices a compute candidate's remote
+    /// accesses).
+    home_price: f64,
+    /// The best candidate so far with its (must-evict, tie-break) key.
+    best: Option<(Costed, (bool, u64))>,
+    /// Sampled candidates that passed the filters so far.
+    feasible: u32,
+    /// Breakdowns without queueing for (tier, start kind, all-local), computed once per
+    /// placement: candidates of one class differ only in their queue.
+    classes: [Option<CostBreakdown>; 12],
+}
+
+impl Scan<'_, '_> {
+    fn visit<R: FnMut(CandidateRecord)>(&mut self, index: usize, record: &mut R) {
+        let Some(node) = self.view.nodes().get(index) else {
+            return;
+        };
+        let (placer, req) = (self.placer, self.req);
+        let warm = req.warm.contains(&node.id);
+        let start = placer.start_kind(node, warm);
+        let rejection = placer.filter(node, req, warm);
+        let local = req
+            .data
+            .iter()
+            .find(|(n, _)| *n == node.id)
+            .map_or(0.0, |(_, f)| *f);
+        let tier = tier_of(node.role);
+        let cost = self.cost(tier, start, local, node.queue_us());
+        let weights = &placer.config.weights;
+        let price = if tier == Tier::Storage {
+            weights.storage_cpu_price(node.utilisation())
+        } else {
+            self.home_price
+        };
+        let objective = weights.objective_at_price(&cost, price);
+        let score = placer.policy.score(
+            &placer.config,
+            req,
+            node,
+            warm,
+            local,
+            objective,
+            self.view.compute_nodes(),
+        );
+        record(CandidateRecord {
+            node: node.id,
+            role: node.role,
+            start,
+            cost,
+            objective,
+            score,
+            verdict: rejection.map_or(Verdict::Lost, Verdict::Rejected),
+        });
+        if rejection.is_some() || !score.is_finite() {
+            return;
+        }
+        self.feasible += 1;
+        // A node that must evict idle contexts to fit a new one loses to any node that need not:
+        // eviction turns someone's future warm start into a cold one.
+        let evicts =
+            tier == Tier::Compute && !warm && node.memory_free_mb() < u64::from(req.memory_mb);
+        let key = (evicts, tie_break(req.invocation, node.id));
+        let better = match &self.best {
+            None => true,
+            Some((b, b_key)) => {
+                (key.0, score) < (b_key.0, b.score)
+                    || (key.0 == b_key.0 && score == b.score && key.1 < b_key.1)
+            }
+        };
+        if better {
+            self.best = Some((
+                Costed {
+                    index,
+                    start,
+                    cost,
+                    objective,
+                    score,
+                },
+                key,
+            ));
+        }
+    }
+}
+
+impl Scan<'_, '_> {
+    /// The cost of a candidate: from the class cache when its locality is all or nothing.
+    fn cost(&mut self, tier: Tier, start: StartKind, local: f64, queue_us: f64) -> CostBreakdown {
+        let (params, work) = (&self.placer.config.params, &self.req.workload);
+        let candidate = Candidate {
+            tier,
+            start,
+            queue_us: 0.0,
+            local_fraction: local,
+        };
+        let mut cost = if local == 0.0 || local == 1.0 {
+            let class = (tier as usize) * 6 + (start as usize) * 2 + local as usize;
+            *self.classes[class].get_or_insert_with(|| estimate(params, work, &candidate))
+        } else {
+            estimate(params, work, &candidate)
+        };
+        cost.queue_us = queue_us;
+        cost
+    }
+}
+
+fn tier_of(role: NodeRole) -> Tier {
+    match role {
+        NodeRole::Storage => Tier::Storage,
+        NodeRole::Compute => Tier::Compute,
+    }
+}
+
+/// A stride in 1..n co-prime with n (so `i, i + s, i + 2s, ...` mod n visits every index once),
+/// picked by `pick`.
+fn coprime_stride(n: u64, pick: u64) -> usize {
+    if n <= 2 {
+        return 1;
+    }
+    let mut s = 1 + pick % (n - 1);
+    while gcd(s, n) != 1 {
+        s = s % (n - 1) + 1;
+    }
+    s as usize
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Reserve the chosen node: a core slot, and on a compute node the memory of a new context (and a
+/// pooled part set when assembled) or the warm context's memory, no longer reclaimable.
+fn commit(
+    view: &mut ClusterView,
+    req: &PlacementRequest<'_>,
+    choice: Option<Choice>,
+) -> Option<Choice> {
+    let mut choice = choice?;
+    let compute = choice.tier == Tier::Compute;
+    let new_container = compute && choice.start != StartKind::Warm;
+    let reservation = Reservation {
+        node: choice.node,
+        memory_mb: if new_container { req.memory_mb } else { 0 },
+        warm_mb: if compute && !new_container {
+            req.memory_mb
+        } else {
+            0
+        },
+        pool_part: new_container && choice.start == StartKind::Assembled,
+    };
+    view.reserve(reservation);
+    choice.reservation = Some(reservation);
+    Some(choice)
+}
+
+/// The most invocations (running plus waiting) a node admits.
+pub fn admission_limit(node: &NodeView, max_queue_per_core: f64) -> u32 {
+    let cores = f64::from(node.cores);
+    (cores * (1.0 + max_queue_per_core.max(0.0))).min(f64::from(u32::MAX)) as u32
+}
+
+/// A deterministic pseudo-random tie-break for (invocation, node): splitmix64 of their mix.
+pub fn tie_break(invocation: InvocationId, node: NodeId) -> u64 {
+    splitmix64(invocation.0 ^ (u64::from(node.0) << 40 | u64::from(node.0)).rotate_left(17))
+}
+
+/// The splitmix64 finaliser: a fast, well-mixed, stable 64-bit hash step.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,374 @@
+//! Runs a whole scenario: every (placement policy x keep-alive policy x load point), spread over
+//! the machine's cores, plus the offline bound and the peer figures, into one [`SimReport`].
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use anyhow::{Context, bail};
+use sandstorm_cost_model::{Candidate, StartKind, Tier, Workload, estimate};
+use sandstorm_naming::FunctionId;
+use sandstorm_scheduler::keepalive::{FixedTtl, GreedyDual, HybridHistogram, KeepAlive};
+use sandstorm_scheduler::placement::{PlacerConfig, Policy};
+
+use crate::bound::{self, Capacity, ClassDemand, TierCost};
+use crate::engine::{self, ClusterShape, FunctionData, RunConfig};
+use crate::profile::DataProfiles;
+use crate::report::{
+    BoundComparison, PeerComparison, RunResult, SCHEMA_VERSION, SimReport, TraceSummary,
+};
+use crate::scenario::{InstanceUnit, KeepAliveSpec, Scenario};
+use crate::trace::Trace;
+
+/// How to run a scenario, beyond what its file says.
+#[derive(Debug, Clone, Default)]
+pub struct SimOptions {
+    /// Placement policies to run instead of the scenario's (names).
+    pub policies: Vec<String>,
+    /// Seed instead of the scenario's.
+    pub seed: Option<u64>,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+}
+
+/// Progress of a scenario: arrivals simulated so far, out of `total`.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub done: AtomicU64,
+    pub total: AtomicU64,
+}
+
+/// One run to do.
+#[derive(Debug, Clone, Copy)]
+struct RunSpec {
+    policy: Policy,
+    keep_alive: KeepAliveSpec,
+    load: f64,
+}
+
+/// Build the keep-alive policy a spec names.
+pub fn keep_alive_policy(spec: KeepAliveSpec) -> Box<dyn KeepAlive> {
+    match spec {
+        KeepAliveSpec::Fixed { ttl_us } => Box::new(FixedTtl::new(ttl_us)),
+        KeepAliveSpec::FixedLifetime { ttl_us } => Box::new(FixedTtl::lifetime(ttl_us)),
+        KeepAliveSpec::Hybrid { range_us } => Box::new(HybridHistogram::new(range_us)),
+        KeepAliveSpec::GreedyDual => Box::new(GreedyDual::new()),
+    }
+}
+
+/// Resolve policy names (the options' or else the scenario's), naming the scenario on error.
+pub fn policies(scenario: &Scenario, options: &SimOptions) -> anyhow::Result<Vec<Policy>> {
+    let names = if options.policies.is_empty() {
+        &scenario.policies
+    } else {
+        &options.policies
+    };
+    names
+        .iter()
+        .map(|name| {
+            name.parse::<Policy>()
+                .with_context(|| format!("scenario {}: policy `{name}`", scenario.path.display()))
+        })
+        .collect()
+}
+
+/// The simulator's ground truth per function, from the scenario's data profiles.
+pub fn function_data(profiles: &DataProfiles, trace: &Trace) -> Vec<FunctionData> {
+    (0..trace.functions.len())
+        .map(|i| {
+            let p = profiles.get(FunctionId(i as u32));
+            FunctionData {
+                accesses: p.accesses,
+                rounds: p.rounds,
+                bytes: p.bytes,
+                compute_us: p.compute_us,
+            }
+        })
+        .collect()
+}
+
+/// Run every (policy, keep-alive, load) of `scenario`.
+pub fn run_scenario(
+    scenario: &Scenario,
+    options: &SimOptions,
+    progress: &Progress,
+) -> anyhow::Result<SimReport> {
+    let policies = policies(scenario, options)?;
+    let trace = scenario
+        .load_trace()
+        .with_context(|| format!("scenario {}: loading its trace", scenario.path.display()))?;
+    let profiles = DataProfiles::build(&scenario.data, &trace)
+        .with_context(|| format!("scenario {}: data profiles", scenario.path.display()))?;
+    let data = function_data(&profiles, &trace);
+    let seed = options.seed.unwrap_or(scenario.seed);
+    let mut specs = Vec::new();
+    for &load in &scenario.load_scales {
+        for &keep_alive in &scenario.keep_alive {
+            for &policy in &policies {
+                specs.push(RunSpec {
+                    policy,
+                    keep_alive,
+                    load,
+                });
+            }
+        }
+    }
+    let total: f64 = specs
+        .iter()
+        .map(|s| s.load * trace.total_invocations() as f64)
+        .sum();
+    progress.total.store(total as u64, Ordering::Relaxed);
+    let outcomes = run_all(
+        scenario,
+        &trace,
+        &data,
+        seed,
+        &specs,
+        options.threads,
+        progress,
+    )?;
+
+    let mut runs: Vec<RunResult> = Vec::with_capacity(outcomes.len());
+    let bounds = if scenario.bound {
+        Some(bounds(scenario, &trace, &data)?)
+    } else {
+        None
+    };
+    for (spec, outcome) in specs.iter().zip(outcomes) {
+        let mut result = outcome.result;
+        if let Some(bounds) = &bounds {
+            if let Some((_, b)) = bounds.iter().find(|(load, _)| *load == spec.load) {
+                let objective = outcome.mean_objective;
+                result.bound = Some(BoundComparison {
+                    objective_bound: b.objective_per_invocation,
+                    objective,
+                    goodput_bound_per_s: b.goodput_per_s,
+                    gap: if b.objective_per_invocation > 0.0 {
+                        objective / b.objective_per_invocation - 1.0
+                    } else {
+                        0.0
+                    },
+                });
+            }
+        }
+        // Name runs as the scenario does (`fixed:60m`, not the policy's canonical `fixed:1h`), so
+        // peer figures and scripts find them.
+        result.keep_alive = spec.keep_alive.to_string();
+        runs.push(result);
+    }
+    let peer = peers(scenario, &runs);
+    Ok(SimReport {
+        schema_version: SCHEMA_VERSION,
+        scenario: scenario.name.clone(),
+        description: scenario.description.clone(),
+        seed,
+        trace: TraceSummary {
+            format: trace.format.name().to_owned(),
+            source: trace.source.clone(),
+            functions: trace.functions.len() as u64,
+            apps: trace.apps.len() as u64,
+            invocations: trace.total_invocations(),
+            span_s: trace.span_us as f64 / 1e6,
+        },
+        runs,
+        peer,
+    })
+}
+
+fn engine_config<'a>(
+    scenario: &Scenario,
+    data: &'a [FunctionData],
+    spec: RunSpec,
+    seed: u64,
+) -> RunConfig<'a> {
+    let c = &scenario.cluster;
+    RunConfig {
+        cluster: ClusterShape {
+            storage_nodes: c.storage_nodes,
+            storage_cores: c.storage_cores,
+            compute_nodes: c.compute_nodes,
+            compute_cores: c.compute_cores,
+            compute_memory_mb: c.compute_memory_mb,
+            compute_cpu: if std::env::var_os("SANDSTORM_SHARED").is_some() {
+                engine::CpuModel::Shared
+            } else {
+                engine::CpuModel::Fifo
+            },
+        },
+        placer: PlacerConfig {
+            params: scenario.costs,
+            weights: scenario.weights,
+            ..PlacerConfig::default()
+        },
+        policy: spec.policy,
+        keep_alive: keep_alive_policy(spec.keep_alive),
+        data,
+        contexts_per_app: scenario.instances.per == InstanceUnit::App,
+        concurrency: scenario.instances.concurrency,
+        pool_per_node: scenario.instances.pool_per_node,
+        pool_refill_us: scenario.instances.pool_refill_us,
+        slo_latency_us: scenario.slo.latency_us as f64,
+        slo_slowdown: scenario.slo.slowdown,
+        load: spec.load,
+        seed,
+    }
+}
+
+/// Run `specs` on `threads` workers (0: one per core); results in the order of `specs`.
+fn run_all(
+    scenario: &Scenario,
+    trace: &Trace,
+    data: &[FunctionData],
+    seed: u64,
+    specs: &[RunSpec],
+    threads: usize,
+    progress: &Progress,
+) -> anyhow::Result<Vec<engine::RunOutcome>> {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        threads
+    }
+    .min(specs.len())
+    .max(1);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<engine::RunOutcome>>> = Mutex::new(vec![None; specs.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&spec) = specs.get(i) else { break };
+                    let cfg = engine_config(scenario, data, spec, seed);
+                    let mut reported = 0;
+                    let outcome = engine::run(trace, cfg, &mut |done| {
+                        progress.done.fetch_add(done - reported, Ordering::Relaxed);
+                        reported = done;
+                    });
+                    if let Ok(mut r) = results.lock() {
+                        r[i] = Some(outcome);
+                    }
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_default();
+    if results.iter().any(Option::is_none) {
+        bail!("a simulation worker failed; see the log above");
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// The offline bound at each load point, over invocation classes = functions.
+fn bounds(
+    scenario: &Scenario,
+    trace: &Trace,
+    data: &[FunctionData],
+) -> anyhow::Result<Vec<(f64, bound::Bound)>> {
+    let mut counts = vec![0u64; trace.functions.len()];
+    let mut duration_sum = vec![0f64; trace.functions.len()];
+    for a in trace.arrivals(scenario.seed, 1.0) {
+        counts[a.function.0 as usize] += 1;
+        duration_sum[a.function.0 as usize] += a.duration_us as f64;
+    }
+    let span_s = (trace.span_us as f64 / 1e6).max(1e-9);
+    let params = &scenario.costs;
+    let weights = &scenario.weights;
+    let c = &scenario.cluster;
+    let capacity = Capacity {
+        storage_cores: f64::from(c.storage_nodes * c.storage_cores),
+        compute_cores: f64::from(c.compute_nodes * c.compute_cores),
+        max_utilisation: 1.0,
+    };
+    let mut out = Vec::new();
+    for &load in &scenario.load_scales {
+        let mut classes = Vec::new();
+        for (i, &n) in counts.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let d = data[i];
+            let work = Workload {
+                compute_us: d
+                    .compute_us
+                    .map_or(duration_sum[i] / n as f64, |c| c as f64),
+                accesses: f64::from(d.accesses),
+                rounds: f64::from(d.rounds),
+                bytes: d.bytes as f64,
+            };
+            let cost = |tier, local| {
+                estimate(
+                    params,
+                    &work,
+                    &Candidate {
+                        tier,
+                        start: if tier == Tier::Storage {
+                            StartKind::Assembled
+                        } else {
+                            StartKind::Warm
+                        },
+                        queue_us: 0.0,
+                        local_fraction: local,
+                    },
+                )
+            };
+            let s = cost(Tier::Storage, 1.0);
+            let k = cost(Tier::Compute, 0.0);
+            let storage = if c.storage_nodes > 0 {
+                TierCost::on_storage(weights.objective(&s, 0.0), s.latency_us() - params.rtt_us)
+            } else {
+                TierCost::unavailable()
+            };
+            let compute = if c.compute_nodes > 0 {
+                TierCost::on_compute(weights.objective(&k, 0.0), k.latency_us() - params.rtt_us)
+                    .with_storage_core_us(if c.storage_nodes > 0 {
+                        k.storage_cpu_us
+                    } else {
+                        0.0
+                    })
+            } else {
+                TierCost::unavailable()
+            };
+            classes.push(ClassDemand {
+                name: trace.functions[i].name.clone(),
+                rate_per_s: n as f64 / span_s * load,
+                storage,
+                compute,
+            });
+        }
+        let b = bound::solve(&classes, &capacity).with_context(|| {
+            format!(
+                "scenario {}: offline bound at load {load}",
+                scenario.path.display()
+            )
+        })?;
+        out.push((load, b));
+    }
+    Ok(out)
+}
+
+/// Our figures beside each peer figure: the first policy's run at load 1.0 with that keep-alive.
+fn peers(scenario: &Scenario, runs: &[RunResult]) -> Vec<PeerComparison> {
+    scenario
+        .peers
+        .iter()
+        .filter_map(|p| {
+            let name = p.keep_alive.to_string();
+            let run = runs
+                .iter()
+                .find(|r| r.keep_alive == name && r.load == 1.0)?;
+            Some(PeerComparison {
+                keep_alive: name,
+                peer: p.source.clone(),
+                peer_cold_starts: p.cold_starts,
+                peer_invocations: p.invocations,
+                cold_starts: run.cold_starts,
+                invocations: run.invocations,
+                difference: if p.cold_starts > 0 {
+                    run.cold_starts as f64 / p.cold_starts as f64 - 1.0
+                } else {
+                    0.0
+                },
+            })
+        })
+        .collect()
+}

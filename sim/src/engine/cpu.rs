@@ -1,0 +1,251 @@
+//! How a simulated node shares its cores among the work placed on it.
+//!
+//! - [`CpuModel::Fifo`]: at most `cores` jobs run, each on a core of its own at full speed; the
+//!   rest wait in arrival order (a worker-pool node, like the storage node's per-core run queues).
+//! - [`CpuModel::Shared`]: every job runs at once and the cores are shared fairly: with n jobs on
+//!   c cores each progresses at min(1, c/n) (processor sharing, roughly what Linux CFS gives
+//!   containers, and the model of the DSLab FaaS simulator).
+//!
+//! Processor sharing is simulated with a virtual clock: `work` advances by `c / max(c, n)` per
+//! microsecond, and a job that needs w microseconds of work finishes when `work` reaches its tag
+//! `work_at_start + w`, so only the smallest tag needs an event and each change costs O(log n).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+/// How a node's cores are shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuModel {
+    #[default]
+    Fifo,
+    Shared,
+}
+
+/// A unit of work on a node: what the engine does when it finishes is its business.
+pub(super) type JobId = u64;
+
+/// One node's cores.
+#[derive(Debug)]
+pub(super) enum NodeCpu {
+    Fifo {
+        cores: u32,
+        running: u32,
+        waiting: VecDeque<(JobId, u64)>,
+    },
+    Shared(SharedCpu),
+}
+
+#[derive(Debug)]
+pub(super) struct SharedCpu {
+    cores: f64,
+    work: f64,
+    last_us: u64,
+    jobs: BinaryHeap<Reverse<(Tag, JobId)>>,
+    /// Bumped whenever the next completion time changes; stale wake-ups carry an older value.
+    pub generation: u64,
+}
+
+/// A finish tag; f64 ordered totally.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Tag(f64);
+impl Eq for Tag {}
+impl PartialOrd for Tag {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Tag {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// What the engine must do after a change to a node's cores.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Next {
+    /// Nothing new to schedule.
+    Nothing,
+    /// This job started now and ends after `work_us` (FIFO).
+    Started { job: JobId, ends_in_us: u64 },
+    /// Wake the node at this time with this generation to collect finished jobs (shared).
+    WakeAt { at_us: u64, generation: u64 },
+}
+
+impl NodeCpu {
+    pub fn new(model: CpuModel, cores: u32) -> Self {
+        match model {
+            CpuModel::Fifo => NodeCpu::Fifo {
+                cores: cores.max(1),
+                running: 0,
+                waiting: VecDeque::new(),
+            },
+            CpuModel::Shared => NodeCpu::Shared(SharedCpu {
+                cores: f64::from(cores.max(1)),
+                work: 0.0,
+                last_us: 0,
+                jobs: BinaryHeap::new(),
+                generation: 0,
+            }),
+        }
+    }
+
+    /// Add a job needing `work_us` of one core at `now_us`.
+    pub fn submit(&mut self, job: JobId, work_us: u64, now_us: u64) -> Next {
+        match self {
+            NodeCpu::Fifo {
+                cores,
+                running,
+                waiting,
+            } => {
+                if *running < *cores {
+                    *running += 1;
+                    Next::Started {
+                        job,
+                        ends_in_us: work_us,
+                    }
+                } else {
+                    waiting.push_back((job, work_us));
+                    Next::Nothing
+                }
+            }
+            NodeCpu::Shared(s) => {
+                s.advance(now_us);
+                s.jobs.push(Reverse((Tag(s.work + work_us as f64), job)));
+                s.wake(now_us)
+            }
+        }
+    }
+
+    /// FIFO: a job finished; start the next waiting one, if any.
+    pub fn fifo_finished(&mut self) -> Next {
+        match self {
+            NodeCpu::Fifo {
+                running, waiting, ..
+            } => match waiting.pop_front() {
+                Some((job, work_us)) => Next::Started {
+                    job,
+                    ends_in_us: work_us,
+                },
+                None => {
+                    *running = running.saturating_sub(1);
+                    Next::Nothing
+                }
+            },
+            NodeCpu::Shared(_) => Next::Nothing,
+        }
+    }
+
+    /// Shared: the wake-up of `generation` fired at `now_us`; push the finished jobs to `done`
+    /// and say when to wake next.
+    pub fn shared_wake(&mut self, generation: u64, now_us: u64, done: &mut Vec<JobId>) -> Next {
+        let NodeCpu::Shared(s) = self else {
+            return Next::Nothing;
+        };
+        if generation != s.generation {
+            return Next::Nothing;
+        }
+        s.advance(now_us);
+        // Half a microsecond of slack absorbs the rounding of wake-up times to whole microseconds.
+        while let Some(Reverse((Tag(tag), job))) = s.jobs.peek().copied() {
+            if tag > s.work + 0.5 {
+                break;
+            }
+            s.jobs.pop();
+            done.push(job);
+        }
+        s.wake(now_us)
+    }
+}
+
+impl SharedCpu {
+    fn speed(&self) -> f64 {
+        let n = self.jobs.len() as f64;
+        if n <= self.cores { 1.0 } else { self.cores / n }
+    }
+
+    fn advance(&mut self, now_us: u64) {
+        let dt = now_us.saturating_sub(self.last_us) as f64;
+        self.work += dt * self.speed();
+        self.last_us = now_us;
+    }
+
+    fn wake(&mut self, now_us: u64) -> Next {
+        self.generation += 1;
+        match self.jobs.peek() {
+            None => Next::Nothing,
+            Some(Reverse((Tag(tag), _))) => {
+                let left = ((tag - self.work).max(0.0) / self.speed()).ceil() as u64;
+                Next::WakeAt {
+                    at_us: now_us + left,
+                    generation: self.generation,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_runs_cores_jobs_then_queues() {
+        let mut cpu = NodeCpu::new(CpuModel::Fifo, 2);
+        assert_eq!(
+            cpu.submit(1, 10, 0),
+            Next::Started {
+                job: 1,
+                ends_in_us: 10
+            }
+        );
+        assert_eq!(
+            cpu.submit(2, 20, 0),
+            Next::Started {
+                job: 2,
+                ends_in_us: 20
+            }
+        );
+        assert_eq!(cpu.submit(3, 30, 0), Next::Nothing);
+        assert_eq!(
+            cpu.fifo_finished(),
+            Next::Started {
+                job: 3,
+                ends_in_us: 30
+            }
+        );
+        assert_eq!(cpu.fifo_finished(), Next::Nothing);
+    }
+
+    #[test]
+    fn shared_cores_slow_everyone_down_fairly() {
+        // 1 core, two jobs of 100 us from t=0: each runs at 1/2, both end at 200.
+        let mut cpu = NodeCpu::new(CpuModel::Shared, 1);
+        cpu.submit(1, 100, 0);
+        let Next::WakeAt { at_us, generation } = cpu.submit(2, 100, 0) else {
+            panic!("wake")
+        };
+        assert_eq!(at_us, 200);
+        let mut done = Vec::new();
+        assert_eq!(cpu.shared_wake(generation, at_us, &mut done), Next::Nothing);
+        done.sort_unstable();
+        assert_eq!(done, vec![1, 2]);
+    }
+
+    #[test]
+    fn shared_job_ends_early_when_the_other_leaves() {
+        // 1 core: job 1 (50 us) and job 2 (100 us) at t=0. Both at half speed until job 1 is done
+        // at t=100 (50 us of work each); job 2 then has 50 us left at full speed: ends at 150.
+        let mut cpu = NodeCpu::new(CpuModel::Shared, 1);
+        cpu.submit(1, 50, 0);
+        let Next::WakeAt { at_us, generation } = cpu.submit(2, 100, 0) else {
+            panic!("wake")
+        };
+        assert_eq!(at_us, 100);
+        let mut done = Vec::new();
+        let next = cpu.shared_wake(generation, at_us, &mut done);
+        assert_eq!(done, vec![1]);
+        assert!(matches!(next, Next::WakeAt { at_us: 150, .. }));
+        // A stale generation does nothing.
+        assert_eq!(cpu.shared_wake(generation, 150, &mut done), Next::Nothing);
+    }
+}

@@ -1,0 +1,790 @@
+//! The discrete-event engine: one run of one (placement policy, keep-alive policy, load point).
+//!
+//! Arrivals stream from the trace in time order; everything else is an event in a binary heap
+//! keyed by (time, sequence), so equal times resolve in the order they were scheduled and a run
+//! is a pure function of its inputs and seed.
+//!
+//! For each arrival the engine builds a [`PlacementRequest`] exactly as the live scheduler does
+//! (workload from the online profiler, data location from the key ring, warm contexts from
+//! naming) and asks the scheduler's [`Placer`] where it goes. Then it simulates what that node
+//! does:
+//! - **compute node**: reuse an idle warm context, or start one (assembled from a pool part
+//!   when one is ready, otherwise built from nothing); a context runs `concurrency` invocations at
+//!   once and holds its memory while it lives; idle contexts are kept, pre-warmed or destroyed as
+//!   the keep-alive policy says, and evicted (policy's victim) when memory is needed;
+//! - **storage node**: a pooled Wasm instance per invocation, no keep-alive;
+//! - **cores**: each node runs at most `cores` invocations at once, the rest wait in FIFO order;
+//! - **data**: an invocation's true cost comes from the same cost model (queue 0) with its true
+//!   workload; a compute-tier invocation also puts its remote accesses' dispatch CPU on the
+//!   storage node holding the data, as work that queues for that node's cores, and waits that
+//!   node's queueing delay once per dependent round.
+//!
+//! The profiler learns each function's workload from completed invocations, so the placement
+//! sees what a live scheduler would: a default for functions never seen, then measurements.
+
+mod cpu;
+mod metrics;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+use sandstorm_cost_model::{Candidate, StartKind, Tier, Workload, estimate};
+use sandstorm_naming::warm::{ContextId, WarmContexts};
+use sandstorm_naming::{AppId, FunctionId, InvocationId, NodeId, NodeRole, TenantId};
+use sandstorm_profiler::{Observation, Profiler};
+use sandstorm_scheduler::keepalive::{IdleAction, IdleContext, IdleReason, KeepAlive};
+use sandstorm_scheduler::placement::{
+    ClusterView, NodeView, PlacementRequest, Placer, PlacerConfig, Policy,
+};
+
+use crate::report::RunResult;
+use crate::trace::Trace;
+pub use cpu::CpuModel;
+use cpu::{JobId, Next, NodeCpu};
+use metrics::Metrics;
+
+/// How many of an app's contexts with room are looked at per arrival.
+const MAX_WARM_SCAN: usize = 16;
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub result: RunResult,
+    /// Mean objective per completed invocation, priced like the offline bound.
+    pub mean_objective: f64,
+}
+
+/// The shape of the simulated cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterShape {
+    pub storage_nodes: u32,
+    pub storage_cores: u32,
+    pub compute_nodes: u32,
+    pub compute_cores: u32,
+    pub compute_memory_mb: u64,
+    /// How compute nodes share their cores (storage nodes are worker pools: always FIFO).
+    pub compute_cpu: CpuModel,
+}
+
+/// What one invocation of a function really does (the simulator's ground truth; the scheduler
+/// only sees what the profiler learns of it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FunctionData {
+    pub accesses: u32,
+    pub rounds: u32,
+    pub bytes: u64,
+    /// Native compute time; `None`: the trace's duration is the compute time.
+    pub compute_us: Option<u64>,
+}
+
+/// Everything one run needs besides the trace.
+#[derive(Debug)]
+pub struct RunConfig<'a> {
+    pub cluster: ClusterShape,
+    pub placer: PlacerConfig,
+    pub policy: Policy,
+    pub keep_alive: Box<dyn KeepAlive>,
+    /// Ground truth per function, indexed by `FunctionId.0`; missing entries mean no data.
+    pub data: &'a [FunctionData],
+    /// Contexts are shared by the functions of an app (true) or per function (false).
+    pub contexts_per_app: bool,
+    /// Invocations one context runs at once.
+    pub concurrency: u32,
+    /// Pool part sets each compute node keeps ready, and how long one takes to refill.
+    pub pool_per_node: u32,
+    pub pool_refill_us: u64,
+    /// Goodput counts completions within `max(slo_latency_us, slo_slowdown x unloaded latency)`.
+    pub slo_latency_us: f64,
+    pub slo_slowdown: f64,
+    pub load: f64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    /// A job that started on a FIFO node's core finished.
+    JobDone(NodeId, JobId),
+    /// A processor-shared node's next job may have finished (if `generation` is still current).
+    NodeWake(NodeId, u64),
+    /// An idle context's keep-alive ran out (if it is still idle since `last_used_us`).
+    Expire(ContextId, u64),
+    /// Start a pre-warmed context of an app, unless the app was invoked since.
+    Prewarm {
+        app: AppId,
+        node: NodeId,
+        memory_mb: u32,
+        arrivals_then: u64,
+    },
+    /// A pre-warmed context finished starting.
+    PrewarmReady(ContextId),
+    /// A compute node's pool got one part set back.
+    PoolRefill(NodeId),
+}
+
+/// An invocation placed and not finished.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    arrival_us: u64,
+    function: FunctionId,
+    app: AppId,
+    node: NodeId,
+    context: Option<ContextId>,
+    /// Time it holds a core (start + execution), us.
+    hold_us: u64,
+    /// Latency it would have unloaded and warm at its tier, us (for slowdown and goodput).
+    unloaded_us: f64,
+    cpu_us: u64,
+    started_us: u64,
+}
+
+/// Work for a node's cores.
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    /// An invocation (its slot in `inflight`).
+    Invocation(u32),
+    /// Remote-access dispatch work on a storage node, microseconds.
+    Remote(u64),
+}
+
+/// Job ids with this bit set are remote work; the rest is the microseconds of work.
+const REMOTE_JOB: u64 = 1 << 63;
+
+impl Job {
+    fn id(self) -> JobId {
+        match self {
+            Job::Invocation(slot) => u64::from(slot),
+            Job::Remote(work_us) => REMOTE_JOB | work_us,
+        }
+    }
+
+    fn from_id(id: JobId) -> Self {
+        if id & REMOTE_JOB != 0 {
+            Job::Remote(id & !REMOTE_JOB)
+        } else {
+            Job::Invocation(id as u32)
+        }
+    }
+}
+
+#[derive(Debug)]
+struct NodeRun {
+    cpu: NodeCpu,
+}
+
+/// Sim-side facts about a context that naming does not keep.
+#[derive(Debug, Clone, Copy, Default)]
+struct ContextExtra {
+    first_idle_us: Option<u64>,
+    /// A pre-warmed context is not usable before this time.
+    ready_us: u64,
+}
+
+/// The state of one run.
+struct Engine<'a> {
+    trace: &'a Trace,
+    cfg: RunConfig<'a>,
+    placer: Placer,
+    view: ClusterView,
+    nodes: Vec<NodeRun>,
+    warm: WarmContexts,
+    extra: Vec<ContextExtra>,
+    profiler: Profiler,
+    inflight: Vec<InFlight>,
+    free_slots: Vec<u32>,
+    events: BinaryHeap<Reverse<(u64, u64, EventSlot)>>,
+    seq: u64,
+    now: u64,
+    app_arrivals: Vec<u64>,
+    warm_nodes: Vec<NodeId>,
+    finished_jobs: Vec<JobId>,
+    metrics: Metrics,
+}
+
+/// Events live in the heap by value; this wrapper orders them by (time, seq) only.
+#[derive(Debug, Clone, Copy)]
+struct EventSlot(Event);
+
+impl PartialEq for EventSlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for EventSlot {}
+impl PartialOrd for EventSlot {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for EventSlot {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+/// Replay `trace` under `cfg`; `progress` is called now and then with the arrivals done so far.
+pub fn run(trace: &Trace, cfg: RunConfig<'_>, progress: &mut dyn FnMut(u64)) -> RunOutcome {
+    let wall = Instant::now();
+    let mut engine = Engine::new(trace, cfg);
+    let mut arrivals = trace.arrivals(engine.cfg.seed, engine.cfg.load);
+    let mut next = arrivals.next();
+    let mut done = 0u64;
+    loop {
+        let next_event = engine.events.peek().map(|Reverse((at, _, _))| *at);
+        match (next, next_event) {
+            (Some(a), Some(at)) if at < a.at_us => engine.pop_event(),
+            (None, Some(_)) => engine.pop_event(),
+            (Some(a), _) => {
+                engine.now = engine.now.max(a.at_us);
+                engine.arrive(a.function, a.duration_us);
+                next = arrivals.next();
+                done += 1;
+                if done % 65_536 == 0 {
+                    progress(done);
+                }
+            }
+            (None, None) => break,
+        }
+    }
+    progress(done);
+    if std::env::var_os("SANDSTORM_SIM_DEBUG").is_some() {
+        eprintln!("{:?}", engine.metrics);
+    }
+    let span_s = trace.span_us as f64 / 1e6;
+    let policy = engine.cfg.policy.name().to_owned();
+    let keep_alive = engine.cfg.keep_alive.name();
+    let load = engine.cfg.load;
+    let result = engine.metrics.finish(
+        policy,
+        keep_alive,
+        load,
+        trace.offered_per_s(load),
+        span_s,
+        wall.elapsed().as_secs_f64(),
+    );
+    RunOutcome {
+        result,
+        mean_objective: engine.metrics.mean_objective(),
+    }
+}
+
+impl<'a> Engine<'a> {
+    fn new(trace: &'a Trace, cfg: RunConfig<'a>) -> Self {
+        let shape = cfg.cluster;
+        let mut views = Vec::new();
+        for i in 0..shape.storage_nodes + shape.compute_nodes {
+            let storage = i < shape.storage_nodes;
+            let (role, cores, memory) = if storage {
+                (NodeRole::Storage, shape.storage_cores, 0)
+            } else {
+                (
+                    NodeRole::Compute,
+                    shape.compute_cores,
+                    shape.compute_memory_mb,
+                )
+            };
+            let mut view = NodeView::new(NodeId(i), role, cores, memory);
+            if !storage {
+                view.pool_ready = cfg.pool_per_node;
+            }
+            views.push(view);
+        }
+        let nodes = views
+            .iter()
+            .map(|v| {
+                let model = if v.role == NodeRole::Compute {
+                    shape.compute_cpu
+                } else {
+                    CpuModel::Fifo
+                };
+                NodeRun {
+                    cpu: NodeCpu::new(model, v.cores),
+                }
+            })
+            .collect();
+        let default_workload = Workload {
+            compute_us: 1_000.0,
+            ..Workload::default()
+        };
+        Self {
+            trace,
+            placer: Placer::new(cfg.policy, cfg.placer),
+            view: ClusterView::new(views),
+            nodes,
+            warm: WarmContexts::new(cfg.concurrency.max(1)),
+            extra: Vec::new(),
+            profiler: Profiler::new(default_workload),
+            inflight: Vec::new(),
+            free_slots: Vec::new(),
+            events: BinaryHeap::new(),
+            seq: 0,
+            now: 0,
+            app_arrivals: vec![0; trace.apps.len().max(trace.functions.len())],
+            warm_nodes: Vec::new(),
+            finished_jobs: Vec::new(),
+            metrics: Metrics::new(cfg.slo_latency_us, cfg.slo_slowdown, cfg.placer.weights),
+            cfg,
+        }
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.events.push(Reverse((at, self.seq, EventSlot(event))));
+    }
+
+    fn pop_event(&mut self) {
+        let Some(Reverse((at, _, EventSlot(event)))) = self.events.pop() else {
+            return;
+        };
+        self.now = self.now.max(at);
+        self.metrics.events += 1;
+        match event {
+            Event::JobDone(node, job) => {
+                self.job_done(node, job);
+                let next = self.nodes[node.0 as usize].cpu.fifo_finished();
+                self.follow(node, next);
+            }
+            Event::NodeWake(node, generation) => {
+                let mut done = std::mem::take(&mut self.finished_jobs);
+                let next = self.nodes[node.0 as usize]
+                    .cpu
+                    .shared_wake(generation, self.now, &mut done);
+                for &job in &done {
+                    self.job_done(node, job);
+                }
+                done.clear();
+                self.finished_jobs = done;
+                self.follow(node, next);
+            }
+            Event::Expire(id, stamp) => {
+                let idle_since = self
+                    .warm
+                    .get(id)
+                    .filter(|c| c.in_flight == 0)
+                    .map(|c| c.last_used_us);
+                if idle_since == Some(stamp) {
+                    self.destroy(id);
+                }
+            }
+            Event::Prewarm {
+                app,
+                node,
+                memory_mb,
+                arrivals_then,
+            } => {
+                if self.app_arrivals[app.0 as usize] == arrivals_then {
+                    self.prewarm(app, node, memory_mb);
+                }
+            }
+            Event::PrewarmReady(id) => {
+                if let Some(ctx) = self.warm.get(id).filter(|c| c.in_flight == 0) {
+                    let info = self.idle_info(ctx.id);
+                    let action =
+                        self.cfg
+                            .keep_alive
+                            .on_idle(&info, IdleReason::Prewarmed, self.now);
+                    self.apply_idle_action(id, action);
+                }
+            }
+            Event::PoolRefill(node) => {
+                if let Some(v) = self.view.node_mut(node) {
+                    v.pool_ready += 1;
+                }
+            }
+        }
+    }
+
+    fn app_of(&self, function: FunctionId) -> AppId {
+        if self.cfg.contexts_per_app {
+            self.trace.functions[function.0 as usize].app
+        } else {
+            AppId(function.0)
+        }
+    }
+
+    fn truth(&self, function: FunctionId, duration_us: u64) -> Workload {
+        let d = self
+            .cfg
+            .data
+            .get(function.0 as usize)
+            .copied()
+            .unwrap_or_default();
+        Workload {
+            compute_us: d.compute_us.unwrap_or(duration_us) as f64,
+            accesses: f64::from(d.accesses),
+            rounds: f64::from(d.rounds),
+            bytes: d.bytes as f64,
+        }
+    }
+
+    /// The storage node holding a function's data: its key's owner among the storage nodes.
+    fn data_home(&self, function: FunctionId, truth: &Workload) -> Option<NodeId> {
+        let storage = self.cfg.cluster.storage_nodes;
+        (storage > 0 && truth.accesses > 0.0).then(|| {
+            let key = sandstorm_scheduler::placement::splitmix64(u64::from(function.0));
+            NodeId((key % u64::from(storage)) as u32)
+        })
+    }
+
+    fn arrive(&mut self, function: FunctionId, duration_us: u64) {
+        let app = self.app_of(function);
+        self.app_arrivals[app.0 as usize] += 1;
+        self.metrics.invocations += 1;
+        let invocation = InvocationId(self.metrics.invocations ^ self.cfg.seed.rotate_left(32));
+        let truth = self.truth(function, duration_us);
+        let home = self.data_home(function, &truth);
+        let data = home.map(|n| [(n, 1.0)]);
+        // The nodes of the most recently used contexts with room: enough for the placement to
+        // see where warm capacity is without walking every context of a popular app.
+        self.warm_nodes.clear();
+        for ctx in self.warm.with_room_of(app).take(MAX_WARM_SCAN) {
+            if !self.warm_nodes.contains(&ctx.node) {
+                self.warm_nodes.push(ctx.node);
+            }
+        }
+        let memory_mb =
+            self.trace.apps[self.trace.functions[function.0 as usize].app.0 as usize].memory_mb;
+        let request = PlacementRequest {
+            invocation,
+            tenant: TenantId(0),
+            function,
+            app,
+            workload: self.profiler.workload(function),
+            memory_mb,
+            data: data.as_ref().map_or(&[][..], |d| &d[..]),
+            warm: &self.warm_nodes,
+        };
+        let Some(choice) = self.placer.place(&mut self.view, &request) else {
+            self.metrics.rejected += 1;
+            return;
+        };
+        let node = choice.node;
+        let mut start = choice.start;
+        let mut wait_us = 0;
+        let mut context = None;
+        if choice.tier == Tier::Compute {
+            let (id, s, w) = self.obtain_context(app, node, start, memory_mb);
+            (start, wait_us, context) = (s, w, Some(id));
+        }
+        self.metrics.count_start(choice.tier, start);
+        let params = self.placer.config().params;
+        let params = &params;
+        let local = if Some(node) == home { 1.0 } else { 0.0 };
+        let real = estimate(
+            params,
+            &truth,
+            &Candidate {
+                tier: choice.tier,
+                start,
+                queue_us: 0.0,
+                local_fraction: local,
+            },
+        );
+        let warm_cost = estimate(
+            params,
+            &truth,
+            &Candidate {
+                tier: choice.tier,
+                start: StartKind::Warm,
+                queue_us: 0.0,
+                local_fraction: local,
+            },
+        );
+        // Remote data: the owning storage node does the dispatch work, and each dependent round
+        // waits for that node's queue.
+        let mut storage_wait_us = 0.0;
+        if let Some(home) = home.filter(|h| *h != node) {
+            let remote_cpu = real.storage_cpu_us.round() as u64;
+            storage_wait_us = self.view.node(home).map_or(0.0, NodeView::queue_us) * truth.rounds;
+            if remote_cpu > 0 {
+                self.submit(home, Job::Remote(remote_cpu));
+            }
+        }
+        let hold_us =
+            (real.latency_us() - params.rtt_us + storage_wait_us).max(0.0) as u64 + wait_us;
+        self.metrics.add_cost(&real);
+        let unloaded_us = warm_cost.latency_us();
+        let cpu_us = truth.compute_us as u64;
+        let slot = self.alloc(InFlight {
+            arrival_us: self.now,
+            function,
+            app,
+            node,
+            context,
+            hold_us,
+            unloaded_us,
+            cpu_us,
+            started_us: 0,
+        });
+        if let Some(ctx) = context {
+            let info = self.idle_info(ctx);
+            let start_cost = self.placer.config().params.container_cold_us;
+            self.cfg.keep_alive.on_use(&info, start_cost);
+        }
+        self.submit(node, Job::Invocation(slot));
+    }
+
+    /// Get a context of `app` on compute `node` as the placement decided; returns it, how it was
+    /// really obtained, and any wait for it to be ready.
+    fn obtain_context(
+        &mut self,
+        app: AppId,
+        node: NodeId,
+        start: StartKind,
+        memory_mb: u32,
+    ) -> (ContextId, StartKind, u64) {
+        if start == StartKind::Warm {
+            if let Some(id) = self.warm.acquire_idle_on(app, node, self.now) {
+                let ready = self.extra_of(id).ready_us;
+                if ready > self.now {
+                    // A pre-warm still starting: the invocation waits for it, and it counts as
+                    // cold, as it would to the user.
+                    return (id, StartKind::Cold, ready - self.now);
+                }
+                return (id, StartKind::Warm, 0);
+            }
+        }
+        let start = if start == StartKind::Warm {
+            StartKind::Cold
+        } else {
+            start
+        };
+        self.make_room(node);
+        let id = self.warm.insert(app, node, memory_mb, self.now);
+        self.metrics.context_created(memory_mb);
+        *self.extra_mut(id) = ContextExtra::default();
+        if start == StartKind::Assembled {
+            let refill = self.now + self.cfg.pool_refill_us;
+            self.schedule(refill, Event::PoolRefill(node));
+        }
+        (id, start, 0)
+    }
+
+    /// Evict idle contexts on `node` (the keep-alive policy's victims) until what the placement
+    /// reserved fits.
+    fn make_room(&mut self, node: NodeId) {
+        let over = |v: &ClusterView| v.node(node).is_some_and(|n| n.memory_used_mb > n.memory_mb);
+        while over(&self.view) {
+            let idle: Vec<IdleContext> = self
+                .warm
+                .idle_on(node)
+                .map(|c| self.idle_info(c.id))
+                .collect();
+            let Some(victim) = self.cfg.keep_alive.victim(&idle) else {
+                break;
+            };
+            self.metrics.evictions += 1;
+            self.destroy(ContextId(idle[victim].id));
+        }
+    }
+
+    fn prewarm(&mut self, app: AppId, preferred: NodeId, memory_mb: u32) {
+        let fits = |e: &Self, n: NodeId| {
+            e.view
+                .node(n)
+                .is_some_and(|v| v.memory_free_mb() >= u64::from(memory_mb))
+        };
+        let node = if fits(self, preferred) {
+            Some(preferred)
+        } else {
+            (self.cfg.cluster.storage_nodes..self.view.len() as u32)
+                .map(NodeId)
+                .find(|n| fits(self, *n))
+        };
+        let Some(node) = node else { return };
+        let id = self.warm.insert(app, node, memory_mb, self.now);
+        self.view.context_prewarmed(node, memory_mb);
+        self.metrics.context_created(memory_mb);
+        let ready = self.now + self.placer.config().params.container_cold_us as u64;
+        // Idle from the start, usable (with a wait) by an invocation that arrives meanwhile.
+        let _ = self.warm.release(id, ready);
+        *self.extra_mut(id) = ContextExtra {
+            first_idle_us: None,
+            ready_us: ready,
+        };
+        self.metrics.prewarms += 1;
+        self.schedule(ready, Event::PrewarmReady(id));
+    }
+
+    fn submit(&mut self, node: NodeId, job: Job) {
+        let work_us = match job {
+            Job::Invocation(slot) => {
+                self.inflight[slot as usize].started_us = self.now;
+                self.inflight[slot as usize].hold_us
+            }
+            Job::Remote(work_us) => {
+                self.view
+                    .reserve(sandstorm_scheduler::placement::Reservation {
+                        node,
+                        memory_mb: 0,
+                        warm_mb: 0,
+                        pool_part: false,
+                    });
+                work_us
+            }
+        };
+        let next = self.nodes[node.0 as usize]
+            .cpu
+            .submit(job.id(), work_us, self.now);
+        self.follow(node, next);
+    }
+
+    /// Schedule what a change to a node's cores asks for.
+    fn follow(&mut self, node: NodeId, next: Next) {
+        match next {
+            Next::Nothing => {}
+            Next::Started { job, ends_in_us } => {
+                if let Job::Invocation(slot) = Job::from_id(job) {
+                    self.inflight[slot as usize].started_us = self.now;
+                }
+                self.schedule(self.now + ends_in_us, Event::JobDone(node, job));
+            }
+            Next::WakeAt { at_us, generation } => {
+                self.schedule(at_us, Event::NodeWake(node, generation))
+            }
+        }
+    }
+
+    fn job_done(&mut self, node: NodeId, job: JobId) {
+        match Job::from_id(job) {
+            Job::Invocation(slot) => self.finish(slot),
+            Job::Remote(work_us) => self.view.complete(node, work_us as f64),
+        }
+    }
+
+    fn finish(&mut self, slot: u32) {
+        let f = self.inflight[slot as usize];
+        self.free_slots.push(slot);
+        let rtt = self.placer.config().params.rtt_us;
+        let latency = (self.now - f.arrival_us) as f64 + rtt;
+        self.metrics.complete(latency, f.unloaded_us + rtt);
+        self.view.complete(f.node, (self.now - f.started_us) as f64);
+        self.profiler.record(
+            f.function,
+            &Observation {
+                arrival_us: f.arrival_us,
+                duration_us: self.now - f.started_us,
+                cpu_us: f.cpu_us,
+                accesses: self
+                    .cfg
+                    .data
+                    .get(f.function.0 as usize)
+                    .map_or(0, |d| d.accesses),
+                rounds: self
+                    .cfg
+                    .data
+                    .get(f.function.0 as usize)
+                    .map_or(0, |d| d.rounds),
+                bytes: self
+                    .cfg
+                    .data
+                    .get(f.function.0 as usize)
+                    .map_or(0, |d| d.bytes),
+            },
+        );
+        self.cfg
+            .keep_alive
+            .on_finish(f.app, f.function, f.arrival_us, self.now);
+        if let Some(id) = f.context {
+            let _ = self.warm.release(id, self.now);
+            if let Some(ctx) = self.warm.get(id).filter(|c| c.in_flight == 0) {
+                self.view.context_idle(f.node, ctx.memory_mb);
+                let now = self.now;
+                self.extra_mut(id).first_idle_us.get_or_insert(now);
+                let info = self.idle_info(id);
+                let action = self
+                    .cfg
+                    .keep_alive
+                    .on_idle(&info, IdleReason::Finished, self.now);
+                self.apply_idle_action(id, action);
+            }
+        }
+    }
+
+    fn apply_idle_action(&mut self, id: ContextId, action: IdleAction) {
+        match action {
+            IdleAction::KeepUntil(until) => {
+                let stamp = self.warm.get(id).map_or(0, |c| c.last_used_us);
+                if until <= self.now {
+                    self.destroy(id);
+                } else {
+                    self.schedule(until, Event::Expire(id, stamp));
+                }
+            }
+            IdleAction::KeepUntilEvicted => {}
+            IdleAction::UnloadAndPrewarm { at_us } => {
+                if let Some(ctx) = self.warm.get(id) {
+                    let (app, node, memory_mb) = (ctx.app, ctx.node, ctx.memory_mb);
+                    let arrivals_then = self.app_arrivals[app.0 as usize];
+                    self.destroy(id);
+                    self.schedule(
+                        at_us,
+                        Event::Prewarm {
+                            app,
+                            node,
+                            memory_mb,
+                            arrivals_then,
+                        },
+                    );
+                }
+            }
+            IdleAction::Destroy => self.destroy(id),
+        }
+    }
+
+    fn destroy(&mut self, id: ContextId) {
+        let info = self.idle_info(id);
+        if let Some(ctx) = self.warm.remove(id) {
+            self.view
+                .context_destroyed(ctx.node, ctx.memory_mb, ctx.in_flight == 0);
+            self.metrics.context_destroyed(ctx.memory_mb);
+            self.cfg.keep_alive.on_destroy(&info);
+        }
+    }
+
+    fn idle_info(&self, id: ContextId) -> IdleContext {
+        let ctx = self.warm.get(id);
+        let extra = self
+            .extra
+            .get((id.0 as u32) as usize)
+            .copied()
+            .unwrap_or_default();
+        IdleContext {
+            id: id.0,
+            app: ctx.map_or(AppId(0), |c| c.app),
+            node: ctx.map_or(NodeId(0), |c| c.node),
+            memory_mb: ctx.map_or(0, |c| c.memory_mb),
+            last_used_us: ctx.map_or(0, |c| c.last_used_us),
+            first_idle_us: extra.first_idle_us.unwrap_or(self.now),
+        }
+    }
+
+    fn extra_of(&self, id: ContextId) -> ContextExtra {
+        self.extra
+            .get((id.0 as u32) as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Sim-side facts of a context, indexed by its slot (the low half of its id).
+    fn extra_mut(&mut self, id: ContextId) -> &mut ContextExtra {
+        let slot = (id.0 as u32) as usize;
+        if self.extra.len() <= slot {
+            self.extra.resize(slot + 1, ContextExtra::default());
+        }
+        &mut self.extra[slot]
+    }
+
+    fn alloc(&mut self, f: InFlight) -> u32 {
+        match self.free_slots.pop() {
+            Some(slot) => {
+                self.inflight[slot as usize] = f;
+                slot
+            }
+            None => {
+                self.inflight.push(f);
+                (self.inflight.len() - 1) as u32
+            }
+        }
+    }
+}
