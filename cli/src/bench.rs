@@ -1,10 +1,738 @@
 //! `sandstorm bench`: whole-system figures, each printed beside the peer it is compared with.
-pub use placeholder::*;
-mod placeholder {
-    use clap::Args;
+//!
+//! Every bench subcommand measures a few [`Figure`]s, pairs each with a target and a peer figure
+//! ([`Row`]), prints them as one table (figure, ours, target, peer, vs peer, verdict) and, with
+//! `--json FILE`, writes `{"bench": NAME, "figures": [...]}` where each figure is
+//! `{"name", "unit", "p50", "p99", "mean", "n"}` (a throughput or a single measurement puts its
+//! value in `mean` and leaves the percentiles `null`).
+//!
+//! Adding a bench: a variant of [`BenchCommand`] whose arguments flatten [`CommonArgs`], a module
+//! below whose `run` returns a [`BenchOutput`], and one arm in [`run`]. The shared printing and
+//! JSON writing is [`finish`].
+//!
+//! Peer figures that were not measured in the same run (a published number) say so, in the table
+//! and in a note under it: the conventions ask for peers measured in the same run where possible.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+
+/// Whole-system benchmarks, each printed beside the peer system it is compared with.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The simulator: keep-alive replay throughput on one core, and a full-day replay's wall
+    /// time and peak memory, beside DSLab FaaS.
+    ///
+    /// keepalive: sim/scenarios/keepalive-azure500.toml (3.0 M invocations, 8 h of Azure 2019),
+    ///   least-loaded placement, fixed 10 min keep-alive, one worker thread, --repeat times;
+    ///   figure: simulated invocations per second of wall time (median). Target >= 3 M/s;
+    ///   DSLab FaaS: 0.66 M/s (published, not measured here).
+    /// day: sim/scenarios/azure1000-day.toml (11.6 M invocations on 400 hosts), its own
+    ///   policies, all cores, in a child process so its peak memory (VmHWM) is its own;
+    ///   figures: wall time (target < 15 s) and peak memory (target < 1 GiB).
+    ///   DSLab FaaS: 95 s and 4.9 GB (published, not measured here).
+    #[command(verbatim_doc_comment)]
+    Sim(sim::SimBenchArgs),
+}
+
+/// Options every bench subcommand takes.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Also write the figures as JSON: {"bench": NAME, "figures": [{"name", "unit", "p50",
+    /// "p99", "mean", "n"}, ...]}.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    match &args.command {
+        BenchCommand::Sim(a) => {
+            let out = sim::run(a)?;
+            finish(&a.common, &out, a.figures_to_stdout)
+        }
+    }
+}
+
+/// What a bench measured, ready to print.
+#[derive(Debug)]
+pub struct BenchOutput {
+    /// The subcommand's name, `"bench"` in the JSON.
+    pub bench: &'static str,
+    pub rows: Vec<Row>,
+    /// Lines printed under the table (how figures were measured, where peers come from).
+    pub notes: Vec<String>,
+}
+
+/// The JSON form: `{"bench": NAME, "figures": [...]}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub bench: String,
+    pub figures: Vec<Figure>,
+}
+
+/// One measured figure. `unit` names what the numbers count (`invocations/s`, `s`, `bytes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    pub name: String,
+    pub unit: String,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub mean: Option<f64>,
+    /// Samples the figure is taken over.
+    pub n: u64,
+}
+
+impl Figure {
+    /// A single value (a throughput, one wall time): `mean` only.
+    pub fn single(name: &str, unit: Unit, value: f64) -> Self {
+        Self {
+            name: name.to_owned(),
+            unit: unit.name().to_owned(),
+            p50: None,
+            p99: None,
+            mean: Some(value),
+            n: 1,
+        }
+    }
+
+    /// Median (as `p50`) and mean of repeated measurements; `p99` is left out (too few samples).
+    pub fn repeated(name: &str, unit: Unit, samples: &[f64]) -> Self {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let median = match sorted.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(sorted[n / 2]),
+            n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+        };
+        let mean = (!sorted.is_empty()).then(|| sorted.iter().sum::<f64>() / sorted.len() as f64);
+        Self {
+            name: name.to_owned(),
+            unit: unit.name().to_owned(),
+            p50: median,
+            p99: None,
+            mean,
+            n: sorted.len() as u64,
+        }
+    }
+
+    /// The value the table shows: the median where there is one, else the mean.
+    fn headline(&self) -> Option<f64> {
+        self.p50.or(self.mean)
+    }
+}
+
+/// Units the figures use; each knows how to print a value for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    InvocationsPerSecond,
+    Seconds,
+    Bytes,
+}
+
+impl Unit {
+    /// The name in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::InvocationsPerSecond => "invocations/s",
+            Unit::Seconds => "s",
+            Unit::Bytes => "bytes",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [Unit::InvocationsPerSecond, Unit::Seconds, Unit::Bytes]
+            .into_iter()
+            .find(|u| u.name() == name)
+    }
+
+    /// `3.12 M/s`, `12.4 s`, `812 MiB`.
+    pub fn show(self, v: f64) -> String {
+        if !v.is_finite() {
+            return "-".to_owned();
+        }
+        match self {
+            Unit::InvocationsPerSecond if v >= 1e6 => format!("{:.2} M/s", v / 1e6),
+            Unit::InvocationsPerSecond if v >= 1e3 => format!("{:.1} k/s", v / 1e3),
+            Unit::InvocationsPerSecond => format!("{v:.0} /s"),
+            Unit::Seconds if v < 1.0 => format!("{:.0} ms", v * 1e3),
+            Unit::Seconds => format!("{v:.1} s"),
+            Unit::Bytes => {
+                const GIB: f64 = (1u64 << 30) as f64;
+                const MIB: f64 = (1u64 << 20) as f64;
+                if v >= GIB {
+                    format!("{:.2} GiB", v / GIB)
+                } else {
+                    format!("{:.0} MiB", v / MIB)
+                }
+            }
+        }
+    }
+}
+
+/// Which way is better for a figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+/// A goal for a figure: `>= value` when higher is better, `< value` when lower is.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub better: Better,
+    pub value: f64,
+}
+
+impl Target {
+    fn met(&self, ours: f64) -> bool {
+        match self.better {
+            Better::Higher => ours >= self.value,
+            Better::Lower => ours < self.value,
+        }
+    }
+}
+
+/// A peer system's figure for the same measurement.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Who, e.g. `DSLab FaaS`.
+    pub system: &'static str,
+    pub value: f64,
+    /// The figure as its source states it (`4.9 GB`), shown instead of `value` when given.
+    pub as_published: Option<&'static str>,
+    /// True when measured in this run; false for a published figure (said in the table).
+    pub measured: bool,
+}
+
+/// One line of the table: a figure with what it is judged against.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub figure: Figure,
+    pub better: Better,
+    pub target: Option<Target>,
+    pub peer: Option<Peer>,
+}
+
+impl Row {
+    fn unit(&self) -> Option<Unit> {
+        Unit::from_name(&self.figure.unit)
+    }
+
+    fn show(&self, v: f64) -> String {
+        self.unit()
+            .map_or_else(|| format!("{v} {}", self.figure.unit), |u| u.show(v))
+    }
+
+    fn ours(&self) -> String {
+        let Some(v) = self.figure.headline() else {
+            return "-".to_owned();
+        };
+        let mut s = self.show(v);
+        if self.figure.n > 1 && self.figure.p50.is_some() {
+            let _ = write!(s, " (median of {})", self.figure.n);
+        }
+        s
+    }
+
+    fn target_text(&self) -> String {
+        self.target.map_or_else(
+            || "-".to_owned(),
+            |t| {
+                let op = if t.better == Better::Higher {
+                    ">="
+                } else {
+                    "<"
+                };
+                format!("{op} {}", self.show(t.value))
+            },
+        )
+    }
+
+    fn peer_text(&self) -> String {
+        self.peer.as_ref().map_or_else(
+            || "-".to_owned(),
+            |p| {
+                let how = if p.measured { "" } else { ", published*" };
+                let value = p
+                    .as_published
+                    .map_or_else(|| self.show(p.value), str::to_owned);
+                format!("{value} ({}{how})", p.system)
+            },
+        )
+    }
+
+    /// `5.2x better` / `1.3x worse`, by the figure's direction.
+    fn versus_peer(&self) -> String {
+        let (Some(ours), Some(peer)) = (self.figure.headline(), self.peer.as_ref()) else {
+            return "-".to_owned();
+        };
+        let ratio = match self.better {
+            Better::Higher => ours / peer.value,
+            Better::Lower => peer.value / ours,
+        };
+        if !ratio.is_finite() || ratio <= 0.0 {
+            "-".to_owned()
+        } else if ratio >= 1.0 {
+            format!("{ratio:.1}x better")
+        } else {
+            format!("{:.1}x worse", 1.0 / ratio)
+        }
+    }
+
+    fn verdict(&self) -> &'static str {
+        match (self.target, self.figure.headline()) {
+            (Some(t), Some(v)) if t.met(v) => "PASS",
+            (Some(_), _) => "MISS",
+            (None, _) => "-",
+        }
+    }
+}
+
+/// The table, with a header and aligned columns.
+pub fn render(out: &BenchOutput) -> String {
+    let header = ["figure", "ours", "target", "peer", "vs peer", "verdict"];
+    let mut lines: Vec<[String; 6]> = vec![header.map(str::to_owned)];
+    for row in &out.rows {
+        lines.push([
+            row.figure.name.clone(),
+            row.ours(),
+            row.target_text(),
+            row.peer_text(),
+            row.versus_peer(),
+            row.verdict().to_owned(),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for line in &lines {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = format!("sandstorm bench {}\n\n", out.bench);
+    for (i, line) in lines.iter().enumerate() {
+        let mut s = String::new();
+        for (col, (cell, w)) in line.iter().zip(widths).enumerate() {
+            // Numbers right-aligned, names left-aligned.
+            if col == 1 || col == 2 {
+                let _ = write!(s, "{cell:>w$}  ");
+            } else {
+                let _ = write!(s, "{cell:<w$}  ");
+            }
+        }
+        text.push_str(s.trim_end());
+        text.push('\n');
+        if i == 0 {
+            text.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+            text.push('\n');
+        }
+    }
+    if out
+        .rows
+        .iter()
+        .any(|r| r.peer.as_ref().is_some_and(|p| !p.measured))
+    {
+        text.push_str(
+            "* published figure, not measured in this run (the peer cannot be built here).\n",
+        );
+    }
+    for note in &out.notes {
+        text.push_str(note);
+        text.push('\n');
+    }
+    text
+}
+
+/// The JSON form of `out`.
+pub fn to_json(out: &BenchOutput) -> String {
+    let report = BenchReport {
+        bench: out.bench.to_owned(),
+        figures: out.rows.iter().map(|r| r.figure.clone()).collect(),
+    };
+    // Plain structs with string keys and Option<f64> fields always serialize (NaN becomes null).
+    serde_json::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// Print the table (or, for a child process, the JSON on stdout) and write `--json`.
+fn finish(common: &CommonArgs, out: &BenchOutput, json_to_stdout: bool) -> anyhow::Result<()> {
+    if json_to_stdout {
+        println!("{}", to_json(out));
+    } else {
+        print!("{}", render(out));
+    }
+    if let Some(path) = &common.json {
+        std::fs::write(path, to_json(out) + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process so far (VmHWM of /proc/self/status), bytes.
+pub fn peak_rss_bytes() -> anyhow::Result<u64> {
+    const STATUS: &str = "/proc/self/status";
+    let status = std::fs::read_to_string(STATUS).with_context(|| format!("reading {STATUS}"))?;
+    parse_vm_hwm(&status).with_context(|| format!("{STATUS}: no VmHWM line in kB"))
+}
+
+/// The `VmHWM:   1234 kB` line of a /proc status file, in bytes.
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    let kb = line.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
+    Some(kb * 1024)
+}
+
+/// `sandstorm bench sim`.
+pub mod sim {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    use anyhow::{Context, bail};
+    use clap::{Args, ValueEnum};
+    use sandstorm_sim::driver::{Progress, SimOptions, run_scenario};
+    use sandstorm_sim::report::SimReport;
+    use sandstorm_sim::scenario::{KeepAliveSpec, Scenario};
+
+    use super::{
+        BenchOutput, BenchReport, Better, CommonArgs, Figure, Peer, Row, Target, Unit,
+        peak_rss_bytes,
+    };
+
+    const KEEPALIVE_SCENARIO: &str = "keepalive-azure500.toml";
+    const DAY_SCENARIO: &str = "azure1000-day.toml";
+    const KEEPALIVE_POLICY: &str = "least-loaded";
+    const KEEPALIVE_SPEC: KeepAliveSpec = KeepAliveSpec::Fixed {
+        ttl_us: 10 * 60 * 1_000_000,
+    };
+    const PEER: &str = "DSLab FaaS";
+    /// DSLab FaaS on the keep-alive trace, on this machine (published in the issue).
+    const PEER_KEEPALIVE_PER_S: f64 = 0.66e6;
+    /// DSLab FaaS on the full day (published in the issue).
+    const PEER_DAY_WALL_S: f64 = 95.0;
+    /// "4.9 GB", read as 10^9 bytes.
+    const PEER_DAY_PEAK_BYTES: f64 = 4.9e9;
+    /// Invocations in the full day (data/traces/README.md), for DSLab's rate.
+    const DAY_INVOCATIONS: f64 = 11_639_447.0;
+    const GIB: f64 = (1u64 << 30) as f64;
+
+    const FIG_KEEPALIVE: &str = "keep-alive replay, 1 core (engine)";
+    const FIG_KEEPALIVE_E2E: &str = "keep-alive replay, 1 core (with trace load)";
+    const FIG_DAY_WALL: &str = "full-day replay wall time";
+    const FIG_DAY_RSS: &str = "full-day replay peak memory";
+    const FIG_DAY_RATE: &str = "full-day replay throughput";
+
+    /// Arguments of `sandstorm bench sim` (the help text is on [`super::BenchCommand::Sim`]).
     #[derive(Debug, Args)]
-    pub struct BenchArgs {}
-    pub fn run(_: &BenchArgs) -> anyhow::Result<()> {
-        Ok(())
+    pub struct SimBenchArgs {
+        /// Directory holding keepalive-azure500.toml and azure1000-day.toml.
+        #[arg(long, value_name = "DIR", default_value = "sim/scenarios")]
+        scenario_dir: PathBuf,
+        /// Replays of the keep-alive scenario; the figure is their median.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: u32,
+        /// Measure only one of the two figure sets.
+        #[arg(long, value_enum)]
+        only: Option<FigureSet>,
+        #[command(flatten)]
+        pub(super) common: CommonArgs,
+        /// Internal: print the figures as JSON on stdout instead of the table (the parent of a
+        /// child process that measures the full day reads them).
+        #[arg(long, hide = true)]
+        pub(super) figures_to_stdout: bool,
+    }
+
+    /// The figure sets of `bench sim`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+    pub enum FigureSet {
+        /// Keep-alive replay throughput on one core.
+        Keepalive,
+        /// Full-day replay wall time and peak memory.
+        Day,
+    }
+
+    pub fn run(args: &SimBenchArgs) -> anyhow::Result<BenchOutput> {
+        let dir = &args.scenario_dir;
+        if !dir.is_dir() {
+            bail!(
+                "scenario directory {} not found (from {}); run from the workspace root or pass \
+                 --scenario-dir DIR",
+                dir.display(),
+                std::env::current_dir().map_or_else(|_| "?".into(), |d| d.display().to_string())
+            );
+        }
+        let mut rows = Vec::new();
+        let mut notes = Vec::new();
+        if args.only != Some(FigureSet::Day) {
+            let (figures, note) = keepalive(&dir.join(KEEPALIVE_SCENARIO), args.repeat)?;
+            rows.extend(figures.into_iter().map(keepalive_row));
+            notes.push(note);
+        }
+        if args.only != Some(FigureSet::Keepalive) {
+            // Alone, this process has done nothing else, so its own peak memory is the day's.
+            let (figures, how) = if args.only == Some(FigureSet::Day) {
+                (day(&dir.join(DAY_SCENARIO))?, "in this process")
+            } else {
+                (day_in_child(dir)?, "in a child process")
+            };
+            rows.extend(figures.into_iter().map(day_row));
+            notes.push(format!(
+                "full day: {DAY_SCENARIO}, its own policies, all cores, {how}; peak memory is \
+                 VmHWM from /proc/self/status."
+            ));
+        }
+        Ok(BenchOutput {
+            bench: "sim",
+            rows,
+            notes,
+        })
+    }
+
+    /// Replays the keep-alive scenario `repeat` times on one thread; returns the figures (engine
+    /// only, and with the trace load) and a note on what was run.
+    fn keepalive(path: &Path, repeat: u32) -> anyhow::Result<(Vec<Figure>, String)> {
+        let mut scenario = Scenario::load(path)?;
+        scenario.keep_alive = vec![KEEPALIVE_SPEC];
+        scenario.load_scales = vec![1.0];
+        scenario.bound = false;
+        let options = SimOptions {
+            policies: vec![KEEPALIVE_POLICY.to_owned()],
+            seed: None,
+            threads: 1,
+        };
+        let mut engine_rates = Vec::new();
+        let mut e2e_rates = Vec::new();
+        let mut last = None;
+        for i in 1..=repeat {
+            let start = Instant::now();
+            let report = run_scenario(&scenario, &options, &Progress::default())?;
+            let total_s = start.elapsed().as_secs_f64();
+            let (invocations, wall_s) = single_run(&report, path)?;
+            engine_rates.push(invocations as f64 / wall_s);
+            e2e_rates.push(invocations as f64 / total_s);
+            eprintln!(
+                "keep-alive replay {i}/{repeat}: {invocations} invocations, engine {wall_s:.2} s \
+                 ({}), {total_s:.2} s with the trace load",
+                Unit::InvocationsPerSecond.show(invocations as f64 / wall_s)
+            );
+            last = Some((invocations, report.runs[0].cold_starts));
+        }
+        let (invocations, cold) = last.unwrap_or_default();
+        let note = format!(
+            "keep-alive: {KEEPALIVE_SCENARIO}, {KEEPALIVE_POLICY}, {KEEPALIVE_SPEC}, 1 thread, \
+             {repeat} runs of {invocations} invocations ({cold} cold starts; DSLab FaaS: 33573); \
+             engine = the simulation loop alone, with trace load = the whole run_scenario."
+        );
+        Ok((
+            vec![
+                Figure::repeated(FIG_KEEPALIVE, Unit::InvocationsPerSecond, &engine_rates),
+                Figure::repeated(FIG_KEEPALIVE_E2E, Unit::InvocationsPerSecond, &e2e_rates),
+            ],
+            note,
+        ))
+    }
+
+    /// The (invocations, engine wall seconds) of a report that must hold exactly one run.
+    fn single_run(report: &SimReport, path: &Path) -> anyhow::Result<(u64, f64)> {
+        match report.runs.as_slice() {
+            [run] if run.wall_s > 0.0 => Ok((run.invocations, run.wall_s)),
+            runs => bail!(
+                "{}: expected one run with a positive wall time, got {}",
+                path.display(),
+                runs.len()
+            ),
+        }
+    }
+
+    fn keepalive_row(figure: Figure) -> Row {
+        let headline = figure.name == FIG_KEEPALIVE;
+        Row {
+            figure,
+            better: Better::Higher,
+            target: headline.then_some(Target {
+                better: Better::Higher,
+                value: 3e6,
+            }),
+            peer: headline.then_some(Peer {
+                system: PEER,
+                value: PEER_KEEPALIVE_PER_S,
+                as_published: Some("0.66 M/s"),
+                measured: false,
+            }),
+        }
+    }
+
+    /// Replays the full day in this process: wall time, peak memory and throughput.
+    fn day(path: &Path) -> anyhow::Result<Vec<Figure>> {
+        let scenario = Scenario::load(path)?;
+        let options = SimOptions {
+            policies: Vec::new(),
+            seed: None,
+            threads: 0,
+        };
+        eprintln!("full-day replay: {} ...", path.display());
+        let start = Instant::now();
+        let report = run_scenario(&scenario, &options, &Progress::default())?;
+        let wall_s = start.elapsed().as_secs_f64();
+        let peak = peak_rss_bytes()?;
+        let invocations: u64 = report.runs.iter().map(|r| r.invocations).sum();
+        eprintln!(
+            "full-day replay: {invocations} invocations in {} runs, {wall_s:.1} s, peak {}",
+            report.runs.len(),
+            Unit::Bytes.show(peak as f64)
+        );
+        Ok(vec![
+            Figure::single(FIG_DAY_WALL, Unit::Seconds, wall_s),
+            Figure::single(FIG_DAY_RSS, Unit::Bytes, peak as f64),
+            Figure::single(
+                FIG_DAY_RATE,
+                Unit::InvocationsPerSecond,
+                invocations as f64 / wall_s,
+            ),
+        ])
+    }
+
+    /// Runs `sandstorm bench sim --only day` as a child process and reads its figures.
+    fn day_in_child(dir: &Path) -> anyhow::Result<Vec<Figure>> {
+        let exe = std::env::current_exe().context("locating the sandstorm binary to re-run")?;
+        let output = Command::new(&exe)
+            .args(["bench", "sim", "--only", "day", "--figures-to-stdout"])
+            .arg("--scenario-dir")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", exe.display()))?;
+        if !output.status.success() {
+            bail!(
+                "the full-day child process ({} bench sim --only day) failed: {}",
+                exe.display(),
+                output.status
+            );
+        }
+        let report: BenchReport = serde_json::from_slice(&output.stdout)
+            .context("reading the full-day child process's figures")?;
+        Ok(report.figures)
+    }
+
+    fn day_row(figure: Figure) -> Row {
+        let (target, peer, as_published) = match figure.name.as_str() {
+            FIG_DAY_WALL => (Some(15.0), Some(PEER_DAY_WALL_S), Some("95 s")),
+            FIG_DAY_RSS => (Some(GIB), Some(PEER_DAY_PEAK_BYTES), Some("4.9 GB")),
+            // DSLab's rate on the same day, derived from its published wall time.
+            FIG_DAY_RATE => (None, Some(DAY_INVOCATIONS / PEER_DAY_WALL_S), None),
+            _ => (None, None, None),
+        };
+        let better = if figure.name == FIG_DAY_RATE {
+            Better::Higher
+        } else {
+            Better::Lower
+        };
+        Row {
+            figure,
+            better,
+            target: target.map(|value| Target { better, value }),
+            peer: peer.map(|value| Peer {
+                system: PEER,
+                value,
+                as_published,
+                measured: false,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_hwm_parses_kb() {
+        let status = "Name:\tsandstorm\nVmPeak:\t  9000 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(2048 * 1024));
+        assert_eq!(parse_vm_hwm("VmRSS: 1 kB\n"), None);
+        assert_eq!(parse_vm_hwm("VmHWM: lots\n"), None);
+    }
+
+    #[test]
+    fn peak_rss_is_positive_here() {
+        assert!(peak_rss_bytes().is_ok_and(|b| b > 0));
+    }
+
+    #[test]
+    fn repeated_figure_median_and_mean() {
+        // odd count: the middle one; even: the mean of the middle two
+        let f = Figure::repeated("x", Unit::Seconds, &[3.0, 1.0, 2.0]);
+        assert_eq!((f.p50, f.mean, f.p99, f.n), (Some(2.0), Some(2.0), None, 3));
+        let f = Figure::repeated("x", Unit::Seconds, &[4.0, 1.0, 2.0, 3.0]);
+        assert_eq!((f.p50, f.mean), (Some(2.5), Some(2.5)));
+        let f = Figure::single("x", Unit::Seconds, 7.0);
+        assert_eq!((f.p50, f.mean, f.n), (None, Some(7.0), 1));
+    }
+
+    #[test]
+    fn verdicts_follow_the_direction() {
+        let row = |better, ours, target, peer| Row {
+            figure: Figure::single("x", Unit::Seconds, ours),
+            better,
+            target: Some(Target {
+                better,
+                value: target,
+            }),
+            peer: Some(Peer {
+                system: "P",
+                value: peer,
+                as_published: None,
+                measured: false,
+            }),
+        };
+        // lower is better: 10 s < 15 s passes; 95 / 10 = 9.5x better
+        let r = row(Better::Lower, 10.0, 15.0, 95.0);
+        assert_eq!(
+            (r.verdict(), r.versus_peer().as_str()),
+            ("PASS", "9.5x better")
+        );
+        // higher is better: 2 < 3 misses; 2 / 4 = 2.0x worse
+        let r = row(Better::Higher, 2.0, 3.0, 4.0);
+        assert_eq!(
+            (r.verdict(), r.versus_peer().as_str()),
+            ("MISS", "2.0x worse")
+        );
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let out = BenchOutput {
+            bench: "sim",
+            rows: vec![Row {
+                figure: Figure::single("t", Unit::InvocationsPerSecond, 5.0),
+                better: Better::Higher,
+                target: None,
+                peer: None,
+            }],
+            notes: vec![],
+        };
+        let v: serde_json::Value = serde_json::from_str(&to_json(&out)).unwrap_or_default();
+        assert_eq!(v["bench"], "sim");
+        let f = &v["figures"][0];
+        assert_eq!(f["name"], "t");
+        assert_eq!(f["unit"], "invocations/s");
+        assert_eq!(f["mean"], 5.0);
+        assert!(f["p50"].is_null() && f["p99"].is_null());
+        assert_eq!(f["n"], 1);
+        let table = render(&out);
+        assert!(
+            table.contains("figure") && table.contains("5 /s"),
+            "{table}"
+        );
     }
 }

@@ -188,11 +188,7 @@ fn engine_config<'a>(
             compute_nodes: c.compute_nodes,
             compute_cores: c.compute_cores,
             compute_memory_mb: c.compute_memory_mb,
-            compute_cpu: if std::env::var_os("SANDSTORM_SHARED").is_some() {
-                engine::CpuModel::Shared
-            } else {
-                engine::CpuModel::Fifo
-            },
+            compute_cpu: c.compute_cpu,
         },
         placer: PlacerConfig {
             params: scenario.costs,

@@ -1,6 +1,19 @@
-//! End-to-end tests that start the real `sandstorm` binary, and the helpers they share.
+//! End-to-end tests that start the real `sandstorm` binary, and the helpers they share: locating
+//! the binary and the fixtures, running it and checking how it exited, copying the tiny trace
+//! fixture to a scratch directory to break it, and comparing reports with golden files.
+//!
+//! Tests here never sleep and never replay the big bundled traces: the fixtures under
+//! `tests/fixtures/` replay in milliseconds.
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// Environment variable that makes [`assert_golden`] rewrite golden files instead of comparing.
+pub const BLESS_ENV: &str = "SANDSTORM_BLESS";
 
 /// The workspace root (where `Cargo.toml`, `data/` and `sim/scenarios/` live).
 pub fn workspace_root() -> PathBuf {
@@ -8,6 +21,11 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `tests/fixtures/`: the tiny trace, its scenario and the golden report.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 /// Path of the `sandstorm` binary that `cargo test --workspace` builds next to the test
@@ -21,4 +39,335 @@ pub fn sandstorm_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_default();
     dir.join(format!("sandstorm{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// How one run of the binary ended.
+#[derive(Debug)]
+pub struct Run {
+    /// The command line, for messages.
+    pub command: String,
+    pub output: Output,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `sandstorm ARGS` in `cwd` (the workspace root when `None`) and waits for it.
+///
+/// Panics with a hint when the binary has not been built: `cargo test -p sandstorm-tests` alone
+/// does not build it; `cargo test --workspace` or `-p sandstorm-cli -p sandstorm-tests` does.
+pub fn sandstorm<I, S>(cwd: Option<&Path>, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let bin = sandstorm_bin();
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo test -p sandstorm-cli -p sandstorm-tests` (or \
+         `cargo build -p sandstorm-cli` first)",
+        bin.display()
+    );
+    let args: Vec<S> = args.into_iter().collect();
+    let command = std::iter::once("sandstorm".to_owned())
+        .chain(
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned()),
+        )
+        .collect::<Vec<_>>()
+        .join(" ");
+    let output = Command::new(&bin)
+        .args(&args)
+        .current_dir(cwd.map_or_else(workspace_root, Path::to_path_buf))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {}: {e}", bin.display()));
+    Run {
+        command,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        output,
+    }
+}
+
+impl Run {
+    /// Asserts a zero exit status; returns `self` for chaining.
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        assert!(
+            self.output.status.success(),
+            "`{}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            self.command,
+            self.output.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts the run failed cleanly: exit status 1 (an error `main` reported), not a panic
+    /// (101) or a signal, and nothing in stderr says "panicked".
+    #[track_caller]
+    pub fn clean_failure(&self) -> &Self {
+        assert_eq!(
+            self.output.status.code(),
+            Some(1),
+            "`{}` should fail with exit status 1:\n--- stdout\n{}\n--- stderr\n{}",
+            self.command,
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked"),
+            "`{}` panicked:\n{}",
+            self.command,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts that stderr contains every one of `needles`.
+    #[track_caller]
+    pub fn stderr_names(&self, needles: &[&str]) -> &Self {
+        for needle in needles {
+            assert!(
+                self.stderr.contains(needle),
+                "`{}`: stderr should contain {needle:?}:\n{}",
+                self.command,
+                self.stderr
+            );
+        }
+        self
+    }
+}
+
+/// A scratch copy of the tiny fixture (`tiny.toml` and `tiny-azure2019/`), to break or to run.
+#[derive(Debug)]
+pub struct TinyCopy {
+    pub dir: tempfile::TempDir,
+}
+
+/// The tiny trace's three files, by what they hold.
+pub const INVOCATIONS_CSV: &str = "invocations_per_function_md.anon.d01.csv";
+pub const DURATIONS_CSV: &str = "function_durations_percentiles.anon.d01.csv";
+pub const MEMORY_CSV: &str = "app_memory_percentiles.anon.d01.csv";
+
+impl TinyCopy {
+    /// Copies the fixture into a fresh temporary directory.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        let src = fixtures_dir();
+        let trace = dir.path().join("tiny-azure2019");
+        std::fs::create_dir(&trace).expect("creating the trace directory");
+        for name in [INVOCATIONS_CSV, DURATIONS_CSV, MEMORY_CSV] {
+            std::fs::copy(src.join("tiny-azure2019").join(name), trace.join(name))
+                .unwrap_or_else(|e| panic!("copying fixture {name}: {e}"));
+        }
+        std::fs::copy(src.join("tiny.toml"), dir.path().join("tiny.toml"))
+            .expect("copying tiny.toml");
+        Self { dir }
+    }
+
+    /// The scenario file.
+    pub fn scenario(&self) -> PathBuf {
+        self.dir.path().join("tiny.toml")
+    }
+
+    /// One of the trace's files ([`INVOCATIONS_CSV`], ...).
+    pub fn trace_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("tiny-azure2019").join(name)
+    }
+
+    /// Rewrites one of the trace's files with LF line ends instead of the Azure files' CRLF.
+    pub fn use_lf(&self, name: &str) -> &Self {
+        let path = self.trace_file(name);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        std::fs::write(&path, text.replace("\r\n", "\n"))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        self
+    }
+
+    /// `sandstorm sim --scenario <copy>/tiny.toml --quiet ARGS`, run in the copy's directory.
+    pub fn sim(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["sim", "--scenario", "tiny.toml", "--quiet"];
+        args.extend_from_slice(extra);
+        sandstorm(Some(self.dir.path()), args)
+    }
+}
+
+impl Default for TinyCopy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Rewrites line `line` (1-based) of `path` with `edit`, keeping the file's line endings (the
+/// Azure files end lines with CRLF).
+pub fn edit_line(path: &Path, line: usize, edit: impl FnOnce(&str) -> String) {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut lines: Vec<String> = text.split(eol).map(str::to_owned).collect();
+    let slot = lines
+        .get_mut(line - 1)
+        .unwrap_or_else(|| panic!("{} has no line {line}", path.display()));
+    *slot = edit(slot);
+    std::fs::write(path, lines.join(eol))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// Sets the cell of column `column` (by header name) on line `line` (1-based, the header is
+/// line 1) of the CSV file `path` to `value`.
+pub fn set_csv_cell(path: &Path, line: usize, column: &str, value: &str) {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let header = text.lines().next().unwrap_or_default().trim_end();
+    let col = header
+        .split(',')
+        .position(|h| h == column)
+        .unwrap_or_else(|| panic!("{} has no column {column}", path.display()));
+    edit_line(path, line, |row| {
+        let mut cells: Vec<&str> = row.split(',').collect();
+        cells[col] = value;
+        cells.join(",")
+    });
+}
+
+/// A `sandstorm sim` JSON report with what is not reproducible blanked: every run's `wall_s`
+/// (wall-clock seconds) becomes `null`.
+pub fn normalise_report(text: &str) -> Result<Value, String> {
+    let mut report: Value =
+        serde_json::from_str(text).map_err(|e| format!("report is not JSON: {e}"))?;
+    let runs = report
+        .get_mut("runs")
+        .and_then(Value::as_array_mut)
+        .ok_or("report has no `runs` array")?;
+    for run in runs {
+        let run = run.as_object_mut().ok_or("a run is not an object")?;
+        if run.insert("wall_s".to_owned(), Value::Null).is_none() {
+            return Err("a run has no `wall_s`".to_owned());
+        }
+    }
+    Ok(report)
+}
+
+/// Where two JSON values differ, as `path: expected -> actual` lines (at most `limit`).
+pub fn json_diff(expected: &Value, actual: &Value, limit: usize) -> Vec<String> {
+    fn walk(path: &str, e: &Value, a: &Value, out: &mut Vec<String>, limit: usize) {
+        if out.len() >= limit {
+            return;
+        }
+        match (e, a) {
+            (Value::Object(eo), Value::Object(ao)) => {
+                for (k, ev) in eo {
+                    let p = format!("{path}.{k}");
+                    match ao.get(k) {
+                        Some(av) => walk(&p, ev, av, out, limit),
+                        None => out.push(format!("{p}: {ev} -> (missing)")),
+                    }
+                }
+                for (k, av) in ao {
+                    if !eo.contains_key(k) && out.len() < limit {
+                        out.push(format!("{path}.{k}: (missing) -> {av}"));
+                    }
+                }
+            }
+            (Value::Array(ea), Value::Array(aa)) => {
+                if ea.len() != aa.len() {
+                    out.push(format!("{path}: {} items -> {} items", ea.len(), aa.len()));
+                }
+                for (i, (ev, av)) in ea.iter().zip(aa).enumerate() {
+                    walk(&format!("{path}[{i}]"), ev, av, out, limit);
+                }
+            }
+            _ if e != a => out.push(format!("{path}: {e} -> {a}")),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("$", expected, actual, &mut out, limit);
+    out
+}
+
+/// Compares `actual` with the golden JSON file at `golden`. With `SANDSTORM_BLESS=1` in the
+/// environment it (re)writes the file instead. On a mismatch it panics with the differing paths,
+/// writes the actual value next to the test's scratch directory, and says how to bless it.
+#[track_caller]
+pub fn assert_golden(golden: &Path, actual: &Value, scratch: &Path) {
+    let pretty = serde_json::to_string_pretty(actual).expect("a JSON value serializes") + "\n";
+    if std::env::var_os(BLESS_ENV).is_some_and(|v| v != "0" && !v.is_empty()) {
+        std::fs::write(golden, &pretty)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", golden.display()));
+        eprintln!("blessed {}", golden.display());
+        return;
+    }
+    let bless_hint = format!(
+        "if the change is intended, regenerate it with `{BLESS_ENV}=1 cargo test -p \
+         sandstorm-tests` and commit the diff"
+    );
+    let text = std::fs::read_to_string(golden).unwrap_or_else(|e| {
+        panic!(
+            "golden file {} unreadable ({e}); {bless_hint}",
+            golden.display()
+        )
+    });
+    let expected: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("golden file {} is not JSON ({e})", golden.display()));
+    if &expected == actual {
+        return;
+    }
+    let name = golden
+        .file_name()
+        .map_or_else(|| "golden".into(), |n| n.to_string_lossy().into_owned());
+    let actual_path = scratch.join(name.replace(".golden.", ".actual."));
+    let _ = std::fs::create_dir_all(scratch);
+    let _ = std::fs::write(&actual_path, &pretty);
+    let mut message = format!(
+        "report differs from {} (expected -> actual):\n",
+        golden.display()
+    );
+    for line in json_diff(&expected, actual, 25) {
+        let _ = writeln!(message, "  {line}");
+    }
+    let _ = write!(
+        message,
+        "actual report written to {}\n`diff {} {}` shows it all; {bless_hint}",
+        actual_path.display(),
+        golden.display(),
+        actual_path.display()
+    );
+    panic!("{message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normaliser_blanks_wall_time_only() {
+        let text = r#"{"seed": 3, "runs": [{"events": 5, "wall_s": 0.25}, {"wall_s": 1.5}]}"#;
+        let v = normalise_report(text).expect("normalises");
+        assert_eq!(
+            v,
+            serde_json::json!({"seed": 3, "runs": [{"events": 5, "wall_s": null}, {"wall_s": null}]})
+        );
+        assert!(normalise_report(r#"{"runs": [{"events": 1}]}"#).is_err());
+        assert!(normalise_report(r#"{"seed": 1}"#).is_err());
+    }
+
+    #[test]
+    fn diff_names_the_paths() {
+        let e = serde_json::json!({"a": [1, 2], "b": {"c": 1}, "gone": true});
+        let a = serde_json::json!({"a": [1, 3], "b": {"c": 1}, "new": 0});
+        assert_eq!(
+            json_diff(&e, &a, 10),
+            vec![
+                "$.a[1]: 2 -> 3",
+                "$.gone: true -> (missing)",
+                "$.new: (missing) -> 0"
+            ]
+        );
+        assert!(json_diff(&e, &e, 10).is_empty());
+    }
 }

@@ -236,7 +236,15 @@ impl Placer {
             }
         }
         let n = nodes.len();
-        if n > 0 {
+        // Branch and bound: when the best warm or data-holding candidate already scores below
+        // anything another node could score, the others need not be visited. Exact: it never
+        // changes the choice, only saves the scan (the common case of a warm hit).
+        let best = scan
+            .best
+            .as_ref()
+            .map(|(b, (evicts, _))| (*evicts, b.score));
+        let pruned = best.is_some_and(|(evicts, score)| !evicts && score < scan.floor());
+        if n > 0 && !pruned {
             let key = splitmix64(req.invocation.0);
             let stride = coprime_stride(n as u64, key >> 32);
             let mut index = (key % n as u64) as usize;
@@ -399,6 +407,34 @@ impl Scan<'_, '_> {
 }
 
 impl Scan<'_, '_> {
+    /// A lower bound on the score of any node that holds neither a warm context nor the data.
+    fn floor(&mut self) -> f64 {
+        let policy = self.placer.policy;
+        match policy {
+            Policy::CostAware | Policy::AlwaysStorage | Policy::AlwaysCompute => {
+                let weights = self.placer.config.weights;
+                let mut floor = f64::INFINITY;
+                let storage_nodes = self.view.len() as u32 - self.view.compute_nodes();
+                if policy.allows(NodeRole::Storage) && storage_nodes > 0 {
+                    let cost = self.cost(Tier::Storage, StartKind::Assembled, 0.0, 0.0);
+                    floor = floor
+                        .min(weights.objective_at_price(&cost, weights.storage_cpu_price(0.0)));
+                }
+                if policy.allows(NodeRole::Compute) && self.view.compute_nodes() > 0 {
+                    for start in [StartKind::Assembled, StartKind::Cold] {
+                        let cost = self.cost(Tier::Compute, start, 0.0, 0.0);
+                        floor = floor.min(weights.objective_at_price(&cost, self.home_price));
+                    }
+                }
+                floor
+            }
+            // Scores of nodes without a warm context: utilisation >= 0, node id >= 0, 1 + util.
+            Policy::LeastLoaded | Policy::FirstFit => 0.0,
+            Policy::DataAffinity => 1.0,
+            Policy::Random | Policy::HashHome => f64::NEG_INFINITY,
+        }
+    }
+
     /// The cost of a candidate: from the class cache when its locality is all or nothing.
     fn cost(&mut self, tier: Tier, start: StartKind, local: f64, queue_us: f64) -> CostBreakdown {
         let (params, work) = (&self.placer.config.params, &self.req.workload);

@@ -44,8 +44,12 @@ pub use cpu::CpuModel;
 use cpu::{JobId, Next, NodeCpu};
 use metrics::Metrics;
 
-/// How many of an app's contexts with room are looked at per arrival.
+/// How many of an app's contexts with room are looked at per arrival, and how many distinct
+/// nodes among them are offered to the placement as warm candidates: like the sampled scan of
+/// cold nodes, a few warm choices are as good as all of them for a popular app whose contexts
+/// are spread over the cluster, and keep placement cost flat.
 const MAX_WARM_SCAN: usize = 16;
+const MAX_WARM_NODES: usize = 4;
 
 /// What a run produced.
 #[derive(Debug, Clone)]
@@ -107,8 +111,9 @@ enum Event {
     JobDone(NodeId, JobId),
     /// A processor-shared node's next job may have finished (if `generation` is still current).
     NodeWake(NodeId, u64),
-    /// An idle context's keep-alive ran out (if it is still idle since `last_used_us`).
-    Expire(ContextId, u64),
+    /// A context's keep-alive timer: destroy it if it is idle past its deadline, re-arm if the
+    /// deadline moved (it was used and fell idle again since), forget it if it is busy.
+    Expire(ContextId),
     /// Start a pre-warmed context of an app, unless the app was invoked since.
     Prewarm {
         app: AppId,
@@ -120,6 +125,9 @@ enum Event {
     PrewarmReady(ContextId),
     /// A compute node's pool got one part set back.
     PoolRefill(NodeId),
+    /// A processor-shared node's invocation finished waiting for its container to start and
+    /// joins the cores.
+    Begin(NodeId, u32),
 }
 
 /// An invocation placed and not finished.
@@ -178,6 +186,11 @@ struct ContextExtra {
     first_idle_us: Option<u64>,
     /// A pre-warmed context is not usable before this time.
     ready_us: u64,
+    /// While idle: when the keep-alive policy lets it go (`u64::MAX`: not before eviction).
+    expires_us: u64,
+    /// When its pending `Expire` event fires, if one is pending. At most one per context, so a
+    /// context used a thousand times within its keep-alive costs one timer, not a thousand.
+    timer_us: Option<u64>,
 }
 
 /// The state of one run.
@@ -356,16 +369,7 @@ impl<'a> Engine<'a> {
                 self.finished_jobs = done;
                 self.follow(node, next);
             }
-            Event::Expire(id, stamp) => {
-                let idle_since = self
-                    .warm
-                    .get(id)
-                    .filter(|c| c.in_flight == 0)
-                    .map(|c| c.last_used_us);
-                if idle_since == Some(stamp) {
-                    self.destroy(id);
-                }
-            }
+            Event::Expire(id) => self.expire(id),
             Event::Prewarm {
                 app,
                 node,
@@ -386,6 +390,7 @@ impl<'a> Engine<'a> {
                     self.apply_idle_action(id, action);
                 }
             }
+            Event::Begin(node, slot) => self.submit(node, Job::Invocation(slot)),
             Event::PoolRefill(node) => {
                 if let Some(v) = self.view.node_mut(node) {
                     v.pool_ready += 1;
@@ -436,10 +441,19 @@ impl<'a> Engine<'a> {
         let data = home.map(|n| [(n, 1.0)]);
         // The nodes of the most recently used contexts with room: enough for the placement to
         // see where warm capacity is without walking every context of a popular app.
+        // Policies defined by an order over all nodes (first-fit, hash-home) see every warm node.
         self.warm_nodes.clear();
-        for ctx in self.warm.with_room_of(app).take(MAX_WARM_SCAN) {
+        let (scan, keep) = if self.cfg.policy.samples() {
+            (MAX_WARM_SCAN, MAX_WARM_NODES)
+        } else {
+            (usize::MAX, usize::MAX)
+        };
+        for ctx in self.warm.with_room_of(app).take(scan) {
             if !self.warm_nodes.contains(&ctx.node) {
                 self.warm_nodes.push(ctx.node);
+                if self.warm_nodes.len() == keep {
+                    break;
+                }
             }
         }
         let memory_mb =
@@ -500,8 +514,17 @@ impl<'a> Engine<'a> {
                 self.submit(home, Job::Remote(remote_cpu));
             }
         }
-        let hold_us =
+        let mut hold_us =
             (real.latency_us() - params.rtt_us + storage_wait_us).max(0.0) as u64 + wait_us;
+        // On a processor-shared node the container start is a wait before the invocation joins
+        // the cores, not CPU shared with the others (DSLab FaaS models deployment the same way).
+        let shared = matches!(self.nodes[node.0 as usize].cpu, NodeCpu::Shared(_));
+        let start_delay_us = if shared {
+            (real.start_us as u64 + wait_us).min(hold_us)
+        } else {
+            0
+        };
+        hold_us -= start_delay_us;
         self.metrics.add_cost(&real);
         let unloaded_us = warm_cost.latency_us();
         let cpu_us = truth.compute_us as u64;
@@ -521,7 +544,11 @@ impl<'a> Engine<'a> {
             let start_cost = self.placer.config().params.container_cold_us;
             self.cfg.keep_alive.on_use(&info, start_cost);
         }
-        self.submit(node, Job::Invocation(slot));
+        if start_delay_us > 0 {
+            self.schedule(self.now + start_delay_us, Event::Begin(node, slot));
+        } else {
+            self.submit(node, Job::Invocation(slot));
+        }
     }
 
     /// Get a context of `app` on compute `node` as the placement decided; returns it, how it was
@@ -599,8 +626,8 @@ impl<'a> Engine<'a> {
         // Idle from the start, usable (with a wait) by an invocation that arrives meanwhile.
         let _ = self.warm.release(id, ready);
         *self.extra_mut(id) = ContextExtra {
-            first_idle_us: None,
             ready_us: ready,
+            ..ContextExtra::default()
         };
         self.metrics.prewarms += 1;
         self.schedule(ready, Event::PrewarmReady(id));
@@ -703,15 +730,16 @@ impl<'a> Engine<'a> {
 
     fn apply_idle_action(&mut self, id: ContextId, action: IdleAction) {
         match action {
+            IdleAction::KeepUntil(until) if until <= self.now => self.destroy(id),
             IdleAction::KeepUntil(until) => {
-                let stamp = self.warm.get(id).map_or(0, |c| c.last_used_us);
-                if until <= self.now {
-                    self.destroy(id);
-                } else {
-                    self.schedule(until, Event::Expire(id, stamp));
+                let extra = self.extra_mut(id);
+                extra.expires_us = until;
+                if extra.timer_us.is_none_or(|t| t > until) {
+                    extra.timer_us = Some(until);
+                    self.schedule(until, Event::Expire(id));
                 }
             }
-            IdleAction::KeepUntilEvicted => {}
+            IdleAction::KeepUntilEvicted => self.extra_mut(id).expires_us = u64::MAX,
             IdleAction::UnloadAndPrewarm { at_us } => {
                 if let Some(ctx) = self.warm.get(id) {
                     let (app, node, memory_mb) = (ctx.app, ctx.node, ctx.memory_mb);
@@ -729,6 +757,28 @@ impl<'a> Engine<'a> {
                 }
             }
             IdleAction::Destroy => self.destroy(id),
+        }
+    }
+
+    fn expire(&mut self, id: ContextId) {
+        let Some(idle) = self.warm.get(id).map(|c| c.in_flight == 0) else {
+            return;
+        };
+        let now = self.now;
+        let extra = self.extra_mut(id);
+        if extra.timer_us != Some(now) {
+            return; // superseded by an earlier timer that re-armed
+        }
+        extra.timer_us = None;
+        if !idle || extra.expires_us == u64::MAX {
+            return;
+        }
+        if extra.expires_us <= now {
+            self.destroy(id);
+        } else {
+            let at = extra.expires_us;
+            extra.timer_us = Some(at);
+            self.schedule(at, Event::Expire(id));
         }
     }
 

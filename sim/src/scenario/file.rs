@@ -75,6 +75,9 @@ pub struct Cluster {
     pub compute_nodes: u32,
     pub compute_cores: u32,
     pub compute_memory_mb: u64,
+    /// How compute nodes share cores: `fifo` (at most one invocation per core, the rest wait;
+    /// default) or `shared` (all run, cores shared fairly; the DSLab FaaS model).
+    pub compute_cpu: crate::engine::CpuModel,
 }
 
 /// The unit that shares warm execution contexts.
