@@ -13,10 +13,14 @@ fn scenario(name: &str) -> Scenario {
 #[test]
 fn bundled_scenarios_load() {
     let ka = scenario("keepalive-azure500");
-    assert_eq!(ka.policies, ["least-loaded"]);
+    assert_eq!(ka.policies, ["first-fit"]);
     let names: Vec<String> = ka.keep_alive.iter().map(ToString::to_string).collect();
     // Printed as the scheduler names its policies: 60 min is `1h`.
-    assert_eq!(names, ["fixed:10m", "fixed:20m", "fixed:1h", "hybrid"]);
+    assert_eq!(
+        names,
+        ["fixed-lifetime:10m", "fixed-lifetime:20m", "fixed-lifetime:1h", "hybrid", "fixed:10m"]
+    );
+    assert_eq!(ka.cluster.compute_cpu, sandstorm_sim::engine::CpuModel::Shared);
     assert_eq!(
         (
             ka.cluster.compute_nodes,
