@@ -529,7 +529,7 @@ pub mod sim {
         let (invocations, cold) = last.unwrap_or_default();
         let note = format!(
             "keep-alive: {KEEPALIVE_SCENARIO}, {KEEPALIVE_POLICY}, {KEEPALIVE_SPEC}, 1 thread, \
-             {repeat} runs of {invocations} invocations ({cold} cold starts; DSLab FaaS: 33573); \
+             {repeat} runs of {invocations} invocations ({cold} cold starts each); \
              engine = the simulation loop alone, with trace load = the whole run_scenario."
         );
         Ok((

@@ -139,7 +139,8 @@ pub struct Candidate {
     pub tier: Tier,
     /// How the execution context would be obtained there.
     pub start: StartKind,
-    /// Expected wait before a core picks the invocation up, from the node's pushed stats.
+    /// Expected waiting for cores, from the nodes' pushed stats: at this node, plus at the
+    /// storage node holding the data once per remote dependent round.
     pub queue_us: f64,
     /// Fraction of the invocation's data that lives on this node (1.0 for the storage node that
     /// owns every key; 0.0 for a compute node).

@@ -25,7 +25,7 @@ fn big_cluster() -> ClusterView {
             n.load = (i * 37) % 96;
             n.memory_used_mb = u64::from((i * 7919) % 200_000);
             n.pool_ready = i % 3;
-            n.mean_service_us = 500.0 + f64::from(i % 50) * 20.0;
+            n.backlog_us = f64::from(n.load) * (500.0 + f64::from(i % 50) * 20.0);
             n
         })
         .collect();

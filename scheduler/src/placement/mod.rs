@@ -223,6 +223,11 @@ impl Placer {
                     .and_then(|(node, _)| view.node(*node))
                     .map_or(0.0, NodeView::utilisation),
             ),
+            home_queue_us: req
+                .data
+                .first()
+                .and_then(|(node, _)| view.node(*node))
+                .map_or(0.0, NodeView::queue_us),
             best: None,
             feasible: 0,
             classes: [None; 12],
@@ -325,6 +330,8 @@ struct Scan<'p, 'r> {
     /// Storage CPU price at the node holding the data (prices a compute candidate's remote
     /// accesses).
     home_price: f64,
+    /// Queueing at the storage node holding the data, which every remote dependent round waits.
+    home_queue_us: f64,
     /// The best candidate so far with its (must-evict, tie-break) key.
     best: Option<(Costed, (bool, u64))>,
     /// Sampled candidates that passed the filters so far.
@@ -349,7 +356,13 @@ impl Scan<'_, '_> {
             .find(|(n, _)| *n == node.id)
             .map_or(0.0, |(_, f)| *f);
         let tier = tier_of(node.role);
-        let cost = self.cost(tier, start, local, node.queue_us());
+        let remote_rounds = req.workload.rounds * (1.0 - local);
+        let cost = self.cost(
+            tier,
+            start,
+            local,
+            node.queue_us() + remote_rounds * self.home_queue_us,
+        );
         let weights = &placer.config.weights;
         let price = if tier == Tier::Storage {
             weights.storage_cpu_price(node.utilisation())
@@ -501,6 +514,11 @@ fn commit(
             0
         },
         pool_part: new_container && choice.start == StartKind::Assembled,
+        work_us: if compute {
+            choice.cost.compute_cpu_us
+        } else {
+            choice.cost.storage_cpu_us
+        },
     };
     view.reserve(reservation);
     choice.reservation = Some(reservation);

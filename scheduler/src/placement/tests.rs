@@ -22,7 +22,6 @@ fn cluster(storage: u32, compute: u32) -> ClusterView {
             if role == NodeRole::Compute { 16_384 } else { 0 },
         );
         n.pool_ready = 4;
-        n.mean_service_us = 1_000.0;
         nodes.push(n);
     }
     ClusterView::new(nodes)
@@ -90,15 +89,17 @@ fn cost_aware_keeps_data_heavy_work_next_to_its_data() {
 #[test]
 fn cost_aware_sends_cpu_heavy_work_to_a_warm_container_when_storage_is_busy() {
     let mut view = cluster(1, 2);
-    // The storage node is full: 8 running, 8 waiting -> queue (16 + 1 - 8) x 1,000 / 8 = 1,125 us.
-    view.node_mut(NodeId(0)).expect("node").load = 16;
+    // The storage node is full: 16 invocations of 1 ms each on 8 cores -> queue 16,000 / 8 = 2,000 us.
+    let storage = view.node_mut(NodeId(0)).expect("node");
+    storage.load = 16;
+    storage.backlog_us = 16_000.0;
     let data = [(NodeId(0), 1.0)];
     let warm = [NodeId(2)];
     let choice = placer(Policy::CostAware)
         .place(&mut view, &request(1, CPU_HEAVY, &data, &warm))
         .expect("placed");
     // Compute, warm: dispatch 20 + compute 2,000 + rtt 60 + ~0.5 bytes = ~2,080 us latency.
-    // Storage: 1,125 queue + 2,400 compute x 1.2 + ... and storage CPU priced at the cap.
+    // Storage: 2,000 queue + 2,000 compute x 1.2 + ... and storage CPU priced at the cap.
     assert_eq!(choice.node, NodeId(2));
     assert_eq!(choice.start, StartKind::Warm);
 }

@@ -22,8 +22,12 @@ pub struct NodeView {
     pub memory_idle_mb: u64,
     /// False once liveness declared the node dead; dead nodes are filtered out.
     pub alive: bool,
-    /// Mean time an invocation holds a core on this node (moving average), for queue estimates.
-    pub mean_service_us: f64,
+    /// Estimated core time of the work placed on the node and not finished (running and
+    /// waiting), from the reservations' estimates; what a new invocation would queue behind.
+    pub backlog_us: f64,
+    /// Data requests from invocations elsewhere being served here (storage nodes): they share
+    /// the cores but are not invocations, so they count in the backlog, not in `load`.
+    pub remote_requests: u32,
     /// Pre-created container part sets ready for assembly (compute nodes).
     pub pool_ready: u32,
     /// Position among the nodes of the same role (0..n), set by [`ClusterView::new`].
@@ -41,7 +45,8 @@ impl NodeView {
             memory_used_mb: 0,
             memory_idle_mb: 0,
             alive: true,
-            mean_service_us: 1_000.0,
+            backlog_us: 0.0,
+            remote_requests: 0,
             pool_ready: 0,
             ordinal: 0,
         }
@@ -49,12 +54,15 @@ impl NodeView {
 
     /// Expected wait for a core if one more invocation arrives now: the invocations ahead of it
     /// beyond the free cores, served `cores` at a time at the mean service time.
+    ///
+    /// With a free core it is 0; otherwise the node's backlog shared over its cores. Work-based,
+    /// not count-based, so a node holding a few long jobs looks as busy as it is: with a mix of
+    /// 30 us and 2 ms invocations a count times a mean service time misjudges both.
     pub fn queue_us(&self) -> f64 {
-        if self.load < self.cores {
+        if self.load + self.remote_requests < self.cores {
             return 0.0;
         }
-        let ahead = self.load + 1 - self.cores;
-        f64::from(ahead) * self.mean_service_us / f64::from(self.cores.max(1))
+        self.backlog_us.max(0.0) / f64::from(self.cores.max(1))
     }
 
     /// Fraction of cores busy, 0..1 (waiting invocations count as a full node).
@@ -68,7 +76,7 @@ impl NodeView {
 }
 
 /// What a placement holds on its node until the invocation completes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reservation {
     pub node: NodeId,
     /// Memory for a new execution context (0 when a warm one is reused or on a storage node).
@@ -78,6 +86,8 @@ pub struct Reservation {
     pub warm_mb: u32,
     /// Whether a pooled part set was taken.
     pub pool_part: bool,
+    /// Estimated core time the work will take on the node (added to its backlog).
+    pub work_us: f64,
 }
 
 /// Every node, indexed by `NodeId.0`.
@@ -86,9 +96,6 @@ pub struct ClusterView {
     nodes: Vec<NodeView>,
     compute_nodes: u32,
 }
-
-/// Weight of a new sample in a node's mean service time.
-const SERVICE_EWMA: f64 = 0.05;
 
 impl ClusterView {
     /// A view of `nodes`; their ids must be `0..n` in order.
@@ -139,6 +146,7 @@ impl ClusterView {
     pub fn reserve(&mut self, r: Reservation) {
         if let Some(n) = self.nodes.get_mut(r.node.0 as usize) {
             n.load += 1;
+            n.backlog_us += r.work_us;
             n.memory_used_mb += u64::from(r.memory_mb);
             n.memory_idle_mb = n.memory_idle_mb.saturating_sub(u64::from(r.warm_mb));
             if r.pool_part {
@@ -152,16 +160,33 @@ impl ClusterView {
     pub fn unreserve(&mut self, r: Reservation) {
         if let Some(n) = self.nodes.get_mut(r.node.0 as usize) {
             n.load = n.load.saturating_sub(1);
+            n.backlog_us = (n.backlog_us - r.work_us).max(0.0);
             n.memory_used_mb = n.memory_used_mb.saturating_sub(u64::from(r.memory_mb));
             n.memory_idle_mb += u64::from(r.warm_mb);
         }
     }
 
-    /// An invocation finished on `node` after holding a core for `service_us`.
-    pub fn complete(&mut self, node: NodeId, service_us: f64) {
+    /// A data request of an invocation running elsewhere arrived at storage `node`.
+    pub fn remote_request(&mut self, node: NodeId, work_us: f64) {
+        if let Some(n) = self.nodes.get_mut(node.0 as usize) {
+            n.remote_requests += 1;
+            n.backlog_us += work_us;
+        }
+    }
+
+    /// A data request served at `node` finished.
+    pub fn remote_request_done(&mut self, node: NodeId, work_us: f64) {
+        if let Some(n) = self.nodes.get_mut(node.0 as usize) {
+            n.remote_requests = n.remote_requests.saturating_sub(1);
+            n.backlog_us = (n.backlog_us - work_us).max(0.0);
+        }
+    }
+
+    /// Work reserved on `node` with an estimate of `work_us` finished.
+    pub fn complete(&mut self, node: NodeId, work_us: f64) {
         if let Some(n) = self.nodes.get_mut(node.0 as usize) {
             n.load = n.load.saturating_sub(1);
-            n.mean_service_us += SERVICE_EWMA * (service_us - n.mean_service_us);
+            n.backlog_us = (n.backlog_us - work_us).max(0.0);
         }
     }
 

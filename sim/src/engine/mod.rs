@@ -30,6 +30,7 @@ use std::collections::BinaryHeap;
 use std::time::Instant;
 
 use sandstorm_cost_model::{Candidate, StartKind, Tier, Workload, estimate};
+use sandstorm_naming::ring::{DEFAULT_VNODES_PER_NODE, KeyRing};
 use sandstorm_naming::warm::{ContextId, WarmContexts};
 use sandstorm_naming::{AppId, FunctionId, InvocationId, NodeId, NodeRole, TenantId};
 use sandstorm_profiler::{Observation, Profiler};
@@ -128,6 +129,8 @@ enum Event {
     /// A processor-shared node's invocation finished waiting for its container to start and
     /// joins the cores.
     Begin(NodeId, u32),
+    /// A remote round's reply reached the invocation.
+    RoundReturned(u32),
 }
 
 /// An invocation placed and not finished.
@@ -144,33 +147,50 @@ struct InFlight {
     unloaded_us: f64,
     cpu_us: u64,
     started_us: u64,
+    /// Dependent rounds of remote data accesses still to do after its CPU part.
+    remote: Option<RemoteRounds>,
+    /// The work its reservation added to the node's backlog, given back when it completes.
+    reserved_work_us: f64,
+}
+
+/// The remote-data part of an invocation whose data is not on its node: `left` rounds, each a
+/// request served by the storage node `home` (a job of `work_us` on its cores, queueing behind
+/// everything else there) plus the network's `delay_us` (round trip and wire time).
+#[derive(Debug, Clone, Copy)]
+struct RemoteRounds {
+    home: NodeId,
+    left: u32,
+    work_us: u64,
+    delay_us: u64,
 }
 
 /// Work for a node's cores.
 #[derive(Debug, Clone, Copy)]
 enum Job {
-    /// An invocation (its slot in `inflight`).
+    /// An invocation's own CPU part (its slot in `inflight`).
     Invocation(u32),
-    /// Remote-access dispatch work on a storage node, microseconds.
-    Remote(u64),
+    /// One round of an invocation's remote data requests, served by the storage node holding
+    /// the data.
+    Round(u32),
 }
 
-/// Job ids with this bit set are remote work; the rest is the microseconds of work.
-const REMOTE_JOB: u64 = 1 << 63;
+/// Job ids with this bit set are remote rounds; the low half is the invocation's slot.
+const ROUND_JOB: u64 = 1 << 63;
 
 impl Job {
     fn id(self) -> JobId {
         match self {
             Job::Invocation(slot) => u64::from(slot),
-            Job::Remote(work_us) => REMOTE_JOB | work_us,
+            Job::Round(slot) => ROUND_JOB | u64::from(slot),
         }
     }
 
     fn from_id(id: JobId) -> Self {
-        if id & REMOTE_JOB != 0 {
-            Job::Remote(id & !REMOTE_JOB)
+        let slot = id as u32;
+        if id & ROUND_JOB != 0 {
+            Job::Round(slot)
         } else {
-            Job::Invocation(id as u32)
+            Job::Invocation(slot)
         }
     }
 }
@@ -211,6 +231,7 @@ struct Engine<'a> {
     app_arrivals: Vec<u64>,
     warm_nodes: Vec<NodeId>,
     finished_jobs: Vec<JobId>,
+    ring: KeyRing,
     metrics: Metrics,
 }
 
@@ -335,6 +356,13 @@ impl<'a> Engine<'a> {
             app_arrivals: vec![0; trace.apps.len().max(trace.functions.len())],
             warm_nodes: Vec::new(),
             finished_jobs: Vec::new(),
+            ring: {
+                let mut ring = KeyRing::new(DEFAULT_VNODES_PER_NODE);
+                for i in 0..shape.storage_nodes {
+                    ring.add_node(NodeId(i));
+                }
+                ring
+            },
             metrics: Metrics::new(cfg.slo_latency_us, cfg.slo_slowdown, cfg.placer.weights),
             cfg,
         }
@@ -391,6 +419,7 @@ impl<'a> Engine<'a> {
                 }
             }
             Event::Begin(node, slot) => self.submit(node, Job::Invocation(slot)),
+            Event::RoundReturned(slot) => self.next_round(slot),
             Event::PoolRefill(node) => {
                 if let Some(v) = self.view.node_mut(node) {
                     v.pool_ready += 1;
@@ -422,13 +451,14 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// The storage node holding a function's data: its key's owner among the storage nodes.
+    /// The storage node holding a function's data: the owner of its key on the consistent-hash
+    /// ring of storage nodes (naming's ring, as the live scheduler uses).
     fn data_home(&self, function: FunctionId, truth: &Workload) -> Option<NodeId> {
-        let storage = self.cfg.cluster.storage_nodes;
-        (storage > 0 && truth.accesses > 0.0).then(|| {
-            let key = sandstorm_scheduler::placement::splitmix64(u64::from(function.0));
-            NodeId((key % u64::from(storage)) as u32)
-        })
+        if truth.accesses <= 0.0 {
+            return None;
+        }
+        let name = &self.trace.functions[function.0 as usize].name;
+        self.ring.owner(TenantId(0), name.as_bytes())
     }
 
     fn arrive(&mut self, function: FunctionId, duration_us: u64) {
@@ -504,18 +534,24 @@ impl<'a> Engine<'a> {
                 local_fraction: local,
             },
         );
-        // Remote data: the owning storage node does the dispatch work, and each dependent round
-        // waits for that node's queue.
-        let mut storage_wait_us = 0.0;
-        if let Some(home) = home.filter(|h| *h != node) {
-            let remote_cpu = real.storage_cpu_us.round() as u64;
-            storage_wait_us = self.view.node(home).map_or(0.0, NodeView::queue_us) * truth.rounds;
-            if remote_cpu > 0 {
-                self.submit(home, Job::Remote(remote_cpu));
-            }
-        }
-        let mut hold_us =
-            (real.latency_us() - params.rtt_us + storage_wait_us).max(0.0) as u64 + wait_us;
+        // What waits on remote data (round trips, wire time, the storage node's dispatch) is
+        // simulated round by round after the CPU part; only the CPU part holds this node's core.
+        let remote = home
+            .filter(|h| *h != node && truth.rounds > 0.0)
+            .map(|home| {
+                let rounds = truth.rounds as u32;
+                RemoteRounds {
+                    home,
+                    left: rounds,
+                    work_us: (real.storage_cpu_us / f64::from(rounds)).round() as u64,
+                    delay_us: ((real.network_rtt_us - params.rtt_us + real.bytes_us)
+                        / f64::from(rounds))
+                    .round() as u64,
+                }
+            });
+        let remote_dispatch_us = real.dispatch_us - params.dispatch_us;
+        let waits_us = real.network_rtt_us - params.rtt_us + real.bytes_us + remote_dispatch_us;
+        let mut hold_us = (real.latency_us() - params.rtt_us - waits_us).max(0.0) as u64 + wait_us;
         // On a processor-shared node the container start is a wait before the invocation joins
         // the cores, not CPU shared with the others (DSLab FaaS models deployment the same way).
         let shared = matches!(self.nodes[node.0 as usize].cpu, NodeCpu::Shared(_));
@@ -538,6 +574,8 @@ impl<'a> Engine<'a> {
             unloaded_us,
             cpu_us,
             started_us: 0,
+            remote,
+            reserved_work_us: choice.reservation.map_or(0.0, |r| r.work_us),
         });
         if let Some(ctx) = context {
             let info = self.idle_info(ctx);
@@ -639,14 +677,10 @@ impl<'a> Engine<'a> {
                 self.inflight[slot as usize].started_us = self.now;
                 self.inflight[slot as usize].hold_us
             }
-            Job::Remote(work_us) => {
-                self.view
-                    .reserve(sandstorm_scheduler::placement::Reservation {
-                        node,
-                        memory_mb: 0,
-                        warm_mb: 0,
-                        pool_part: false,
-                    });
+            Job::Round(slot) => {
+                // Counted in the storage node's load while it waits, so placement sees it.
+                let work_us = self.inflight[slot as usize].remote.map_or(0, |r| r.work_us);
+                self.view.remote_request(node, work_us as f64);
                 work_us
             }
         };
@@ -674,8 +708,27 @@ impl<'a> Engine<'a> {
 
     fn job_done(&mut self, node: NodeId, job: JobId) {
         match Job::from_id(job) {
-            Job::Invocation(slot) => self.finish(slot),
-            Job::Remote(work_us) => self.view.complete(node, work_us as f64),
+            Job::Invocation(slot) => self.next_round(slot),
+            Job::Round(slot) => {
+                let r = self.inflight[slot as usize].remote;
+                self.view
+                    .remote_request_done(node, r.map_or(0, |r| r.work_us) as f64);
+                let delay = r.map_or(0, |r| r.delay_us);
+                self.schedule(self.now + delay, Event::RoundReturned(slot));
+            }
+        }
+    }
+
+    /// The invocation's CPU part or one of its remote rounds is done: start the next round, or
+    /// complete it.
+    fn next_round(&mut self, slot: u32) {
+        match &mut self.inflight[slot as usize].remote {
+            Some(r) if r.left > 0 => {
+                r.left -= 1;
+                let home = r.home;
+                self.submit(home, Job::Round(slot));
+            }
+            _ => self.finish(slot),
         }
     }
 
@@ -685,7 +738,7 @@ impl<'a> Engine<'a> {
         let rtt = self.placer.config().params.rtt_us;
         let latency = (self.now - f.arrival_us) as f64 + rtt;
         self.metrics.complete(latency, f.unloaded_us + rtt);
-        self.view.complete(f.node, (self.now - f.started_us) as f64);
+        self.view.complete(f.node, f.reserved_work_us);
         self.profiler.record(
             f.function,
             &Observation {

@@ -18,9 +18,18 @@ fn bundled_scenarios_load() {
     // Printed as the scheduler names its policies: 60 min is `1h`.
     assert_eq!(
         names,
-        ["fixed-lifetime:10m", "fixed-lifetime:20m", "fixed-lifetime:1h", "hybrid", "fixed:10m"]
+        [
+            "fixed-lifetime:10m",
+            "fixed-lifetime:20m",
+            "fixed-lifetime:1h",
+            "hybrid",
+            "fixed:10m"
+        ]
     );
-    assert_eq!(ka.cluster.compute_cpu, sandstorm_sim::engine::CpuModel::Shared);
+    assert_eq!(
+        ka.cluster.compute_cpu,
+        sandstorm_sim::engine::CpuModel::Shared
+    );
     assert_eq!(
         (
             ka.cluster.compute_nodes,
