@@ -30,10 +30,9 @@ pub struct SimArgs {
     /// The scenario file, e.g. sim/scenarios/keepalive-azure500.toml.
     #[arg(long, value_name = "FILE")]
     scenario: PathBuf,
-    /// Placement policy to run (repeat for several); default: every policy the scenario lists.
-    /// Known: cost-aware, always-storage, always-compute, least-loaded, random, hash-home,
-    /// data-affinity.
-    #[arg(long = "policy", value_name = "NAME")]
+    // The help lists the scheduler's own policy names, so it cannot drift from them. Names are
+    // checked in `run` (not by a clap value parser) so a bad one exits 1 like any other error.
+    #[arg(long = "policy", value_name = "NAME", help = policy_help())]
     policies: Vec<String>,
     /// Seed for every random choice (arrival spread, durations, data classes); the same seed gives
     /// the same report. Default: the scenario's seed.
@@ -54,6 +53,15 @@ pub struct SimArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// `--policy`'s help: what it does and every policy the scheduler knows.
+fn policy_help() -> String {
+    format!(
+        "Placement policy to run (repeat for several); default: every policy the scenario \
+         lists. Known: {}",
+        Policy::names().join(", ")
+    )
 }
 
 pub fn run(args: &SimArgs) -> anyhow::Result<()> {

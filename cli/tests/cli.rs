@@ -69,7 +69,6 @@ fn sim_help_mentions_scenario_and_policies() {
 }
 
 #[test]
-#[ignore = "cli/src/sim.rs's --policy help omits first-fit; un-ignore once it lists Policy::ALL"]
 fn sim_help_lists_every_placement_policy() {
     let text = help(&["sim", "--help"]);
     let names = Policy::names();

@@ -269,9 +269,14 @@ pub struct Weights {
 
 impl Default for Weights {
     fn default() -> Self {
+        // Storage CPU is worth as much as latency on an idle storage node (and up to 20x on a busy
+        // one): every tenant's gets and puts share it, so spending it on one function's compute
+        // delays everyone's data. Lower weights let CPU-heavy work spill into a storage node that
+        // data-heavy work needs, which collapses goodput under overload (sim/scenarios/
+        // locality-mix.toml: weight 0.1 served 26k/s at 1.5x load, 1.0 serves the 135k/s bound).
         Self {
             latency: 1.0,
-            storage_cpu: 0.1,
+            storage_cpu: 1.0,
             compute_cpu: 0.05,
             network_kb: 0.01,
         }

@@ -118,10 +118,10 @@ fn crossover_matches_the_estimates() {
 #[test]
 fn storage_cpu_price_grows_with_utilisation() {
     let w = Weights::default();
-    // 0.1 / (1 - 0) = 0.1; 0.1 / (1 - 0.5) = 0.2; capped at 0.1 / 0.05 = 2.
-    assert!(close(w.storage_cpu_price(0.0), 0.1));
-    assert!(close(w.storage_cpu_price(0.5), 0.2));
-    assert!(close(w.storage_cpu_price(1.0), 2.0));
+    // 1 / (1 - 0) = 1; 1 / (1 - 0.5) = 2; capped at 1 / 0.05 = 20.
+    assert!(close(w.storage_cpu_price(0.0), 1.0));
+    assert!(close(w.storage_cpu_price(0.5), 2.0));
+    assert!(close(w.storage_cpu_price(1.0), 20.0));
 }
 
 #[test]

@@ -19,8 +19,6 @@
 pub mod idle;
 pub mod profile;
 
-use std::collections::HashMap;
-
 use sandstorm_cost_model::Workload;
 use sandstorm_naming::FunctionId;
 use serde::{Deserialize, Serialize};
@@ -47,10 +45,14 @@ pub struct Observation {
 }
 
 /// The profiles of every function seen so far.
+///
+/// Indexed by function id: ids are dense (the catalog hands them out from 0), and a slot lookup
+/// is what the simulator's per-invocation path can afford where a hash lookup was not.
 #[derive(Debug, Clone)]
 pub struct Profiler {
     default: Workload,
-    profiles: HashMap<FunctionId, FunctionProfile>,
+    profiles: Vec<Option<FunctionProfile>>,
+    len: usize,
 }
 
 impl Profiler {
@@ -60,20 +62,27 @@ impl Profiler {
     pub fn new(default: Workload) -> Self {
         Self {
             default,
-            profiles: HashMap::new(),
+            profiles: Vec::new(),
+            len: 0,
         }
     }
 
     /// Adds one finished invocation of `function` to its profile.
     pub fn record(&mut self, function: FunctionId, observation: &Observation) {
-        self.profiles
-            .entry(function)
-            .or_default()
+        let i = function.0 as usize;
+        if self.profiles.len() <= i {
+            self.profiles.resize_with(i + 1, || None);
+        }
+        let slot = &mut self.profiles[i];
+        if slot.is_none() {
+            self.len += 1;
+        }
+        slot.get_or_insert_with(FunctionProfile::default)
             .record(observation);
     }
 
     pub fn profile(&self, function: FunctionId) -> Option<&FunctionProfile> {
-        self.profiles.get(&function)
+        self.profiles.get(function.0 as usize)?.as_ref()
     }
 
     /// The function's measured workload, or the default if it was never observed.
@@ -89,21 +98,28 @@ impl Profiler {
 
     /// Forgets a function (it was removed).
     pub fn forget(&mut self, function: FunctionId) -> Option<FunctionProfile> {
-        self.profiles.remove(&function)
+        let gone = self.profiles.get_mut(function.0 as usize)?.take();
+        if gone.is_some() {
+            self.len -= 1;
+        }
+        gone
     }
 
-    /// Every profiled function, in no particular order.
+    /// Every profiled function, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (FunctionId, &FunctionProfile)> + '_ {
-        self.profiles.iter().map(|(&f, p)| (f, p))
+        self.profiles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((FunctionId(i as u32), p.as_ref()?)))
     }
 
     /// Number of profiled functions.
     pub fn len(&self) -> usize {
-        self.profiles.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.profiles.is_empty()
+        self.len == 0
     }
 }
 

@@ -4,8 +4,8 @@
 //! validation into [`Scenario`], and [`KeepAliveSpec`], the keep-alive policy names. Every error
 //! names the file and the 1-based line: serde errors through toml's spans, validation errors by
 //! looking the offending key up in the parsed document. Paths inside a scenario are relative to
-//! its directory. Placement policy names are kept as strings: the caller checks them against the
-//! scheduler.
+//! its directory. Placement policy names are checked against the scheduler's
+//! ([`sandstorm_scheduler::placement::Policy`]) and kept as the file writes them.
 //!
 //! Defaults: `seed = 1`, `policies = ["cost-aware"]`, `keep_alive = ["fixed:10m"]`,
 //! `bound = false`, `trace.day = "d01"`, `[instances] per = "app", concurrency = 1,
@@ -65,7 +65,7 @@ pub struct Scenario {
     pub description: String,
     /// The CLI's `--seed` overrides it by assignment.
     pub seed: u64,
-    /// Placement policy names, unchecked (the caller knows the scheduler's).
+    /// Placement policy names, each one a name `Policy::from_str` accepts.
     pub policies: Vec<String>,
     pub keep_alive: Vec<KeepAliveSpec>,
     /// Compute the LP bound.

@@ -4,9 +4,9 @@
 //!
 //! The Azure files end lines with CRLF (the invocations and memory files; the fixture copies
 //! them). The csv crate reports a CRLF file's rows one line early (BurntSushi/rust-csv#395), so
-//! the exact-line cases below rewrite the broken file with LF ends first, and
-//! `crlf_rows_report_their_true_line` (ignored until `sim/src/trace/input.rs` counts lines
-//! itself) pins the CRLF case.
+//! `sim/src/trace/input.rs` counts lines itself: `crlf_rows_report_their_true_line` pins the CRLF
+//! files as shipped, and the other exact-line cases rewrite the broken file with LF ends first so
+//! both kinds of line end are covered.
 
 use std::path::Path;
 
@@ -101,7 +101,6 @@ fn negative_memory_names_file_line_and_column() {
 }
 
 #[test]
-#[ignore = "csv reports CRLF rows one line early (rust-csv#395); fix in sim/src/trace/input.rs"]
 fn crlf_rows_report_their_true_line() {
     let tiny = TinyCopy::new();
     // Line 4 of the CRLF file as shipped.
@@ -123,16 +122,18 @@ fn unknown_policy_flag_names_the_flag_and_the_known_policies() {
 }
 
 #[test]
-fn unknown_policy_in_scenario_names_file_and_policy() {
+fn unknown_policy_in_scenario_names_file_line_and_field() {
     let tiny = TinyCopy::new();
     let line = line_starting(&tiny.scenario(), "policies");
     edit_line(&tiny.scenario(), line, |_| {
         r#"policies = ["cost-aware", "nearest-star"]"#.to_owned()
     });
-    // The driver checks policy names after parsing, so this message names no line yet.
-    tiny.sim(&[])
-        .clean_failure()
-        .stderr_names(&["tiny.toml", "nearest-star", "known policies"]);
+    tiny.sim(&[]).clean_failure().stderr_names(&[
+        &format!("tiny.toml:{line}: policies[1]:"),
+        "nearest-star",
+        "known policies",
+        "first-fit",
+    ]);
 }
 
 #[test]

@@ -174,14 +174,14 @@ impl Placer {
     /// Choose a node, reserve it in `view`, and return the choice; `None` if no node passed the
     /// filters. Allocates nothing.
     pub fn place(&self, view: &mut ClusterView, req: &PlacementRequest<'_>) -> Option<Choice> {
-        let choice = self.run(view, req, &mut |_| {});
+        let choice = self.run(view, req, false, &mut |_| {});
         commit(view, req, choice)
     }
 
     /// [`Placer::place`], plus the full record of every candidate.
     pub fn place_recorded(&self, view: &mut ClusterView, req: &PlacementRequest<'_>) -> Decision {
         let mut candidates = Vec::with_capacity(view.len());
-        let choice = self.run(view, req, &mut |record| candidates.push(record));
+        let choice = self.run(view, req, true, &mut |record| candidates.push(record));
         let chosen = commit(view, req, choice);
         if let Some(c) = &chosen {
             for record in &mut candidates {
@@ -210,6 +210,7 @@ impl Placer {
         &self,
         view: &ClusterView,
         req: &PlacementRequest<'_>,
+        recording: bool,
         record: &mut R,
     ) -> Option<Choice> {
         let nodes = view.nodes();
@@ -231,6 +232,7 @@ impl Placer {
             best: None,
             feasible: 0,
             classes: [None; 12],
+            costing: recording || self.policy.uses_objective(),
         };
         for &node in req.warm {
             scan.visit(node.0 as usize, record);
@@ -271,8 +273,18 @@ impl Placer {
                 }
             }
         }
-        scan.best.map(|(c, _)| {
+        let costing = scan.costing;
+        let best = scan.best.take();
+        best.map(|(mut c, _)| {
             let node = &nodes[c.index];
+            if !costing {
+                let local = req
+                    .data
+                    .iter()
+                    .find(|(n, _)| *n == node.id)
+                    .map_or(0.0, |(_, f)| *f);
+                (c.cost, c.objective) = scan.costed(node, tier_of(node.role), c.start, local);
+            }
             Choice {
                 node: node.id,
                 tier: tier_of(node.role),
@@ -339,6 +351,9 @@ struct Scan<'p, 'r> {
     /// Breakdowns without queueing for (tier, start kind, all-local), computed once per
     /// placement: candidates of one class differ only in their queue.
     classes: [Option<CostBreakdown>; 12],
+    /// Whether every candidate is costed (the policy scores by cost, or the decision is being
+    /// recorded); otherwise only the chosen one is, at the end.
+    costing: bool,
 }
 
 impl Scan<'_, '_> {
@@ -356,20 +371,11 @@ impl Scan<'_, '_> {
             .find(|(n, _)| *n == node.id)
             .map_or(0.0, |(_, f)| *f);
         let tier = tier_of(node.role);
-        let remote_rounds = req.workload.rounds * (1.0 - local);
-        let cost = self.cost(
-            tier,
-            start,
-            local,
-            node.queue_us() + remote_rounds * self.home_queue_us,
-        );
-        let weights = &placer.config.weights;
-        let price = if tier == Tier::Storage {
-            weights.storage_cpu_price(node.utilisation())
+        let (cost, objective) = if self.costing {
+            self.costed(node, tier, start, local)
         } else {
-            self.home_price
+            (CostBreakdown::default(), 0.0)
         };
-        let objective = weights.objective_at_price(&cost, price);
         let score = placer.policy.score(
             &placer.config,
             req,
@@ -420,6 +426,26 @@ impl Scan<'_, '_> {
 }
 
 impl Scan<'_, '_> {
+    /// The cost breakdown and objective of placing the request on `node`.
+    fn costed(
+        &mut self,
+        node: &NodeView,
+        tier: Tier,
+        start: StartKind,
+        local: f64,
+    ) -> (CostBreakdown, f64) {
+        let remote_rounds = self.req.workload.rounds * (1.0 - local);
+        let queue_us = node.queue_us() + remote_rounds * self.home_queue_us;
+        let cost = self.cost(tier, start, local, queue_us);
+        let weights = &self.placer.config.weights;
+        let price = if tier == Tier::Storage {
+            weights.storage_cpu_price(node.utilisation())
+        } else {
+            self.home_price
+        };
+        (cost, weights.objective_at_price(&cost, price))
+    }
+
     /// A lower bound on the score of any node that holds neither a warm context nor the data.
     fn floor(&mut self) -> f64 {
         let policy = self.placer.policy;

@@ -73,6 +73,15 @@ impl Policy {
         Self::ALL.iter().map(|p| p.name()).collect()
     }
 
+    /// Whether the policy's score is the cost model's objective (otherwise the candidates need
+    /// not be costed unless the decision is recorded).
+    pub fn uses_objective(self) -> bool {
+        matches!(
+            self,
+            Policy::CostAware | Policy::AlwaysStorage | Policy::AlwaysCompute
+        )
+    }
+
     /// Whether the policy may score a sample of the nodes (see `PlacerConfig::sample`). Policies
     /// defined by a fixed order over all nodes (a home, the first fit) must see every node.
     pub fn samples(self) -> bool {

@@ -44,8 +44,10 @@ pub(super) struct SharedCpu {
     work: f64,
     last_us: u64,
     jobs: BinaryHeap<Reverse<(Tag, JobId)>>,
-    /// Bumped whenever the next completion time changes; stale wake-ups carry an older value.
-    pub generation: u64,
+    /// The earliest wake-up already scheduled. A change that makes the next completion later
+    /// (the usual effect of one more job) schedules nothing: that wake-up will find out and
+    /// schedule the next one. So most submissions add no event at all.
+    pending_wake_us: Option<u64>,
 }
 
 /// A finish tag; f64 ordered totally.
@@ -70,8 +72,8 @@ pub(super) enum Next {
     Nothing,
     /// This job started now and ends after `work_us` (FIFO).
     Started { job: JobId, ends_in_us: u64 },
-    /// Wake the node at this time with this generation to collect finished jobs (shared).
-    WakeAt { at_us: u64, generation: u64 },
+    /// Wake the node at this time to collect finished jobs (shared).
+    WakeAt { at_us: u64 },
 }
 
 impl NodeCpu {
@@ -87,7 +89,7 @@ impl NodeCpu {
                 work: 0.0,
                 last_us: 0,
                 jobs: BinaryHeap::new(),
-                generation: 0,
+                pending_wake_us: None,
             }),
         }
     }
@@ -138,14 +140,14 @@ impl NodeCpu {
         }
     }
 
-    /// Shared: the wake-up of `generation` fired at `now_us`; push the finished jobs to `done`
-    /// and say when to wake next.
-    pub fn shared_wake(&mut self, generation: u64, now_us: u64, done: &mut Vec<JobId>) -> Next {
+    /// Shared: a wake-up fired at `now_us`; push the finished jobs to `done` and say when to
+    /// wake next.
+    pub fn shared_wake(&mut self, now_us: u64, done: &mut Vec<JobId>) -> Next {
         let NodeCpu::Shared(s) = self else {
             return Next::Nothing;
         };
-        if generation != s.generation {
-            return Next::Nothing;
+        if s.pending_wake_us.is_some_and(|p| p <= now_us) {
+            s.pending_wake_us = None;
         }
         s.advance(now_us);
         // Half a microsecond of slack absorbs the rounding of wake-up times to whole microseconds.
@@ -173,17 +175,15 @@ impl SharedCpu {
     }
 
     fn wake(&mut self, now_us: u64) -> Next {
-        self.generation += 1;
-        match self.jobs.peek() {
-            None => Next::Nothing,
-            Some(Reverse((Tag(tag), _))) => {
-                let left = ((tag - self.work).max(0.0) / self.speed()).ceil() as u64;
-                Next::WakeAt {
-                    at_us: now_us + left,
-                    generation: self.generation,
-                }
-            }
+        let Some(Reverse((Tag(tag), _))) = self.jobs.peek() else {
+            return Next::Nothing;
+        };
+        let at_us = now_us + ((tag - self.work).max(0.0) / self.speed()).ceil() as u64;
+        if self.pending_wake_us.is_some_and(|p| p <= at_us) {
+            return Next::Nothing;
         }
+        self.pending_wake_us = Some(at_us);
+        Next::WakeAt { at_us }
     }
 }
 
@@ -223,13 +223,15 @@ mod tests {
     fn shared_cores_slow_everyone_down_fairly() {
         // 1 core, two jobs of 100 us from t=0: each runs at 1/2, both end at 200.
         let mut cpu = NodeCpu::new(CpuModel::Shared, 1);
-        cpu.submit(1, 100, 0);
-        let Next::WakeAt { at_us, generation } = cpu.submit(2, 100, 0) else {
-            panic!("wake")
-        };
-        assert_eq!(at_us, 200);
+        // The first job asks for a wake-up at 100; the second makes both end at 200, later than
+        // the pending wake-up, so it schedules nothing.
+        assert_eq!(cpu.submit(1, 100, 0), Next::WakeAt { at_us: 100 });
+        assert_eq!(cpu.submit(2, 100, 0), Next::Nothing);
         let mut done = Vec::new();
-        assert_eq!(cpu.shared_wake(generation, at_us, &mut done), Next::Nothing);
+        // At 100 each has had 50 us of work: nothing done, wake again at 200.
+        assert_eq!(cpu.shared_wake(100, &mut done), Next::WakeAt { at_us: 200 });
+        assert!(done.is_empty());
+        assert_eq!(cpu.shared_wake(200, &mut done), Next::Nothing);
         done.sort_unstable();
         assert_eq!(done, vec![1, 2]);
     }
@@ -239,16 +241,22 @@ mod tests {
         // 1 core: job 1 (50 us) and job 2 (100 us) at t=0. Both at half speed until job 1 is done
         // at t=100 (50 us of work each); job 2 then has 50 us left at full speed: ends at 150.
         let mut cpu = NodeCpu::new(CpuModel::Shared, 1);
-        cpu.submit(1, 50, 0);
-        let Next::WakeAt { at_us, generation } = cpu.submit(2, 100, 0) else {
-            panic!("wake")
-        };
-        assert_eq!(at_us, 100);
+        assert_eq!(cpu.submit(1, 50, 0), Next::WakeAt { at_us: 50 });
+        assert_eq!(cpu.submit(2, 100, 0), Next::Nothing);
         let mut done = Vec::new();
-        let next = cpu.shared_wake(generation, at_us, &mut done);
+        assert_eq!(cpu.shared_wake(50, &mut done), Next::WakeAt { at_us: 100 });
+        assert_eq!(cpu.shared_wake(100, &mut done), Next::WakeAt { at_us: 150 });
         assert_eq!(done, vec![1]);
-        assert!(matches!(next, Next::WakeAt { at_us: 150, .. }));
-        // A stale generation does nothing.
-        assert_eq!(cpu.shared_wake(generation, 150, &mut done), Next::Nothing);
+        assert_eq!(cpu.shared_wake(150, &mut done), Next::Nothing);
+        assert_eq!(done, vec![1, 2]);
+    }
+
+    #[test]
+    fn an_earlier_end_schedules_an_earlier_wake() {
+        // 2 cores: a 1,000 us job, then at t=0 a 10 us job: its end (10) is before the pending
+        // wake-up (1,000), so it asks for its own.
+        let mut cpu = NodeCpu::new(CpuModel::Shared, 2);
+        assert_eq!(cpu.submit(1, 1_000, 0), Next::WakeAt { at_us: 1_000 });
+        assert_eq!(cpu.submit(2, 10, 0), Next::WakeAt { at_us: 10 });
     }
 }

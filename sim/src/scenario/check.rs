@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use sandstorm_scheduler::placement::Policy;
 use serde::Serialize;
 use toml::de::DeValue;
 
@@ -128,8 +129,14 @@ impl Check<'_> {
         if raw.policies.is_empty() {
             return Err(self.invalid(&[K("policies")], "at least one policy is required"));
         }
-        if let Some(i) = raw.policies.iter().position(|p| p.trim().is_empty()) {
-            return Err(self.invalid(&[K("policies"), I(i)], "must not be empty"));
+        for (i, name) in raw.policies.iter().enumerate() {
+            if name.trim().is_empty() {
+                return Err(self.invalid(&[K("policies"), I(i)], "must not be empty"));
+            }
+            // The message lists the known policies.
+            if let Err(e) = name.parse::<Policy>() {
+                return Err(self.invalid(&[K("policies"), I(i)], e.to_string()));
+            }
         }
         if raw.keep_alive.is_empty() {
             return Err(self.invalid(

@@ -163,6 +163,29 @@ fn bad_scenarios_name_file_line_field() {
                 "unknown keep-alive policy \"lru\"",
             ],
         ),
+        // a placement policy the scheduler does not know, line 4, element 0
+        (
+            "policies = [\"cost-aware\"]",
+            "policies = [\"fastest\"]",
+            &[
+                "bad.toml:4:",
+                "policies[0]",
+                "unknown placement policy `fastest`",
+                "first-fit", // the message lists the known policies
+            ],
+        ),
+        // the second of two policies, on a line of its own: line 5, element 1
+        (
+            "policies = [\"cost-aware\"]",
+            "policies = [\"first-fit\",\n  \"nearest-star\"]",
+            &["bad.toml:5:", "policies[1]", "`nearest-star`"],
+        ),
+        // an empty policy name, line 4
+        (
+            "policies = [\"cost-aware\"]",
+            "policies = [\" \"]",
+            &["bad.toml:4:", "policies[0]: must not be empty"],
+        ),
         // a synthetic function naming an unknown data class, line 12
         (
             "data = \"heavy\"",
