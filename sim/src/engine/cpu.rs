@@ -259,4 +259,32 @@ mod tests {
         assert_eq!(cpu.submit(1, 1_000, 0), Next::WakeAt { at_us: 1_000 });
         assert_eq!(cpu.submit(2, 10, 0), Next::WakeAt { at_us: 10 });
     }
+
+    proptest::proptest! {
+        /// No core is ever oversubscribed: a FIFO node runs at most `cores` jobs at once, starts
+        /// a waiting one exactly when one finishes, and loses none.
+        #[test]
+        fn fifo_never_runs_more_than_its_cores(cores in 1u32..16, ops in proptest::collection::vec(proptest::prelude::any::<bool>(), 1..400)) {
+            let mut cpu = NodeCpu::new(CpuModel::Fifo, cores);
+            let (mut running, mut waiting, mut next_id) = (0u32, 0u32, 0u64);
+            for submit in ops {
+                if submit || running == 0 {
+                    next_id += 1;
+                    match cpu.submit(next_id, 10, 0) {
+                        Next::Started { .. } => running += 1,
+                        Next::Nothing => waiting += 1,
+                        Next::WakeAt { .. } => proptest::prop_assert!(false, "FIFO never asks for a wake-up"),
+                    }
+                } else {
+                    match cpu.fifo_finished() {
+                        Next::Started { .. } => waiting -= 1,
+                        Next::Nothing => running -= 1,
+                        Next::WakeAt { .. } => proptest::prop_assert!(false, "FIFO never asks for a wake-up"),
+                    }
+                }
+                proptest::prop_assert!(running <= cores);
+                proptest::prop_assert!(waiting == 0 || running == cores);
+            }
+        }
+    }
 }

@@ -250,25 +250,32 @@ fn figures(report: &SimReport, series: &[Series<'_>]) -> String {
     figures.extend(charts::cpu(report, series));
     figures.extend(charts::start_breakdown(report, series));
     figures.extend(charts::peer(report));
+    // A half-width chart left without a neighbour spans the row, but keeps its drawn size
+    // (`promoted`): scaled to the full width its text would be twice as large as elsewhere.
+    let mut promoted = vec![false; figures.len()];
     let mut half_open: Option<usize> = None;
     for i in 0..figures.len() {
         if figures[i].wide {
             if let Some(j) = half_open.take() {
-                figures[j].wide = true;
+                promoted[j] = true;
             }
         } else {
             half_open = if half_open.is_some() { None } else { Some(i) };
         }
     }
     if let Some(j) = half_open {
-        figures[j].wide = true;
+        promoted[j] = true;
+    }
+    for (f, p) in figures.iter_mut().zip(&promoted) {
+        f.wide |= *p;
     }
     let mut out = String::from("<section class=\"charts\">\n");
-    for f in figures {
+    for (f, promoted) in figures.into_iter().zip(promoted) {
         out.push_str(&format!(
-            "<figure class=\"panel{}\">\n<figcaption><h2>{}</h2><p>{}</p></figcaption>\n\
+            "<figure class=\"panel{}{}\">\n<figcaption><h2>{}</h2><p>{}</p></figcaption>\n\
              <div class=\"legend\">{}</div>\n{}\n</figure>\n",
             if f.wide { " wide" } else { "" },
+            if promoted { " promoted" } else { "" },
             esc(&f.title),
             esc(&f.caption),
             f.legend.join(""),
