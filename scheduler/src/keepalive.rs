@@ -334,9 +334,9 @@ pub fn format_duration(us: u64) -> String {
     const S: u64 = 1_000_000;
     match us {
         0 => "0s".to_owned(),
-        _ if us % (3_600 * S) == 0 => format!("{}h", us / (3_600 * S)),
-        _ if us % (60 * S) == 0 => format!("{}m", us / (60 * S)),
-        _ if us % S == 0 => format!("{}s", us / S),
+        _ if us.is_multiple_of(3_600 * S) => format!("{}h", us / (3_600 * S)),
+        _ if us.is_multiple_of(60 * S) => format!("{}m", us / (60 * S)),
+        _ if us.is_multiple_of(S) => format!("{}s", us / S),
         _ => format!("{us}us"),
     }
 }

@@ -135,24 +135,19 @@ pub fn run_scenario(
     };
     for (spec, outcome) in specs.iter().zip(outcomes) {
         let mut result = outcome.result;
-        if let Some(bounds) = &bounds {
-            if let Some((_, b)) = bounds.iter().find(|(load, _)| *load == spec.load) {
-                let objective = outcome.mean_objective;
-                result.bound = Some(BoundComparison {
-                    objective_bound: b.objective_per_invocation,
-                    objective,
-                    goodput_bound_per_s: b.goodput_per_s,
-                    gap: if b.objective_per_invocation > 0.0 {
-                        objective / b.objective_per_invocation - 1.0
-                    } else {
-                        0.0
-                    },
-                });
-            }
+        if let Some((_, b)) = bounds.iter().flatten().find(|(load, _)| *load == spec.load) {
+            let objective = outcome.mean_objective;
+            result.bound = Some(BoundComparison {
+                objective_bound: b.objective_per_invocation,
+                objective,
+                goodput_bound_per_s: b.goodput_per_s,
+                gap: if b.objective_per_invocation > 0.0 {
+                    objective / b.objective_per_invocation - 1.0
+                } else {
+                    0.0
+                },
+            });
         }
-        // Name runs as the scenario does (`fixed:60m`, not the policy's canonical `fixed:1h`), so
-        // peer figures and scripts find them.
-        result.keep_alive = spec.keep_alive.to_string();
         runs.push(result);
     }
     let peer = peers(scenario, &runs);

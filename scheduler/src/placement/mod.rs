@@ -19,6 +19,7 @@
 mod policy;
 mod view;
 
+use policy::ScoreInput;
 pub use policy::{Policy, UnknownPolicy};
 use sandstorm_cost_model::{
     Candidate, CostBreakdown, CostParams, StartKind, Tier, Weights, estimate,
@@ -376,15 +377,15 @@ impl Scan<'_, '_> {
         } else {
             (CostBreakdown::default(), 0.0)
         };
-        let score = placer.policy.score(
-            &placer.config,
+        let score = placer.policy.score(&ScoreInput {
+            config: &placer.config,
             req,
             node,
             warm,
-            local,
+            local_fraction: local,
             objective,
-            self.view.compute_nodes(),
-        );
+            compute_nodes: self.view.compute_nodes(),
+        });
         record(CandidateRecord {
             node: node.id,
             role: node.role,

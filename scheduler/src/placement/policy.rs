@@ -39,6 +39,22 @@ pub enum Policy {
     FirstFit,
 }
 
+/// What a policy scores a candidate on.
+#[derive(Clone, Copy)]
+pub(super) struct ScoreInput<'a, 'r> {
+    pub config: &'a PlacerConfig,
+    pub req: &'a PlacementRequest<'r>,
+    pub node: &'a NodeView,
+    /// An idle warm context of the app is on the node.
+    pub warm: bool,
+    /// Share of the invocation's data on the node.
+    pub local_fraction: f64,
+    /// The cost model's weighted objective (0 when the policy does not use it and the decision
+    /// is not recorded).
+    pub objective: f64,
+    pub compute_nodes: u32,
+}
+
 /// A policy name that names no policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown placement policy `{0}`; known policies: {known}", known = Policy::names().join(", "))]
@@ -100,17 +116,17 @@ impl Policy {
     }
 
     /// The policy's score of a candidate that passed the filters; lower wins, infinite never
-    /// wins. `objective` is the cost model's weighted objective for this candidate.
-    pub(super) fn score(
-        self,
-        config: &PlacerConfig,
-        req: &PlacementRequest<'_>,
-        node: &NodeView,
-        warm: bool,
-        local_fraction: f64,
-        objective: f64,
-        compute_nodes: u32,
-    ) -> f64 {
+    /// wins.
+    pub(super) fn score(self, c: &ScoreInput<'_, '_>) -> f64 {
+        let ScoreInput {
+            config,
+            req,
+            node,
+            warm,
+            local_fraction,
+            objective,
+            compute_nodes,
+        } = *c;
         match self {
             Policy::CostAware | Policy::AlwaysStorage | Policy::AlwaysCompute => objective,
             Policy::LeastLoaded => node.utilisation() - if warm { 2.0 } else { 0.0 },
@@ -151,7 +167,7 @@ fn hash_home_probe(req: &PlacementRequest<'_>, node: &NodeView, n: u32) -> u64 {
 /// (1 if none does, or n <= 2).
 fn coprime_step(n: u64, pick: u64) -> u64 {
     const PRIMES: [u64; 6] = [3, 5, 7, 11, 13, 17];
-    let usable: [u64; 6] = PRIMES.map(|p| if p < n && n % p != 0 { p } else { 1 });
+    let usable: [u64; 6] = PRIMES.map(|p| if p < n && !n.is_multiple_of(p) { p } else { 1 });
     usable[(pick % 6) as usize]
 }
 

@@ -66,7 +66,7 @@ impl Ord for Tag {
 }
 
 /// What the engine must do after a change to a node's cores.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Next {
     /// Nothing new to schedule.
     Nothing,

@@ -275,7 +275,7 @@ pub fn run(trace: &Trace, cfg: RunConfig<'_>, progress: &mut dyn FnMut(u64)) -> 
                 engine.schedule(a.at_us, arrival);
             }
             done += 1;
-            if done % 65_536 == 0 {
+            if done.is_multiple_of(65_536) {
                 progress(done);
             }
         } else {
@@ -595,16 +595,16 @@ impl<'a> Engine<'a> {
         start: StartKind,
         memory_mb: u32,
     ) -> (ContextId, StartKind, u64) {
-        if start == StartKind::Warm {
-            if let Some(id) = self.warm.acquire_idle_on(app, node, self.now) {
-                let ready = self.extra_of(id).ready_us;
-                if ready > self.now {
-                    // A pre-warm still starting: the invocation waits for it, and it counts as
-                    // cold, as it would to the user.
-                    return (id, StartKind::Cold, ready - self.now);
-                }
-                return (id, StartKind::Warm, 0);
+        if start == StartKind::Warm
+            && let Some(id) = self.warm.acquire_idle_on(app, node, self.now)
+        {
+            let ready = self.extra_of(id).ready_us;
+            if ready > self.now {
+                // A pre-warm still starting: the invocation waits for it, and it counts as
+                // cold, as it would to the user.
+                return (id, StartKind::Cold, ready - self.now);
             }
+            return (id, StartKind::Warm, 0);
         }
         let start = if start == StartKind::Warm {
             StartKind::Cold

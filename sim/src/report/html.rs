@@ -254,8 +254,8 @@ fn figures(report: &SimReport, series: &[Series<'_>]) -> String {
     // (`promoted`): scaled to the full width its text would be twice as large as elsewhere.
     let mut promoted = vec![false; figures.len()];
     let mut half_open: Option<usize> = None;
-    for i in 0..figures.len() {
-        if figures[i].wide {
+    for (i, figure) in figures.iter().enumerate() {
+        if figure.wide {
             if let Some(j) = half_open.take() {
                 promoted[j] = true;
             }
