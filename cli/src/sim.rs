@@ -1,6 +1,6 @@
 //! `sandstorm sim`: replay a trace scenario under placement and keep-alive policies.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -69,6 +69,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
         name.parse::<Policy>()
             .with_context(|| format!("--policy {name}"))?;
     }
+    check_outputs(args)?;
     let scenario = Scenario::load(&args.scenario)?;
     let options = SimOptions {
         policies: args.policies.clone(),
@@ -106,18 +107,47 @@ fn show_progress<T>(progress: &Progress, worker: &std::thread::ScopedJoinHandle<
     bar.finish_and_clear();
 }
 
-fn write_outputs(args: &SimArgs, report: &SimReport) -> anyhow::Result<()> {
-    let outputs: [(&Option<PathBuf>, fn(&SimReport) -> String); 3] = [
-        (&args.json, to_json),
-        (&args.csv, to_csv),
-        (&args.html, to_html),
-    ];
-    for (path, render) in outputs {
-        if let Some(path) = path {
-            std::fs::write(path, render(report))
-                .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("wrote {}", path.display());
+/// Renders a report in one output form.
+type Render = fn(&SimReport) -> String;
+
+/// The output flags: each one's name, the file it names (if given) and its renderer.
+fn outputs(args: &SimArgs) -> [(&'static str, Option<&Path>, Render); 3] {
+    [
+        ("--json", args.json.as_deref(), to_json),
+        ("--csv", args.csv.as_deref(), to_csv),
+        ("--html", args.html.as_deref(), to_html),
+    ]
+}
+
+/// Fails before the simulation, not after it, when a report could not be written: its directory
+/// does not exist, or the path is a directory. (Other write errors still surface at the end.)
+fn check_outputs(args: &SimArgs) -> anyhow::Result<()> {
+    for (flag, path, _) in outputs(args) {
+        let Some(path) = path else { continue };
+        if path.is_dir() {
+            anyhow::bail!("{flag} {}: is a directory, not a file", path.display());
         }
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "{flag} {}: directory {} does not exist",
+                path.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn write_outputs(args: &SimArgs, report: &SimReport) -> anyhow::Result<()> {
+    for (flag, path, render) in outputs(args) {
+        let Some(path) = path else { continue };
+        std::fs::write(path, render(report))
+            .with_context(|| format!("{flag}: writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
 }

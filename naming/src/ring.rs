@@ -89,6 +89,24 @@ impl KeyRing {
 
     /// Adds `node`; returns false (and changes nothing) if it was already a member.
     /// Costs O(points): membership changes are rare, lookups are not.
+    /// A ring holding `nodes`, built with one sort (adding nodes one by one re-sorts the ring
+    /// each time).
+    pub fn with_nodes(vnodes_per_node: u32, nodes: impl IntoIterator<Item = NodeId>) -> Self {
+        let mut ring = Self::new(vnodes_per_node);
+        ring.nodes = nodes.into_iter().collect();
+        ring.nodes.sort_unstable();
+        ring.nodes.dedup();
+        let mut points: Vec<(u64, NodeId)> = ring
+            .nodes
+            .iter()
+            .flat_map(|&n| (0..ring.vnodes_per_node).map(move |r| (vnode_hash(n, r), n)))
+            .collect();
+        points.sort_unstable();
+        ring.points = points.iter().map(|&(p, _)| p).collect();
+        ring.owners = points.iter().map(|&(_, n)| n).collect();
+        ring
+    }
+
     pub fn add_node(&mut self, node: NodeId) -> bool {
         let Err(at) = self.nodes.binary_search(&node) else {
             return false;
@@ -270,6 +288,15 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Building a ring in one go gives the same owners as adding the nodes one by one.
+        #[test]
+        fn bulk_build_equals_incremental(ids in distinct_ids(), salt in 0u32..1000) {
+            let bulk = KeyRing::with_nodes(DEFAULT_VNODES_PER_NODE, ids.iter().rev().map(|&i| NodeId(i)));
+            let incremental = ring_of(&ids);
+            prop_assert_eq!(owners(&bulk, salt), owners(&incremental, salt));
+            prop_assert_eq!(bulk.nodes(), incremental.nodes());
+        }
 
         /// Adding a node moves keys only to it, about 1/(N+1) of them.
         #[test]

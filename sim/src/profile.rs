@@ -90,6 +90,27 @@ impl DataClass {
     }
 }
 
+/// Most data accesses one invocation may make (each is simulated as work on a storage node).
+pub const MAX_ACCESSES: u32 = 1_000_000;
+
+/// Values the simulator's microsecond clock and event counts can take.
+fn check_limits(accesses: u32, compute_us: Option<u64>) -> Result<(), (&'static str, String)> {
+    if accesses > MAX_ACCESSES {
+        return Err((
+            "accesses",
+            format!("{accesses} is more than the limit of {MAX_ACCESSES}"),
+        ));
+    }
+    if let Some(c) = compute_us.filter(|c| *c > crate::trace::MAX_TIME_US) {
+        let max = crate::trace::MAX_TIME_US;
+        return Err((
+            "compute_us",
+            format!("{c} us is more than the limit of {max} us"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_rounds(accesses: u32, rounds: u32) -> Result<(), String> {
     if rounds > accesses {
         return Err(format!(
@@ -305,6 +326,12 @@ fn from_file(path: &Path, trace: &Trace) -> Result<DataProfiles, ProfileError> {
             path: err_path(),
             line,
             column: "rounds",
+            reason,
+        })?;
+        check_limits(accesses, compute_us).map_err(|(column, reason)| ProfileError::Invalid {
+            path: err_path(),
+            line,
+            column,
             reason,
         })?;
         let Some(ids) = by_name.get(name) else {

@@ -12,6 +12,12 @@
 //! pool_per_node = 0, pool_refill_us = 1000`, `[data] mode = "none", seed = 1`,
 //! `[load] scales = [1.0]`, `[slo] latency_us = 0, slowdown = 10.0`; `[costs]` and `[weights]`
 //! default to the cost model's documented defaults, field by field.
+//!
+//! Limits, so that no scenario can overflow the engine's microsecond clock or exhaust memory
+//! (each is an error naming the line): load points in `(0, MAX_LOAD_SCALE]`; at most 100,000
+//! nodes and 4,096 cores a node; every `[costs]` value at most 1e9; `pool_refill_us` and a data
+//! class's `compute_us` at most [`crate::trace::MAX_TIME_US`]; the synthetic trace's own limits
+//! (see [`SyntheticSpec::validate`]).
 
 mod check;
 mod file;
@@ -31,6 +37,11 @@ pub use file::{
     ScenarioFile, Slo, TraceSection,
 };
 pub use keep_alive::{DEFAULT_HYBRID_RANGE_US, KeepAliveSpec};
+
+/// The largest load point a scenario may ask for. A 2019 trace minute is expanded in memory,
+/// `load` copies of each invocation: at 100x, the busiest minute of the bundled day trace (45,514
+/// invocations) is 4.6 million arrivals, about 160 MB; an absurd scale would exhaust memory.
+pub const MAX_LOAD_SCALE: f64 = 100.0;
 
 /// A validated peer figure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +87,7 @@ pub struct Scenario {
     pub weights: Weights,
     pub instances: Instances,
     pub data: DataSpec,
-    /// Load points, multipliers of the trace's rate (each finite and > 0).
+    /// Load points, multipliers of the trace's rate (each > 0 and <= [`MAX_LOAD_SCALE`]).
     pub load_scales: Vec<f64>,
     pub slo: Slo,
     pub peers: Vec<PeerFigure>,
@@ -85,11 +96,12 @@ pub struct Scenario {
 /// Why a scenario could not be loaded. Messages start with `FILE:LINE:`.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    /// The file could not be read.
-    #[error("{}: {source}", path.display())]
+    /// The file could not be read. (`error` is part of the message, not an error source, so a
+    /// chain printed with `{:#}` does not repeat it.)
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Not valid TOML, or not the schema (unknown key, wrong type, missing field). `field` is
     /// the key path the error lies under, when known.
@@ -113,9 +125,9 @@ pub enum ScenarioError {
 impl Scenario {
     /// Reads, parses and validates the scenario at `path`.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ScenarioError::Io {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::parse(&text, path)
     }

@@ -161,3 +161,107 @@ fn missing_scenario_file_names_it() {
     );
     run.clean_failure().stderr_names(&["no-such.toml"]);
 }
+
+// ------------------------------------------------------ broken files, missing files, bad outputs
+
+/// Bytes that are neither UTF-8 nor CSV (a fixed pseudo-random sequence).
+fn garbage() -> Vec<u8> {
+    (0..8192u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+#[test]
+fn missing_trace_file_names_it() {
+    let tiny = TinyCopy::new();
+    std::fs::remove_file(tiny.trace_file(MEMORY_CSV)).expect("removing the memory file");
+    let run = tiny.sim(&[]);
+    run.clean_failure()
+        .stderr_names(&[MEMORY_CSV, "No such file"]);
+    // The OS error is said once, not repeated by the error chain.
+    assert_eq!(
+        run.stderr.matches("No such file").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn empty_trace_file_names_file_and_line() {
+    let tiny = TinyCopy::new();
+    std::fs::write(tiny.trace_file(DURATIONS_CSV), "").expect("emptying the durations file");
+    tiny.sim(&[]).clean_failure().stderr_names(&[
+        &format!("{DURATIONS_CSV}:1: empty file"),
+        "percentile_Average_0",
+    ]);
+}
+
+#[test]
+fn binary_garbage_fails_cleanly() {
+    // As a trace file: no header the reader knows.
+    let tiny = TinyCopy::new();
+    std::fs::write(tiny.trace_file(INVOCATIONS_CSV), garbage()).expect("writing garbage");
+    tiny.sim(&[])
+        .clean_failure()
+        .stderr_names(&[&format!("{INVOCATIONS_CSV}:1: missing column")]);
+    // As the scenario: not text.
+    std::fs::write(tiny.scenario(), garbage()).expect("writing garbage");
+    tiny.sim(&[])
+        .clean_failure()
+        .stderr_names(&["tiny.toml", "UTF-8"]);
+}
+
+#[test]
+fn empty_scenario_names_the_missing_field() {
+    let tiny = TinyCopy::new();
+    std::fs::write(tiny.scenario(), "").expect("emptying the scenario");
+    tiny.sim(&[])
+        .clean_failure()
+        .stderr_names(&["tiny.toml:1:", "missing field `name`"]);
+}
+
+#[test]
+fn zero_load_scale_names_file_line_and_field() {
+    let tiny = TinyCopy::new();
+    let line = line_starting(&tiny.scenario(), "scales");
+    edit_line(&tiny.scenario(), line, |_| "scales = [0]".to_owned());
+    tiny.sim(&[])
+        .clean_failure()
+        .stderr_names(&[&format!("tiny.toml:{line}: load.scales[0]:"), "> 0"]);
+}
+
+#[test]
+fn azure2021_negative_duration_names_file_line_and_column() {
+    let tiny = TinyCopy::new();
+    std::fs::write(
+        tiny.dir.path().join("t2021.csv"),
+        "app,func,end_timestamp,duration\r\na,f,10.5,1.0\r\na,f,12.5,-0.5\r\n",
+    )
+    .expect("writing the 2021 trace");
+    std::fs::write(
+        tiny.scenario(),
+        "name = \"t2021\"\n[trace]\nformat = \"azure2021\"\npath = \"t2021.csv\"\n\
+         [cluster]\ncompute_nodes = 1\ncompute_cores = 2\ncompute_memory_mb = 1024\n",
+    )
+    .expect("writing the scenario");
+    tiny.sim(&[]).clean_failure().stderr_names(&[
+        "t2021.csv:3:",
+        "column \"duration\"",
+        "\"-0.5\"",
+    ]);
+}
+
+#[test]
+fn report_in_a_missing_directory_fails_before_the_run() {
+    let tiny = TinyCopy::new();
+    let run = tiny.sim(&["--html", "no-such-dir/report.html"]);
+    run.clean_failure()
+        .stderr_names(&["--html", "no-such-dir/report.html", "does not exist"]);
+    // Checked before simulating: no table was printed.
+    assert!(run.stdout.is_empty(), "the run went ahead:\n{}", run.stdout);
+    // A directory is not a file.
+    tiny.sim(&["--json", "."])
+        .clean_failure()
+        .stderr_names(&["--json", "is a directory"]);
+}

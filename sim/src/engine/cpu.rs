@@ -178,7 +178,8 @@ impl SharedCpu {
         let Some(Reverse((Tag(tag), _))) = self.jobs.peek() else {
             return Next::Nothing;
         };
-        let at_us = now_us + ((tag - self.work).max(0.0) / self.speed()).ceil() as u64;
+        let at_us =
+            now_us.saturating_add(((tag - self.work).max(0.0) / self.speed()).ceil() as u64);
         if self.pending_wake_us.is_some_and(|p| p <= at_us) {
             return Next::Nothing;
         }

@@ -357,13 +357,10 @@ impl<'a> Engine<'a> {
             app_arrivals: vec![0; trace.apps.len().max(trace.functions.len())],
             warm_nodes: Vec::new(),
             finished_jobs: Vec::new(),
-            ring: {
-                let mut ring = KeyRing::new(DEFAULT_VNODES_PER_NODE);
-                for i in 0..shape.storage_nodes {
-                    ring.add_node(NodeId(i));
-                }
-                ring
-            },
+            ring: KeyRing::with_nodes(
+                DEFAULT_VNODES_PER_NODE,
+                (0..shape.storage_nodes).map(NodeId),
+            ),
             metrics: Metrics::new(cfg.slo_latency_us, cfg.slo_slowdown, cfg.placer.weights),
             cfg,
         }
@@ -580,7 +577,10 @@ impl<'a> Engine<'a> {
             self.cfg.keep_alive.on_use(&info, start_cost);
         }
         if start_delay_us > 0 {
-            self.schedule(self.now + start_delay_us, Event::Begin(node, slot));
+            self.schedule(
+                self.now.saturating_add(start_delay_us),
+                Event::Begin(node, slot),
+            );
         } else {
             self.submit(node, Job::Invocation(slot));
         }
@@ -616,7 +616,7 @@ impl<'a> Engine<'a> {
         self.metrics.context_created(memory_mb);
         *self.extra_mut(id) = ContextExtra::default();
         if start == StartKind::Assembled {
-            let refill = self.now + self.cfg.pool_refill_us;
+            let refill = self.now.saturating_add(self.cfg.pool_refill_us);
             self.schedule(refill, Event::PoolRefill(node));
         }
         (id, start, 0)
@@ -657,7 +657,9 @@ impl<'a> Engine<'a> {
         let id = self.warm.insert(app, node, memory_mb, self.now);
         self.view.context_prewarmed(node, memory_mb);
         self.metrics.context_created(memory_mb);
-        let ready = self.now + self.placer.config().params.container_cold_us as u64;
+        let ready = self
+            .now
+            .saturating_add(self.placer.config().params.container_cold_us as u64);
         // Idle from the start, usable (with a wait) by an invocation that arrives meanwhile.
         let _ = self.warm.release(id, ready);
         *self.extra_mut(id) = ContextExtra {
@@ -695,7 +697,10 @@ impl<'a> Engine<'a> {
                 if let Job::Invocation(slot) = Job::from_id(job) {
                     self.inflight[slot as usize].started_us = self.now;
                 }
-                self.schedule(self.now + ends_in_us, Event::JobDone(node, job));
+                self.schedule(
+                    self.now.saturating_add(ends_in_us),
+                    Event::JobDone(node, job),
+                );
             }
             Next::WakeAt { at_us } => self.schedule(at_us, Event::NodeWake(node)),
         }
@@ -709,7 +714,7 @@ impl<'a> Engine<'a> {
                 self.view
                     .remote_request_done(node, r.map_or(0, |r| r.work_us) as f64);
                 let delay = r.map_or(0, |r| r.delay_us);
-                self.schedule(self.now + delay, Event::RoundReturned(slot));
+                self.schedule(self.now.saturating_add(delay), Event::RoundReturned(slot));
             }
         }
     }

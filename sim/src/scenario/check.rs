@@ -9,9 +9,17 @@ use serde::Serialize;
 use toml::de::DeValue;
 
 use super::file::{Cluster, DataMode, DataSection, PeerSection, ScenarioFile, TraceSection};
-use super::{KeepAliveSpec, PeerFigure, Scenario, ScenarioError, TraceSpec};
+use super::{KeepAliveSpec, MAX_LOAD_SCALE, PeerFigure, Scenario, ScenarioError, TraceSpec};
 use crate::profile::DataSpec;
-use crate::trace::TraceFormat;
+use crate::trace::{MAX_TIME_US, TraceFormat};
+
+/// Most nodes a cluster may have (storage + compute); each is simulated in memory.
+const MAX_NODES: u64 = 100_000;
+/// Most cores a node may have.
+const MAX_CORES: u32 = 4_096;
+/// Largest value of any `[costs]` parameter (microseconds, ns per byte, Gbit/s or a ratio): 10^9
+/// is 1,000 s as a time, and keeps every cost the engine turns into time far from overflow.
+const MAX_COST: f64 = 1e9;
 
 /// The dotted key path of the key or value whose span holds byte `offset` (empty if none). Table
 /// headers' spans do not cover their bodies, so the whole document is searched.
@@ -162,11 +170,11 @@ impl Check<'_> {
             .load
             .scales
             .iter()
-            .position(|s| !(s.is_finite() && *s > 0.0))
+            .position(|s| !(s.is_finite() && *s > 0.0 && *s <= MAX_LOAD_SCALE))
         {
             return Err(self.invalid(
                 &[K("load"), K("scales"), I(i)],
-                "must be a finite number > 0",
+                format!("must be a number > 0 and at most {MAX_LOAD_SCALE}"),
             ));
         }
         if !(raw.slo.slowdown.is_finite() && raw.slo.slowdown > 0.0) {
@@ -176,8 +184,14 @@ impl Check<'_> {
         if raw.instances.concurrency == 0 {
             return Err(self.invalid(&[K("instances"), K("concurrency")], "must be >= 1"));
         }
-        self.non_negative("costs", &raw.costs)?;
-        self.non_negative("weights", &raw.weights)?;
+        if raw.instances.pool_refill_us > MAX_TIME_US {
+            return Err(self.invalid(
+                &[K("instances"), K("pool_refill_us")],
+                format!("must be at most {MAX_TIME_US} (about 32 years)"),
+            ));
+        }
+        self.non_negative("costs", &raw.costs, Some(MAX_COST))?;
+        self.non_negative("weights", &raw.weights, None)?;
         let trace = self.trace(&raw.trace)?;
         let data = self.data(&raw.data, &raw.trace)?;
         let peers = raw
@@ -220,6 +234,22 @@ impl Check<'_> {
         if c.compute_nodes > 0 && c.compute_cores == 0 {
             return Err(self.invalid(&at("compute_cores"), "must be > 0 when compute_nodes > 0"));
         }
+        if u64::from(c.storage_nodes) + u64::from(c.compute_nodes) > MAX_NODES {
+            return Err(self.invalid(
+                &[K("cluster")],
+                format!("at most {MAX_NODES} nodes (storage_nodes + compute_nodes)"),
+            ));
+        }
+        for field in ["storage_cores", "compute_cores"] {
+            let cores = if field == "storage_cores" {
+                c.storage_cores
+            } else {
+                c.compute_cores
+            };
+            if cores > MAX_CORES {
+                return Err(self.invalid(&at(field), format!("at most {MAX_CORES} cores a node")));
+            }
+        }
         if c.compute_nodes > 0 && c.compute_memory_mb == 0 {
             return Err(self.invalid(
                 &at("compute_memory_mb"),
@@ -229,15 +259,29 @@ impl Check<'_> {
         Ok(())
     }
 
-    /// Every numeric field of a `[costs]`/`[weights]`-like section is finite and >= 0.
-    fn non_negative<T: Serialize>(&self, section: &str, value: &T) -> Result<(), ScenarioError> {
+    /// Every numeric field of a `[costs]`/`[weights]`-like section is finite, >= 0 and at most
+    /// `max` (when given).
+    fn non_negative<T: Serialize>(
+        &self,
+        section: &str,
+        value: &T,
+        max: Option<f64>,
+    ) -> Result<(), ScenarioError> {
         let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(value) else {
-            // Non-finite floats do not serialise to JSON: find which one.
+            // Non-finite floats serialise to JSON null, so this is not expected; be safe.
             return Err(self.invalid(&[K(section)], "every value must be a finite number >= 0"));
         };
+        let upper = max.unwrap_or(f64::INFINITY);
         for (name, v) in &fields {
-            if v.as_f64().is_some_and(|x| !(x.is_finite() && x >= 0.0)) || v.is_null() {
-                return Err(self.invalid(&[K(section), K(name)], "must be a finite number >= 0"));
+            let ok = v
+                .as_f64()
+                .is_some_and(|x| x.is_finite() && x >= 0.0 && x <= upper);
+            if !ok && (v.is_number() || v.is_null()) {
+                let reason = match max {
+                    Some(max) => format!("must be a number >= 0 and at most {max:e}"),
+                    None => "must be a finite number >= 0".to_owned(),
+                };
+                return Err(self.invalid(&[K(section), K(name)], reason));
             }
         }
         Ok(())
@@ -329,6 +373,12 @@ impl Check<'_> {
             c.check().map_err(|(field, reason)| {
                 self.invalid(&[K("data"), K("classes"), I(i), K(field)], reason)
             })?;
+            if c.compute_us.is_some_and(|us| us > MAX_TIME_US) {
+                return Err(self.invalid(
+                    &[K("data"), K("classes"), I(i), K("compute_us")],
+                    format!("must be at most {MAX_TIME_US} (about 32 years)"),
+                ));
+            }
             if let Some(first) = d.classes[..i].iter().position(|o| o.name == c.name) {
                 let reason = format!("\"{}\" is also classes[{first}]", c.name);
                 return Err(self.invalid(&[K("data"), K("classes"), I(i), K("name")], reason));

@@ -18,7 +18,7 @@ use rand_distr::{Distribution, Exp1, LogNormal};
 use rand_pcg::Pcg64Mcg;
 use sandstorm_naming::FunctionId;
 
-use super::{Arrival, Body, DurationModel, MinuteCounts, Record, Trace, TraceFormat};
+use super::{Arrival, Body, DurationModel, MAX_TIME_US, MinuteCounts, Record, Trace, TraceFormat};
 
 const US_PER_MINUTE: u64 = 60_000_000;
 
@@ -126,7 +126,10 @@ impl Sampler {
                 let band = STEP_BANDS.iter().take_while(|&&upper| p >= upper).count();
                 us[band]
             }
-            Self::LogNormal { dist, min_us } => secs_to_us(dist.sample(rng)).max(*min_us),
+            // A log-normal tail is unbounded: cap it at the trace limit.
+            Self::LogNormal { dist, min_us } => {
+                secs_to_us(dist.sample(rng)).max(*min_us).min(MAX_TIME_US)
+            }
             Self::Fixed(us) => *us,
             Self::Recorded => 0,
         }

@@ -23,8 +23,8 @@ use sandstorm_naming::AppId;
 
 use super::input::{CsvError, CsvFile};
 use super::{
-    App, Body, DEFAULT_MEMORY_MB, DurationModel, Function, MinuteCounts, Trace, TraceError,
-    TraceFormat, id32,
+    App, Body, DEFAULT_MEMORY_MB, DurationModel, Function, MAX_TIME_S, MinuteCounts, Trace,
+    TraceError, TraceFormat, id32,
 };
 
 /// Minutes in a trace day.
@@ -261,6 +261,10 @@ fn read_durations(
         let mut values = [0.0; 7];
         for (value, &col) in values.iter_mut().zip(&value_cols) {
             *value = file.non_negative(&record, line, col)?;
+            if *value > MAX_TIME_S * 1e3 {
+                let raw = record.get(col).unwrap_or_default();
+                return Err(file.bad(line, col, raw, "a duration up to 1e12 ms").into());
+            }
         }
         join_key(&file, &record, line, &key_cols, &mut key)?;
         if let Some(&f) = index.get(&key) {

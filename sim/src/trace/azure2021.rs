@@ -19,8 +19,8 @@ use sandstorm_naming::AppId;
 
 use super::input::{CsvError, CsvFile};
 use super::{
-    App, Body, DEFAULT_MEMORY_MB, DurationModel, Function, Record, Trace, TraceError, TraceFormat,
-    id32,
+    App, Body, DEFAULT_MEMORY_MB, DurationModel, Function, MAX_TIME_S, Record, Trace, TraceError,
+    TraceFormat, id32,
 };
 
 /// Shortest recorded duration kept, microseconds (DSLab's 1 ms).
@@ -44,8 +44,8 @@ impl Trace {
         let mut end_us_max = 0u64;
         let mut record = ByteRecord::new();
         while let Some(line) = csv.next_row(&mut record)? {
-            let end_s = csv.non_negative(&record, line, end_col)?;
-            let duration_s = csv.non_negative(&record, line, duration_col)?;
+            let end_s = seconds(&csv, &record, line, end_col)?;
+            let duration_s = seconds(&csv, &record, line, duration_col)?;
             let app_name = csv.text(&record, line, app_col)?;
             let app = match app_index.get(app_name) {
                 Some(&id) => id,
@@ -103,6 +103,16 @@ impl Trace {
             body: Body::Records(records),
         })
     }
+}
+
+/// Field `col` as a number of seconds in `0..=MAX_TIME_S`.
+fn seconds(csv: &CsvFile, record: &ByteRecord, line: u64, col: usize) -> Result<f64, CsvError> {
+    let s = csv.non_negative(record, line, col)?;
+    if s > MAX_TIME_S {
+        let raw = record.get(col).unwrap_or_default();
+        return Err(csv.bad(line, col, raw, "a number of seconds up to 1e9"));
+    }
+    Ok(s)
 }
 
 /// Seconds (finite, >= 0) to whole microseconds, rounded; saturates at `u64::MAX`.

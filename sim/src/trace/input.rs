@@ -20,20 +20,23 @@ use std::path::{Path, PathBuf};
 use csv::{ByteRecord, Reader, ReaderBuilder};
 
 /// An error in a CSV input file. Each message starts with `FILE:LINE:` (line 1 is the header).
+///
+/// Underlying errors are part of the message, not error sources (the fields are named `error`,
+/// not `source`), so a chain printed with `{:#}` does not repeat them.
 #[derive(Debug, thiserror::Error)]
 pub enum CsvError {
     /// The file could not be opened or read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The CSV parser failed (for example, invalid quoting).
-    #[error("{}:{line}: {source}", path.display())]
+    #[error("{}:{line}: {error}", path.display())]
     Read {
         path: PathBuf,
         line: u64,
-        source: csv::Error,
+        error: csv::Error,
     },
     /// The file has no header line.
     #[error("{}:1: empty file: expected a header line with columns {expected}", path.display())]
@@ -81,9 +84,9 @@ impl CsvFile {
     /// Opens `path` and reads its header. `expected` describes the columns for the empty-file
     /// error.
     pub fn open(path: &Path, expected: &str) -> Result<Self, CsvError> {
-        let file = File::open(path).map_err(|source| CsvError::Io {
+        let file = File::open(path).map_err(|error| CsvError::Io {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let mut reader = ReaderBuilder::new()
             .has_headers(false)
@@ -93,7 +96,7 @@ impl CsvFile {
         let mut record = ByteRecord::new();
         let read = reader
             .read_byte_record(&mut record)
-            .map_err(|source| read_error(path, 1, source))?;
+            .map_err(|error| read_error(path, 1, error))?;
         if !read {
             return Err(CsvError::Empty {
                 path: path.to_owned(),
@@ -151,11 +154,11 @@ impl CsvFile {
     pub fn next_row(&mut self, record: &mut ByteRecord) -> Result<Option<u64>, CsvError> {
         let read = match self.reader.read_byte_record(record) {
             Ok(read) => read,
-            Err(source) => {
+            Err(error) => {
                 // The line the parser had reached when it failed.
                 let at = self.reader.position().byte();
                 let line = self.reader.get_mut().line_of(at);
-                return Err(read_error(&self.path, line, source));
+                return Err(read_error(&self.path, line, error));
             }
         };
         if !read {
@@ -291,11 +294,11 @@ impl<R: Read> Read for LineTracker<R> {
     }
 }
 
-fn read_error(path: &Path, line: u64, source: csv::Error) -> CsvError {
+fn read_error(path: &Path, line: u64, error: csv::Error) -> CsvError {
     CsvError::Read {
         path: path.to_owned(),
         line,
-        source,
+        error,
     }
 }
 

@@ -17,6 +17,9 @@
 //! - **Time**: microseconds from the start of the trace's day (2019: minute column `m`, 1-based,
 //!   covers `[60(m-1), 60m)` s). A minute window is *not* rebased: [`Trace::start_us`] says where
 //!   it begins and [`Trace::span_us`] how long it is.
+//! - **Limits**: every time and duration an input gives is at most [`MAX_TIME_S`] (about 32
+//!   years), and every drawn duration at most [`MAX_TIME_US`], so the engine's microsecond clock
+//!   (a `u64`) never comes near overflowing; readers reject larger values with the file and line.
 //! - Determinism: arrivals depend only on the trace, the seed and the load. Azure 2019 seeds one
 //!   generator per minute from `(seed, minute)`, so a minute's arrivals do not depend on the
 //!   window it is replayed in.
@@ -41,6 +44,13 @@ pub use synthetic::{SyntheticError, SyntheticFunction, SyntheticSpec};
 /// distribution DSLab FaaS draws 2021 memory from. Azure 2019 apps without a memory row use the
 /// median of the trace's known apps instead, and this only when none is known.
 pub const DEFAULT_MEMORY_MB: u32 = 140;
+
+/// The largest time or duration, in seconds, a trace input may give: 10^9 s, about 32 years (the
+/// Azure traces span one and fourteen days).
+pub const MAX_TIME_S: f64 = 1e9;
+
+/// [`MAX_TIME_S`] in microseconds.
+pub const MAX_TIME_US: u64 = 1_000_000_000_000_000;
 
 /// Where a trace came from. Written in scenario files as `azure2019`, `azure2021`, `synthetic`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -187,7 +197,7 @@ pub enum TraceError {
     TooLarge { path: String },
     /// A synthetic spec field is out of range.
     #[error("synthetic trace: {0}")]
-    Synthetic(#[from] SyntheticError),
+    Synthetic(SyntheticError),
 }
 
 impl Trace {

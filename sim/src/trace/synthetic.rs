@@ -13,7 +13,14 @@ use std::collections::HashMap;
 use sandstorm_naming::AppId;
 use serde::{Deserialize, Serialize};
 
-use super::{App, Body, DurationModel, Function, PoissonRates, Trace, TraceError, TraceFormat};
+use super::{
+    App, Body, DurationModel, Function, MAX_TIME_S, PoissonRates, Trace, TraceError, TraceFormat,
+};
+
+/// The largest log-normal sigma: at 10, one draw in a million is 10^20 times the median.
+const MAX_SIGMA: f64 = 10.0;
+/// The most invocations a synthetic trace may expect at load 1.0 (sum of rates x `duration_s`).
+const MAX_INVOCATIONS: f64 = 1e10;
 
 /// A synthetic workload, as written under `[trace.synthetic]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,15 +81,18 @@ impl SyntheticError {
 }
 
 impl SyntheticSpec {
-    /// Checks every field's range; the first problem found is returned.
+    /// Checks every field's range; the first problem found is returned. Beyond the per-field
+    /// rules: `duration_s` and each `duration_ms` at most [`MAX_TIME_S`] (in their units),
+    /// `sigma` at most 10, and at most 10^10 expected invocations (sum of rates x `duration_s`).
     pub fn validate(&self) -> Result<(), SyntheticError> {
         let top = |field, reason: &str| SyntheticError {
             function: None,
             field,
             reason: reason.into(),
         };
-        if !(self.duration_s.is_finite() && self.duration_s > 0.0) {
-            return Err(top("duration_s", "must be a finite number > 0"));
+        if !(self.duration_s.is_finite() && self.duration_s > 0.0 && self.duration_s <= MAX_TIME_S)
+        {
+            return Err(top("duration_s", "must be a number > 0 and at most 1e9"));
         }
         if self.functions.is_empty() {
             return Err(top("functions", "at least one function is required"));
@@ -106,11 +116,14 @@ impl SyntheticSpec {
             if !(f.rate_per_s.is_finite() && f.rate_per_s >= 0.0) {
                 return Err(err("rate_per_s", "must be a finite number >= 0"));
             }
-            if !(f.duration_ms.is_finite() && f.duration_ms >= 0.0) {
-                return Err(err("duration_ms", "must be a finite number >= 0"));
+            if !(f.duration_ms.is_finite()
+                && f.duration_ms >= 0.0
+                && f.duration_ms <= MAX_TIME_S * 1e3)
+            {
+                return Err(err("duration_ms", "must be a number >= 0 and at most 1e12"));
             }
-            if !(f.sigma.is_finite() && f.sigma >= 0.0) {
-                return Err(err("sigma", "must be a finite number >= 0"));
+            if !(f.sigma.is_finite() && f.sigma >= 0.0 && f.sigma <= MAX_SIGMA) {
+                return Err(err("sigma", "must be a number >= 0 and at most 10"));
             }
             if f.sigma > 0.0 && f.duration_ms == 0.0 {
                 return Err(err(
@@ -125,6 +138,14 @@ impl SyntheticSpec {
                 return Err(err("app", "must not be empty"));
             }
         }
+        let expected: f64 =
+            self.functions.iter().map(|f| f.rate_per_s).sum::<f64>() * self.duration_s;
+        if expected > MAX_INVOCATIONS {
+            return Err(top(
+                "functions",
+                &format!("the rates over duration_s make {expected:.3e} invocations; at most 1e10"),
+            ));
+        }
         Ok(())
     }
 }
@@ -133,7 +154,7 @@ impl Trace {
     /// A synthetic trace from a validated-here `spec`; see the module docs. Its `source` is
     /// `synthetic` (callers may overwrite it with something more telling).
     pub fn synthetic(spec: &SyntheticSpec) -> Result<Trace, TraceError> {
-        spec.validate()?;
+        spec.validate().map_err(TraceError::Synthetic)?;
         let mut apps: Vec<App> = Vec::new();
         let mut app_index: HashMap<&str, usize> = HashMap::new();
         let mut functions = Vec::with_capacity(spec.functions.len());

@@ -148,3 +148,64 @@ fn bad_2021_input() {
         &["bad2021.csv:2: malformed row"],
     );
 }
+
+#[test]
+fn bad_2021_values_and_crlf_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad2021.csv");
+    // (file, parts of the message). CRLF line ends, as the real trace has: the line is still true.
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "app,func,end_timestamp,duration\r\nA,x,2.5,0.5\r\nA,y,3.0,-1.0\r\n",
+            &["bad2021.csv:3: column \"duration\": \"-1.0\" is not a finite non-negative number"],
+        ),
+        (
+            "app,func,end_timestamp,duration\r\nA,x,2.5,0.5\r\n\r\nA,y,NaN,1.0\r\n",
+            &["bad2021.csv:4: column \"end_timestamp\": \"NaN\""],
+        ),
+        // Times past 10^9 s would overflow the engine's microsecond clock.
+        (
+            "app,func,end_timestamp,duration\r\nA,x,1e300,0.5\r\n",
+            &[
+                "bad2021.csv:2: column \"end_timestamp\": \"1e300\" is not a number of seconds up to 1e9",
+            ],
+        ),
+        (
+            "app,func,end_timestamp,duration\r\nA,x,2.5,0.5\r\nA,x,2.5,2e9\r\n",
+            &["bad2021.csv:3: column \"duration\": \"2e9\""],
+        ),
+        ("", &["bad2021.csv:1: empty file"]),
+        (
+            "app,func,end_timestamp,duration\r\n",
+            &["bad2021.csv:2: no data rows"],
+        ),
+    ];
+    for (text, parts) in cases {
+        std::fs::write(&path, text).expect("write");
+        assert_names(&Trace::load_azure2021(&path).expect_err(text), parts);
+    }
+    // Binary garbage is a file without the expected header, not a panic.
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&path, garbage).expect("write");
+    assert_names(
+        &Trace::load_azure2021(&path).expect_err("garbage"),
+        &["bad2021.csv:", "missing column"],
+    );
+}
+
+#[test]
+fn huge_2019_duration_is_an_error() {
+    // Line 2's percentile_Average_100 (field 13): 10^300 ms would overflow the engine's clock.
+    let dir = tiny_with("function_durations", |t| set_field(t, 2, 13, "1e300"));
+    assert_names(
+        &load_err(&dir),
+        &[
+            DUR,
+            ":2:",
+            "column \"percentile_Average_100\"",
+            "up to 1e12 ms",
+        ],
+    );
+}

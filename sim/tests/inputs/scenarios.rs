@@ -208,6 +208,12 @@ fn bad_scenarios_name_file_line_field() {
             "scales = [0.0, 1.0]",
             &["bad.toml:28:", "load.scales[0]", "> 0"],
         ),
+        // a load point too large to expand, line 28, element 1
+        (
+            "scales = [0.5, 1.0]",
+            "scales = [0.5, 1e308]",
+            &["bad.toml:28:", "load.scales[1]", "at most 100"],
+        ),
         // a negative rate, line 13
         (
             "{ name = \"b\", rate_per_s = 10.0",
@@ -219,6 +225,51 @@ fn bad_scenarios_name_file_line_field() {
             "rounds = 2",
             "rounds = 9",
             &["bad.toml:25:", "data.classes[0].rounds"],
+        ),
+        // more nodes than the simulator holds, line 16 (the [cluster] header)
+        (
+            "storage_nodes = 1",
+            "storage_nodes = 4294967295",
+            &["bad.toml:16: cluster: at most 100000 nodes"],
+        ),
+        // more cores than a node may have, line 20
+        (
+            "compute_cores = 4",
+            "compute_cores = 100000",
+            &["bad.toml:20: cluster.compute_cores: at most 4096"],
+        ),
+        // a cost so large the engine's clock would overflow, line 28
+        (
+            "[load]",
+            "[costs]\ncontainer_cold_us = 1e300\n[load]",
+            &["bad.toml:28: costs.container_cold_us: must be a number >= 0 and at most 1e9"],
+        ),
+        // a data class's compute time past the time limit, line 25
+        (
+            "bytes = 100 }",
+            "bytes = 100, compute_us = 18446744073709551615 }",
+            &["bad.toml:25:", "data.classes[0].compute_us", "at most"],
+        ),
+        // a synthetic trace too long, line 10
+        (
+            "duration_s = 5.0",
+            "duration_s = 1e300",
+            &["bad.toml:10: trace.synthetic.duration_s", "at most 1e9"],
+        ),
+        // rates that would make an endless trace, line 11 (the functions array)
+        (
+            "rate_per_s = 10.0, duration_ms = 1.0, data",
+            "rate_per_s = 1e300, duration_ms = 1.0, data",
+            &["bad.toml:11: trace.synthetic.functions:", "at most 1e10"],
+        ),
+        // a log-normal sigma with an unbounded tail, line 12
+        (
+            "duration_ms = 1.0, data",
+            "duration_ms = 1.0, sigma = 1e300, data",
+            &[
+                "bad.toml:12: trace.synthetic.functions[0].sigma",
+                "at most 10",
+            ],
         ),
         // wrong type, line 2
         ("seed = 3", "seed = \"three\"", &["bad.toml:2:"]),
