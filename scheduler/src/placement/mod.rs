@@ -134,7 +134,11 @@ pub struct Decision {
     pub policy: Policy,
     /// `None` when every node was rejected.
     pub chosen: Option<Choice>,
+    /// Every node that was filtered and scored.
     pub candidates: Vec<CandidateRecord>,
+    /// Nodes not scored: beyond the sample (`PlacerConfig::sample`), or pruned because no node
+    /// without a warm context or the data could beat the chosen one.
+    pub unscored: u32,
 }
 
 /// Places invocations with one policy.
@@ -191,11 +195,13 @@ impl Placer {
                 }
             }
         }
+        let unscored = view.len().saturating_sub(candidates.len()) as u32;
         Decision {
             invocation: req.invocation,
             policy: self.policy,
             chosen,
             candidates,
+            unscored,
         }
     }
 

@@ -243,6 +243,7 @@ fn sampling_scores_a_bounded_number_of_nodes() {
     );
     let d = p.place_recorded(&mut view, &request(5, CPU_HEAVY, &[], &[]));
     assert_eq!(d.candidates.len(), 8);
+    assert_eq!(d.unscored, 92);
     assert!(d.chosen.is_some());
 }
 
