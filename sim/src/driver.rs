@@ -195,6 +195,7 @@ fn engine_config<'a>(
         data,
         contexts_per_app: scenario.instances.per == InstanceUnit::App,
         concurrency: scenario.instances.concurrency,
+        reuse: scenario.instances.reuse,
         pool_per_node: scenario.instances.pool_per_node,
         pool_refill_us: scenario.instances.pool_refill_us,
         slo_latency_us: scenario.slo.latency_us as f64,

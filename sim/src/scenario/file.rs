@@ -102,6 +102,8 @@ pub struct Instances {
     pub pool_per_node: u32,
     /// Time to refill one pool slot in the background, us.
     pub pool_refill_us: u64,
+    /// Which idle context of an app a node reuses: `most-recent` (default) or `first-in-set`.
+    pub reuse: crate::engine::ReuseOrder,
 }
 
 impl Default for Instances {
@@ -111,6 +113,7 @@ impl Default for Instances {
             concurrency: 1,
             pool_per_node: 0,
             pool_refill_us: 1_000,
+            reuse: crate::engine::ReuseOrder::MostRecent,
         }
     }
 }
