@@ -239,7 +239,7 @@ impl Placer {
             best: None,
             feasible: 0,
             classes: [None; 12],
-            costing: recording || self.policy.uses_objective(),
+            recording,
         };
         for &node in req.warm {
             scan.visit(node.0 as usize, record);
@@ -280,11 +280,11 @@ impl Placer {
                 }
             }
         }
-        let costing = scan.costing;
+        let recording = scan.recording;
         let best = scan.best.take();
         best.map(|(mut c, _)| {
             let node = &nodes[c.index];
-            if !costing {
+            if !recording {
                 let local = req
                     .data
                     .iter()
@@ -355,12 +355,20 @@ struct Scan<'p, 'r> {
     best: Option<(Costed, (bool, u64))>,
     /// Sampled candidates that passed the filters so far.
     feasible: u32,
-    /// Breakdowns without queueing for (tier, start kind, all-local), computed once per
-    /// placement: candidates of one class differ only in their queue.
-    classes: [Option<CostBreakdown>; 12],
-    /// Whether every candidate is costed (the policy scores by cost, or the decision is being
-    /// recorded); otherwise only the chosen one is, at the end.
-    costing: bool,
+    /// Costs without queueing for (tier, start kind, all-local), computed once per placement:
+    /// candidates of one class differ only in their queue and storage CPU price.
+    classes: [Option<ClassCost>; 12],
+    /// Whether every candidate's breakdown is kept (the decision is recorded); otherwise only
+    /// the objective is computed per candidate, and the breakdown for the chosen one.
+    recording: bool,
+}
+
+/// A candidate class's cost without queueing, and the part of its objective that does not
+/// depend on the node: `latency x (latency without queue) + compute CPU + bytes` terms.
+#[derive(Clone, Copy)]
+struct ClassCost {
+    cost: CostBreakdown,
+    fixed_objective: f64,
 }
 
 impl Scan<'_, '_> {
@@ -378,8 +386,13 @@ impl Scan<'_, '_> {
             .find(|(n, _)| *n == node.id)
             .map_or(0.0, |(_, f)| *f);
         let tier = tier_of(node.role);
-        let (cost, objective) = if self.costing {
+        let (cost, objective) = if self.recording {
             self.costed(node, tier, start, local)
+        } else if placer.policy.uses_objective() {
+            (
+                CostBreakdown::default(),
+                self.costed_objective(node, tier, start, local).1,
+            )
         } else {
             (CostBreakdown::default(), 0.0)
         };
@@ -409,14 +422,24 @@ impl Scan<'_, '_> {
         // eviction turns someone's future warm start into a cold one.
         let evicts =
             tier == Tier::Compute && !warm && node.memory_free_mb() < u64::from(req.memory_mb);
-        let key = (evicts, tie_break(req.invocation, node.id));
+        // The seeded tie-break is computed only when it decides (equal eviction need and score).
         let better = match &self.best {
             None => true,
-            Some((b, b_key)) => {
-                (key.0, score) < (b_key.0, b.score)
-                    || (key.0 == b_key.0 && score == b.score && key.1 < b_key.1)
+            Some((b, (b_evicts, b_tie))) => {
+                (evicts, score) < (*b_evicts, b.score)
+                    || (evicts == *b_evicts
+                        && score == b.score
+                        && tie_break(req.invocation, node.id) < *b_tie)
             }
         };
+        let key = (
+            evicts,
+            if better {
+                tie_break(req.invocation, node.id)
+            } else {
+                0
+            },
+        );
         if better {
             self.best = Some((
                 Costed {
@@ -441,16 +464,37 @@ impl Scan<'_, '_> {
         start: StartKind,
         local: f64,
     ) -> (CostBreakdown, f64) {
-        let remote_rounds = self.req.workload.rounds * (1.0 - local);
-        let queue_us = node.queue_us() + remote_rounds * self.home_queue_us;
-        let cost = self.cost(tier, start, local, queue_us);
+        let (class, objective) = self.costed_objective(node, tier, start, local);
+        let mut cost = class.cost;
+        cost.queue_us = self.queue_us(node, local);
+        (cost, objective)
+    }
+
+    /// The objective of placing the request on `node`, and its class cost (without queueing).
+    /// One formula for every path, so a recorded decision and a plain one agree to the bit.
+    fn costed_objective(
+        &mut self,
+        node: &NodeView,
+        tier: Tier,
+        start: StartKind,
+        local: f64,
+    ) -> (ClassCost, f64) {
+        let class = self.class_cost(tier, start, local);
         let weights = &self.placer.config.weights;
         let price = if tier == Tier::Storage {
             weights.storage_cpu_price(node.utilisation())
         } else {
             self.home_price
         };
-        (cost, weights.objective_at_price(&cost, price))
+        let objective = class.fixed_objective
+            + weights.latency * self.queue_us(node, local)
+            + price * class.cost.storage_cpu_us;
+        (class, objective)
+    }
+
+    /// Queueing at `node`, plus at the data's storage node once per remote dependent round.
+    fn queue_us(&self, node: &NodeView, local: f64) -> f64 {
+        node.queue_us() + self.req.workload.rounds * (1.0 - local) * self.home_queue_us
     }
 
     /// A lower bound on the score of any node that holds neither a warm context nor the data.
@@ -462,14 +506,15 @@ impl Scan<'_, '_> {
                 let mut floor = f64::INFINITY;
                 let storage_nodes = self.view.len() as u32 - self.view.compute_nodes();
                 if policy.allows(NodeRole::Storage) && storage_nodes > 0 {
-                    let cost = self.cost(Tier::Storage, StartKind::Assembled, 0.0, 0.0);
-                    floor = floor
-                        .min(weights.objective_at_price(&cost, weights.storage_cpu_price(0.0)));
+                    let c = self.class_cost(Tier::Storage, StartKind::Assembled, 0.0);
+                    let price = weights.storage_cpu_price(0.0);
+                    floor = floor.min(c.fixed_objective + price * c.cost.storage_cpu_us);
                 }
                 if policy.allows(NodeRole::Compute) && self.view.compute_nodes() > 0 {
                     for start in [StartKind::Assembled, StartKind::Cold] {
-                        let cost = self.cost(Tier::Compute, start, 0.0, 0.0);
-                        floor = floor.min(weights.objective_at_price(&cost, self.home_price));
+                        let c = self.class_cost(Tier::Compute, start, 0.0);
+                        floor =
+                            floor.min(c.fixed_objective + self.home_price * c.cost.storage_cpu_us);
                     }
                 }
                 floor
@@ -481,23 +526,32 @@ impl Scan<'_, '_> {
         }
     }
 
-    /// The cost of a candidate: from the class cache when its locality is all or nothing.
-    fn cost(&mut self, tier: Tier, start: StartKind, local: f64, queue_us: f64) -> CostBreakdown {
+    /// The cost of a candidate class without queueing: from the cache when its locality is all
+    /// or nothing.
+    fn class_cost(&mut self, tier: Tier, start: StartKind, local: f64) -> ClassCost {
         let (params, work) = (&self.placer.config.params, &self.req.workload);
-        let candidate = Candidate {
-            tier,
-            start,
-            queue_us: 0.0,
-            local_fraction: local,
+        let weights = &self.placer.config.weights;
+        let compute = || {
+            let candidate = Candidate {
+                tier,
+                start,
+                queue_us: 0.0,
+                local_fraction: local,
+            };
+            let cost = estimate(params, work, &candidate);
+            // The objective at storage CPU price 0: the price is added per node.
+            let fixed_objective = weights.objective_at_price(&cost, 0.0);
+            ClassCost {
+                cost,
+                fixed_objective,
+            }
         };
-        let mut cost = if local == 0.0 || local == 1.0 {
+        if local == 0.0 || local == 1.0 {
             let class = (tier as usize) * 6 + (start as usize) * 2 + local as usize;
-            *self.classes[class].get_or_insert_with(|| estimate(params, work, &candidate))
+            *self.classes[class].get_or_insert_with(compute)
         } else {
-            estimate(params, work, &candidate)
-        };
-        cost.queue_us = queue_us;
-        cost
+            compute()
+        }
     }
 }
 

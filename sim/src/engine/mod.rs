@@ -26,9 +26,9 @@ mod cpu;
 mod metrics;
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
 
 use radix_heap::RadixHeapMap;
+use rustc_hash::FxHashMap;
 use std::time::Instant;
 
 use sandstorm_cost_model::{Candidate, StartKind, Tier, Workload, estimate};
@@ -262,7 +262,7 @@ struct Engine<'a> {
     ring: KeyRing,
     /// With [`ReuseOrder::FirstInSet`]: per (app, node), the set of contexts deployed or idle,
     /// in its order.
-    free_order: HashMap<(AppId, NodeId), Vec<ContextId>>,
+    free_order: FxHashMap<(AppId, NodeId), Vec<ContextId>>,
     metrics: Metrics,
 }
 
@@ -380,7 +380,7 @@ impl<'a> Engine<'a> {
             app_arrivals: vec![0; trace.apps.len().max(trace.functions.len())],
             warm_nodes: Vec::new(),
             finished_jobs: Vec::new(),
-            free_order: HashMap::new(),
+            free_order: FxHashMap::default(),
             ring: KeyRing::with_nodes(
                 DEFAULT_VNODES_PER_NODE,
                 (0..shape.storage_nodes).map(NodeId),
@@ -900,6 +900,9 @@ impl<'a> Engine<'a> {
                 .saturating_sub(now);
             if best.is_none_or(|(_, r)| ready < r) {
                 best = Some((i, ready));
+                if ready == 0 {
+                    break; // the first ready one: nothing later in the set can beat it
+                }
             }
         }
         let (i, _) = best?;
