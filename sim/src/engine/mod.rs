@@ -22,6 +22,7 @@
 //! The profiler learns each function's workload from completed invocations, so the placement
 //! sees what a live scheduler would: a default for functions never seen, then measurements.
 
+mod contexts;
 mod cpu;
 mod metrics;
 
@@ -31,14 +32,14 @@ use radix_heap::RadixHeapMap;
 use rustc_hash::FxHashMap;
 use std::time::Instant;
 
-use sandstorm_cost_model::{Candidate, StartKind, Tier, Workload, estimate};
+use sandstorm_cost_model::{Candidate, Tier, Workload, estimate};
 use sandstorm_naming::ring::{DEFAULT_VNODES_PER_NODE, KeyRing};
 use sandstorm_naming::warm::{ContextId, WarmContexts};
 use sandstorm_naming::{AppId, FunctionId, InvocationId, NodeId, NodeRole, TenantId};
 use sandstorm_profiler::{Observation, Profiler};
-use sandstorm_scheduler::keepalive::{IdleAction, IdleContext, IdleReason, KeepAlive};
+use sandstorm_scheduler::keepalive::{IdleReason, KeepAlive};
 use sandstorm_scheduler::placement::{
-    ClusterView, NodeView, PlacementRequest, Placer, PlacerConfig, Policy,
+    Choice, ClusterView, NodeView, PlacementRequest, Placer, PlacerConfig, Policy,
 };
 
 use crate::report::RunResult;
@@ -497,23 +498,7 @@ impl<'a> Engine<'a> {
         let truth = self.truth(function, duration_us);
         let home = self.data_home(function, &truth);
         let data = home.map(|n| [(n, 1.0)]);
-        // The nodes of the most recently used contexts with room: enough for the placement to
-        // see where warm capacity is without walking every context of a popular app.
-        // Policies defined by an order over all nodes (first-fit, hash-home) see every warm node.
-        self.warm_nodes.clear();
-        let (scan, keep) = if self.cfg.policy.samples() {
-            (MAX_WARM_SCAN, MAX_WARM_NODES)
-        } else {
-            (usize::MAX, usize::MAX)
-        };
-        for ctx in self.warm.with_room_of(app).take(scan) {
-            if !self.warm_nodes.contains(&ctx.node) {
-                self.warm_nodes.push(ctx.node);
-                if self.warm_nodes.len() == keep {
-                    break;
-                }
-            }
-        }
+        self.collect_warm_nodes(app);
         let memory_mb =
             self.trace.apps[self.trace.functions[function.0 as usize].app.0 as usize].memory_mb;
         let request = PlacementRequest {
@@ -530,6 +515,41 @@ impl<'a> Engine<'a> {
             self.metrics.rejected += 1;
             return;
         };
+        self.start_placed(function, app, &choice, &truth, home, memory_mb);
+    }
+
+    /// Fill `warm_nodes` with the nodes of the app's most recently used contexts with room:
+    /// enough for the placement to see where warm capacity is without walking every context of
+    /// a popular app. Policies defined by an order over all nodes (first-fit, hash-home) see
+    /// every warm node.
+    fn collect_warm_nodes(&mut self, app: AppId) {
+        self.warm_nodes.clear();
+        let (scan, keep) = if self.cfg.policy.samples() {
+            (MAX_WARM_SCAN, MAX_WARM_NODES)
+        } else {
+            (usize::MAX, usize::MAX)
+        };
+        for ctx in self.warm.with_room_of(app).take(scan) {
+            if !self.warm_nodes.contains(&ctx.node) {
+                self.warm_nodes.push(ctx.node);
+                if self.warm_nodes.len() == keep {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Run a placed invocation: get its context, work out what it really costs (the cost model
+    /// with its true workload), and hand its CPU part to the node's cores.
+    fn start_placed(
+        &mut self,
+        function: FunctionId,
+        app: AppId,
+        choice: &Choice,
+        truth: &Workload,
+        home: Option<NodeId>,
+        memory_mb: u32,
+    ) {
         let node = choice.node;
         let mut start = choice.start;
         let mut wait_us = 0;
@@ -544,7 +564,7 @@ impl<'a> Engine<'a> {
         let local = if Some(node) == home { 1.0 } else { 0.0 };
         let real = estimate(
             params,
-            &truth,
+            truth,
             &Candidate {
                 tier: choice.tier,
                 start,
@@ -617,101 +637,6 @@ impl<'a> Engine<'a> {
             }
             self.submit(node, Job::Invocation(slot));
         }
-    }
-
-    /// Get a context of `app` on compute `node` as the placement decided; returns it, how it was
-    /// really obtained, and any wait for it to be ready.
-    fn obtain_context(
-        &mut self,
-        app: AppId,
-        node: NodeId,
-        start: StartKind,
-        memory_mb: u32,
-    ) -> (ContextId, StartKind, u64) {
-        let pick = match self.cfg.reuse {
-            ReuseOrder::MostRecent => self.warm.acquire_idle_on(app, node, self.now),
-            ReuseOrder::FirstInSet => self.acquire_first_in_set(app, node),
-        };
-        if start == StartKind::Warm
-            && let Some(id) = pick
-        {
-            let ready = self.extra_of(id).ready_us;
-            if ready > self.now {
-                // A pre-warm still starting: the invocation waits for it, and it counts as
-                // cold, as it would to the user.
-                return (id, StartKind::Cold, ready - self.now);
-            }
-            return (id, StartKind::Warm, 0);
-        }
-        let start = if start == StartKind::Warm {
-            StartKind::Cold
-        } else {
-            start
-        };
-        self.make_room(node);
-        let id = self.warm.insert(app, node, memory_mb, self.now);
-        self.metrics.context_created(memory_mb);
-        *self.extra_mut(id) = ContextExtra::default();
-        if self.cfg.reuse == ReuseOrder::FirstInSet {
-            // Deploying with its invocation reserved: in the set, not eligible, until it starts.
-            self.free_order.entry((app, node)).or_default().push(id);
-        }
-        if start == StartKind::Assembled {
-            let refill = self.now.saturating_add(self.cfg.pool_refill_us);
-            self.schedule(refill, Event::PoolRefill(node));
-        }
-        (id, start, 0)
-    }
-
-    /// Evict idle contexts on `node` (the keep-alive policy's victims) until what the placement
-    /// reserved fits.
-    fn make_room(&mut self, node: NodeId) {
-        let over = |v: &ClusterView| v.node(node).is_some_and(|n| n.memory_used_mb > n.memory_mb);
-        while over(&self.view) {
-            let idle: Vec<IdleContext> = self
-                .warm
-                .idle_on(node)
-                .map(|c| self.idle_info(c.id))
-                .collect();
-            let Some(victim) = self.cfg.keep_alive.victim(&idle) else {
-                break;
-            };
-            self.metrics.evictions += 1;
-            self.destroy(ContextId(idle[victim].id));
-        }
-    }
-
-    fn prewarm(&mut self, app: AppId, preferred: NodeId, memory_mb: u32) {
-        let fits = |e: &Self, n: NodeId| {
-            e.view
-                .node(n)
-                .is_some_and(|v| v.memory_free_mb() >= u64::from(memory_mb))
-        };
-        let node = if fits(self, preferred) {
-            Some(preferred)
-        } else {
-            (self.cfg.cluster.storage_nodes..self.view.len() as u32)
-                .map(NodeId)
-                .find(|n| fits(self, *n))
-        };
-        let Some(node) = node else { return };
-        let id = self.warm.insert(app, node, memory_mb, self.now);
-        self.view.context_prewarmed(node, memory_mb);
-        self.metrics.context_created(memory_mb);
-        let ready = self
-            .now
-            .saturating_add(self.placer.config().params.container_cold_us as u64);
-        // Idle from the start, usable (with a wait) by an invocation that arrives meanwhile.
-        let _ = self.warm.release(id, ready);
-        if self.cfg.reuse == ReuseOrder::FirstInSet {
-            self.free_order.entry((app, node)).or_default().push(id);
-        }
-        *self.extra_mut(id) = ContextExtra {
-            ready_us: ready,
-            ..ContextExtra::default()
-        };
-        self.metrics.prewarms += 1;
-        self.schedule(ready, Event::PrewarmReady(id));
     }
 
     fn submit(&mut self, node: NodeId, job: Job) {
@@ -826,144 +751,6 @@ impl<'a> Engine<'a> {
                 self.apply_idle_action(id, action);
             }
         }
-    }
-
-    fn apply_idle_action(&mut self, id: ContextId, action: IdleAction) {
-        match action {
-            IdleAction::KeepUntil(until) if until <= self.now => self.destroy(id),
-            IdleAction::KeepUntil(until) => {
-                let extra = self.extra_mut(id);
-                extra.expires_us = until;
-                if extra.timer_us.is_none_or(|t| t > until) {
-                    extra.timer_us = Some(until);
-                    self.schedule(until, Event::Expire(id));
-                }
-            }
-            IdleAction::KeepUntilEvicted => self.extra_mut(id).expires_us = u64::MAX,
-            IdleAction::UnloadAndPrewarm { at_us } => {
-                if let Some(ctx) = self.warm.get(id) {
-                    let (app, node, memory_mb) = (ctx.app, ctx.node, ctx.memory_mb);
-                    let arrivals_then = self.app_arrivals[app.0 as usize];
-                    self.destroy(id);
-                    self.schedule(
-                        at_us,
-                        Event::Prewarm {
-                            app,
-                            node,
-                            memory_mb,
-                            arrivals_then,
-                        },
-                    );
-                }
-            }
-            IdleAction::Destroy => self.destroy(id),
-        }
-    }
-
-    fn expire(&mut self, id: ContextId) {
-        let Some(idle) = self.warm.get(id).map(|c| c.in_flight == 0) else {
-            return;
-        };
-        let now = self.now;
-        let extra = self.extra_mut(id);
-        if extra.timer_us != Some(now) {
-            return; // superseded by an earlier timer that re-armed
-        }
-        extra.timer_us = None;
-        if !idle || extra.expires_us == u64::MAX {
-            return;
-        }
-        if extra.expires_us <= now {
-            self.destroy(id);
-        } else {
-            let at = extra.expires_us;
-            extra.timer_us = Some(at);
-            self.schedule(at, Event::Expire(id));
-        }
-    }
-
-    /// [`ReuseOrder::FirstInSet`]: the first idle context of the set that is ready, else the
-    /// one ready soonest (a pre-warm still starting); it leaves the set by swap-removal.
-    fn acquire_first_in_set(&mut self, app: AppId, node: NodeId) -> Option<ContextId> {
-        let now = self.now;
-        let list = self.free_order.get_mut(&(app, node))?;
-        let mut best: Option<(usize, u64)> = None;
-        for (i, id) in list.iter().enumerate() {
-            if self.warm.get(*id).is_none_or(|c| c.in_flight > 0) {
-                continue;
-            }
-            let slot = (id.0 as u32) as usize;
-            let ready = self
-                .extra
-                .get(slot)
-                .map_or(0, |e| e.ready_us)
-                .saturating_sub(now);
-            if best.is_none_or(|(_, r)| ready < r) {
-                best = Some((i, ready));
-                if ready == 0 {
-                    break; // the first ready one: nothing later in the set can beat it
-                }
-            }
-        }
-        let (i, _) = best?;
-        let id = list.swap_remove(i);
-        self.warm.acquire(id, now).ok()?;
-        Some(id)
-    }
-
-    /// [`ReuseOrder::FirstInSet`]: `id` leaves its set (it got busy or was destroyed).
-    fn leave_set(&mut self, app: AppId, node: NodeId, id: ContextId) {
-        if let Some(list) = self.free_order.get_mut(&(app, node))
-            && let Some(i) = list.iter().position(|x| *x == id)
-        {
-            list.swap_remove(i);
-        }
-    }
-
-    fn destroy(&mut self, id: ContextId) {
-        let info = self.idle_info(id);
-        if let Some((app, node)) = self.warm.get(id).map(|c| (c.app, c.node)) {
-            self.leave_set(app, node, id);
-        }
-        if let Some(ctx) = self.warm.remove(id) {
-            self.view
-                .context_destroyed(ctx.node, ctx.memory_mb, ctx.in_flight == 0);
-            self.metrics.context_destroyed(ctx.memory_mb);
-            self.cfg.keep_alive.on_destroy(&info);
-        }
-    }
-
-    fn idle_info(&self, id: ContextId) -> IdleContext {
-        let ctx = self.warm.get(id);
-        let extra = self
-            .extra
-            .get((id.0 as u32) as usize)
-            .copied()
-            .unwrap_or_default();
-        IdleContext {
-            id: id.0,
-            app: ctx.map_or(AppId(0), |c| c.app),
-            node: ctx.map_or(NodeId(0), |c| c.node),
-            memory_mb: ctx.map_or(0, |c| c.memory_mb),
-            last_used_us: ctx.map_or(0, |c| c.last_used_us),
-            first_idle_us: extra.first_idle_us.unwrap_or(self.now),
-        }
-    }
-
-    fn extra_of(&self, id: ContextId) -> ContextExtra {
-        self.extra
-            .get((id.0 as u32) as usize)
-            .copied()
-            .unwrap_or_default()
-    }
-
-    /// Sim-side facts of a context, indexed by its slot (the low half of its id).
-    fn extra_mut(&mut self, id: ContextId) -> &mut ContextExtra {
-        let slot = (id.0 as u32) as usize;
-        if self.extra.len() <= slot {
-            self.extra.resize(slot + 1, ContextExtra::default());
-        }
-        &mut self.extra[slot]
     }
 
     fn alloc(&mut self, f: InFlight) -> u32 {
