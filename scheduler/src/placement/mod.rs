@@ -238,15 +238,21 @@ impl Placer {
                 .map_or(0.0, NodeView::queue_us),
             best: None,
             feasible: 0,
-            classes: [None; 12],
+            classes: [None; PARTIAL_CLASS + 1],
             recording,
         };
+        let local_of = |id: NodeId| {
+            req.data
+                .iter()
+                .find(|(n, _)| *n == id)
+                .map_or(0.0, |(_, f)| *f)
+        };
         for &node in req.warm {
-            scan.visit(node.0 as usize, record);
+            scan.visit(node.0 as usize, true, local_of(node), record);
         }
-        for &(node, _) in req.data {
+        for &(node, local) in req.data {
             if !req.warm.contains(&node) {
-                scan.visit(node.0 as usize, record);
+                scan.visit(node.0 as usize, false, local, record);
             }
         }
         let n = nodes.len();
@@ -266,7 +272,7 @@ impl Placer {
             for _ in 0..n {
                 let id = nodes[index].id;
                 if !req.warm.contains(&id) && !req.data.iter().any(|(d, _)| *d == id) {
-                    scan.visit(index, record);
+                    scan.visit(index, false, 0.0, record);
                     if self.policy.samples()
                         && self.config.sample > 0
                         && scan.feasible >= self.config.sample
@@ -357,11 +363,15 @@ struct Scan<'p, 'r> {
     feasible: u32,
     /// Costs without queueing for (tier, start kind, all-local), computed once per placement:
     /// candidates of one class differ only in their queue and storage CPU price.
-    classes: [Option<ClassCost>; 12],
+    classes: [Option<ClassCost>; PARTIAL_CLASS + 1],
     /// Whether every candidate's breakdown is kept (the decision is recorded); otherwise only
     /// the objective is computed per candidate, and the breakdown for the chosen one.
     recording: bool,
 }
+
+/// Slots of the class cache: 2 tiers x 3 start kinds x (remote, local), then one for a
+/// candidate holding part of the data.
+const PARTIAL_CLASS: usize = 12;
 
 /// A candidate class's cost without queueing, and the part of its objective that does not
 /// depend on the node: `latency x (latency without queue) + compute CPU + bytes` terms.
@@ -372,26 +382,29 @@ struct ClassCost {
 }
 
 impl Scan<'_, '_> {
-    fn visit<R: FnMut(CandidateRecord)>(&mut self, index: usize, record: &mut R) {
+    #[inline(always)]
+    /// Filter, cost and score the node at `index`, which holds a warm context of the app if
+    /// `warm` and `local` of the invocation's data.
+    fn visit<R: FnMut(CandidateRecord)>(
+        &mut self,
+        index: usize,
+        warm: bool,
+        local: f64,
+        record: &mut R,
+    ) {
         let Some(node) = self.view.nodes().get(index) else {
             return;
         };
         let (placer, req) = (self.placer, self.req);
-        let warm = req.warm.contains(&node.id);
         let start = placer.start_kind(node, warm);
         let rejection = placer.filter(node, req, warm);
-        let local = req
-            .data
-            .iter()
-            .find(|(n, _)| *n == node.id)
-            .map_or(0.0, |(_, f)| *f);
         let tier = tier_of(node.role);
         let (cost, objective) = if self.recording {
             self.costed(node, tier, start, local)
         } else if placer.policy.uses_objective() {
             (
                 CostBreakdown::default(),
-                self.costed_objective(node, tier, start, local).1,
+                self.objective(node, tier, start, local),
             )
         } else {
             (CostBreakdown::default(), 0.0)
@@ -464,32 +477,27 @@ impl Scan<'_, '_> {
         start: StartKind,
         local: f64,
     ) -> (CostBreakdown, f64) {
-        let (class, objective) = self.costed_objective(node, tier, start, local);
-        let mut cost = class.cost;
+        let objective = self.objective(node, tier, start, local);
+        let mut cost = self.class_cost(tier, start, local).cost;
         cost.queue_us = self.queue_us(node, local);
         (cost, objective)
     }
 
-    /// The objective of placing the request on `node`, and its class cost (without queueing).
-    /// One formula for every path, so a recorded decision and a plain one agree to the bit.
-    fn costed_objective(
-        &mut self,
-        node: &NodeView,
-        tier: Tier,
-        start: StartKind,
-        local: f64,
-    ) -> (ClassCost, f64) {
-        let class = self.class_cost(tier, start, local);
+    /// The objective of placing the request on `node`. One formula for every path, so a
+    /// recorded decision and a plain one agree to the bit.
+    #[inline(always)]
+    fn objective(&mut self, node: &NodeView, tier: Tier, start: StartKind, local: f64) -> f64 {
+        let (fixed, storage_cpu_us) = {
+            let class = self.class_cost_ref(tier, start, local);
+            (class.fixed_objective, class.cost.storage_cpu_us)
+        };
         let weights = &self.placer.config.weights;
         let price = if tier == Tier::Storage {
             weights.storage_cpu_price(node.utilisation())
         } else {
             self.home_price
         };
-        let objective = class.fixed_objective
-            + weights.latency * self.queue_us(node, local)
-            + price * class.cost.storage_cpu_us;
-        (class, objective)
+        fixed + weights.latency * self.queue_us(node, local) + price * storage_cpu_us
     }
 
     /// Queueing at `node`, plus at the data's storage node once per remote dependent round.
@@ -529,6 +537,12 @@ impl Scan<'_, '_> {
     /// The cost of a candidate class without queueing: from the cache when its locality is all
     /// or nothing.
     fn class_cost(&mut self, tier: Tier, start: StartKind, local: f64) -> ClassCost {
+        *self.class_cost_ref(tier, start, local)
+    }
+
+    /// [`Scan::class_cost`] without copying the breakdown out of the cache.
+    #[inline(always)]
+    fn class_cost_ref(&mut self, tier: Tier, start: StartKind, local: f64) -> &ClassCost {
         let (params, work) = (&self.placer.config.params, &self.req.workload);
         let weights = &self.placer.config.weights;
         let compute = || {
@@ -548,9 +562,10 @@ impl Scan<'_, '_> {
         };
         if local == 0.0 || local == 1.0 {
             let class = (tier as usize) * 6 + (start as usize) * 2 + local as usize;
-            *self.classes[class].get_or_insert_with(compute)
+            self.classes[class].get_or_insert_with(compute)
         } else {
-            compute()
+            // Partial locality is not cached: the last slot holds the latest one.
+            self.classes[PARTIAL_CLASS].insert(compute())
         }
     }
 }

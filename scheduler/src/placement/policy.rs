@@ -117,6 +117,7 @@ impl Policy {
 
     /// The policy's score of a candidate that passed the filters; lower wins, infinite never
     /// wins.
+    #[inline(always)]
     pub(super) fn score(self, c: &ScoreInput<'_, '_>) -> f64 {
         let ScoreInput {
             config,
