@@ -4,14 +4,14 @@
 //! Owns nothing else. Domain crates (`cost-model`, `naming`, `profiler`, the placement core) never
 //! see prost types; the services convert at their edge through this crate.
 
-#![allow(
+/// Version 1 of the protocol (`package sandstorm.v1`). Generated code: the workspace lints are
+/// relaxed here only.
+#[allow(
     missing_docs,
     missing_debug_implementations,
     unused_qualifications,
     clippy::all
 )]
-
-/// Version 1 of the protocol (`package sandstorm.v1`).
 pub mod v1 {
     tonic::include_proto!("sandstorm.v1");
 }
