@@ -42,7 +42,6 @@ impl Engine<'_> {
         };
         self.make_room(node);
         let id = self.warm.insert(app, node, memory_mb, self.now);
-        self.metrics.context_created(memory_mb);
         *self.extra_mut(id) = ContextExtra::default();
         if self.cfg.reuse == ReuseOrder::FirstInSet {
             // Deploying with its invocation reserved: in the set, not eligible, until it starts.
@@ -68,7 +67,6 @@ impl Engine<'_> {
             let Some(victim) = self.cfg.keep_alive.victim(&idle) else {
                 break;
             };
-            self.metrics.evictions += 1;
             self.destroy(ContextId(idle[victim].id));
         }
     }
@@ -89,7 +87,6 @@ impl Engine<'_> {
         let Some(node) = node else { return };
         let id = self.warm.insert(app, node, memory_mb, self.now);
         self.view.context_prewarmed(node, memory_mb);
-        self.metrics.context_created(memory_mb);
         let ready = self
             .now
             .saturating_add(self.placer.config().params.container_cold_us as u64);
@@ -102,7 +99,6 @@ impl Engine<'_> {
             ready_us: ready,
             ..ContextExtra::default()
         };
-        self.metrics.prewarms += 1;
         self.schedule(ready, Event::PrewarmReady(id));
     }
 
@@ -206,7 +202,6 @@ impl Engine<'_> {
         if let Some(ctx) = self.warm.remove(id) {
             self.view
                 .context_destroyed(ctx.node, ctx.memory_mb, ctx.in_flight == 0);
-            self.metrics.context_destroyed(ctx.memory_mb);
             self.cfg.keep_alive.on_destroy(&info);
         }
     }

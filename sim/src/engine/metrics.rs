@@ -13,12 +13,6 @@ pub(super) struct Metrics {
     pub invocations: u64,
     pub rejected: u64,
     pub events: u64,
-    pub evictions: u64,
-    pub prewarms: u64,
-    pub resident_mb: u64,
-    pub peak_resident_mb: u64,
-    pub contexts_live: u64,
-    pub peak_contexts: u64,
     completed: u64,
     good: u64,
     starts: StartCounts,
@@ -63,12 +57,6 @@ impl Metrics {
             invocations: 0,
             rejected: 0,
             events: 0,
-            evictions: 0,
-            prewarms: 0,
-            resident_mb: 0,
-            peak_resident_mb: 0,
-            contexts_live: 0,
-            peak_contexts: 0,
             completed: 0,
             good: 0,
             starts: StartCounts::default(),
@@ -88,18 +76,6 @@ impl Metrics {
     /// Count where an invocation ran and, on a compute node, how its container was obtained.
     /// (Every storage-node invocation starts a pooled Wasm instance in microseconds; those are
     /// not container starts and are not counted as such.)
-    pub fn context_created(&mut self, memory_mb: u32) {
-        self.resident_mb += u64::from(memory_mb);
-        self.peak_resident_mb = self.peak_resident_mb.max(self.resident_mb);
-        self.contexts_live += 1;
-        self.peak_contexts = self.peak_contexts.max(self.contexts_live);
-    }
-
-    pub fn context_destroyed(&mut self, memory_mb: u32) {
-        self.resident_mb = self.resident_mb.saturating_sub(u64::from(memory_mb));
-        self.contexts_live = self.contexts_live.saturating_sub(1);
-    }
-
     pub fn count_start(&mut self, tier: Tier, start: StartKind) {
         match tier {
             Tier::Storage => {

@@ -222,11 +222,6 @@ impl Job {
     }
 }
 
-#[derive(Debug)]
-struct NodeRun {
-    cpu: NodeCpu,
-}
-
 /// Sim-side facts about a context that naming does not keep.
 #[derive(Debug, Clone, Copy, Default)]
 struct ContextExtra {
@@ -246,7 +241,8 @@ struct Engine<'a> {
     cfg: RunConfig<'a>,
     placer: Placer,
     view: ClusterView,
-    nodes: Vec<NodeRun>,
+    /// Each node's cores, indexed by `NodeId.0`.
+    cpus: Vec<NodeCpu>,
     warm: WarmContexts,
     extra: Vec<ContextExtra>,
     profiler: Profiler,
@@ -307,9 +303,6 @@ pub fn run(trace: &Trace, cfg: RunConfig<'_>, progress: &mut dyn FnMut(u64)) -> 
         }
     }
     progress(done);
-    if std::env::var_os("SANDSTORM_SIM_DEBUG").is_some() {
-        eprintln!("{:?}", engine.metrics);
-    }
     let span_s = trace.span_us as f64 / 1e6;
     let policy = engine.cfg.policy.name().to_owned();
     let keep_alive = engine.cfg.keep_alive.name();
@@ -357,9 +350,7 @@ impl<'a> Engine<'a> {
                 } else {
                     CpuModel::Fifo
                 };
-                NodeRun {
-                    cpu: NodeCpu::new(model, v.cores),
-                }
+                NodeCpu::new(model, v.cores)
             })
             .collect();
         let default_workload = Workload {
@@ -370,7 +361,7 @@ impl<'a> Engine<'a> {
             trace,
             placer: Placer::new(cfg.policy, cfg.placer),
             view: ClusterView::new(views),
-            nodes,
+            cpus: nodes,
             warm: WarmContexts::new(cfg.concurrency.max(1)),
             extra: Vec::new(),
             profiler: Profiler::new(default_workload),
@@ -405,14 +396,12 @@ impl<'a> Engine<'a> {
             } => self.arrive(function, duration_us),
             Event::JobDone(node, job) => {
                 self.job_done(node, job);
-                let next = self.nodes[node.0 as usize].cpu.fifo_finished();
+                let next = self.cpus[node.0 as usize].fifo_finished();
                 self.follow(node, next);
             }
             Event::NodeWake(node) => {
                 let mut done = std::mem::take(&mut self.finished_jobs);
-                let next = self.nodes[node.0 as usize]
-                    .cpu
-                    .shared_wake(self.now, &mut done);
+                let next = self.cpus[node.0 as usize].shared_wake(self.now, &mut done);
                 for &job in &done {
                     self.job_done(node, job);
                 }
@@ -598,7 +587,7 @@ impl<'a> Engine<'a> {
         let mut hold_us = (real.latency_us() - params.rtt_us - waits_us).max(0.0) as u64 + wait_us;
         // On a processor-shared node the container start is a wait before the invocation joins
         // the cores, not CPU shared with the others (DSLab FaaS models deployment the same way).
-        let shared = matches!(self.nodes[node.0 as usize].cpu, NodeCpu::Shared(_));
+        let shared = matches!(self.cpus[node.0 as usize], NodeCpu::Shared(_));
         let start_delay_us = if shared {
             (real.start_us as u64 + wait_us).min(hold_us)
         } else {
@@ -652,9 +641,7 @@ impl<'a> Engine<'a> {
                 work_us
             }
         };
-        let next = self.nodes[node.0 as usize]
-            .cpu
-            .submit(job.id(), work_us, self.now);
+        let next = self.cpus[node.0 as usize].submit(job.id(), work_us, self.now);
         self.follow(node, next);
     }
 
