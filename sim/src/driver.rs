@@ -16,7 +16,7 @@ use crate::profile::DataProfiles;
 use crate::report::{
     BoundComparison, PeerComparison, RunResult, SCHEMA_VERSION, SimReport, TraceSummary,
 };
-use crate::scenario::{InstanceUnit, KeepAliveSpec, Scenario};
+use crate::scenario::{Admission, InstanceUnit, KeepAliveSpec, Scenario};
 use crate::trace::Trace;
 
 /// How to run a scenario, beyond what its file says.
@@ -188,6 +188,11 @@ fn engine_config<'a>(
         placer: PlacerConfig {
             params: scenario.costs,
             weights: scenario.weights,
+            // No admission limit: `cores x (1 + inf)` saturates at u32::MAX invocations.
+            max_queue_per_core: match c.admission {
+                Admission::Limited => PlacerConfig::default().max_queue_per_core,
+                Admission::Unlimited => f64::INFINITY,
+            },
             ..PlacerConfig::default()
         },
         policy: spec.policy,

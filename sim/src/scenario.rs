@@ -8,7 +8,8 @@
 //! ([`sandstorm_scheduler::placement::Policy`]) and kept as the file writes them.
 //!
 //! Defaults: `seed = 1`, `policies = ["cost-aware"]`, `keep_alive = ["fixed:10m"]`,
-//! `bound = false`, `trace.day = "d01"`, `[instances] per = "app", concurrency = 1,
+//! `bound = false`, `trace.day = "d01"`, `[cluster] compute_cpu = "fifo", admission = "limited"`,
+//! `[instances] per = "app", concurrency = 1,
 //! pool_per_node = 0, pool_refill_us = 1000`, `[data] mode = "none", seed = 1`,
 //! `[load] scales = [1.0]`, `[slo] latency_us = 0, slowdown = 10.0`; `[costs]` and `[weights]`
 //! default to the cost model's documented defaults, field by field.
@@ -33,7 +34,7 @@ use crate::trace::{SyntheticSpec, Trace, TraceError};
 use check::{Check, field_at, line_at};
 
 pub use file::{
-    Cluster, DataMode, DataSection, InstanceUnit, Instances, LoadSection, PeerSection,
+    Admission, Cluster, DataMode, DataSection, InstanceUnit, Instances, LoadSection, PeerSection,
     ScenarioFile, Slo, TraceSection,
 };
 pub use keep_alive::{DEFAULT_HYBRID_RANGE_US, KeepAliveSpec};

@@ -53,7 +53,7 @@ pub struct PlacerConfig {
     pub params: CostParams,
     pub weights: Weights,
     /// Admission limit: a node takes at most `cores x (1 + max_queue_per_core)` invocations at
-    /// once (running plus waiting). Default 8 waiting per core.
+    /// once (running plus waiting). Default 8 waiting per core; `f64::INFINITY`: no limit.
     pub max_queue_per_core: f64,
     /// `data-affinity` backs off a storage node busier than this (fraction of cores). Default 0.8.
     pub busy_threshold: f64,

@@ -146,6 +146,44 @@ fn filters_record_why() {
 }
 
 #[test]
+fn an_infinite_queue_allowance_admits_whatever_the_load() {
+    // Node 0 holds an idle warm context but runs 1,000 invocations, far past 8 x (1 + 8) = 72.
+    let mut view = cluster(0, 2);
+    view.node_mut(NodeId(0)).expect("node").load = 1_000;
+    let warm = [NodeId(0)];
+    let place = |view: &mut ClusterView, max_queue_per_core: f64| {
+        Placer::new(
+            Policy::FirstFit,
+            PlacerConfig {
+                max_queue_per_core,
+                ..PlacerConfig::default()
+            },
+        )
+        .place(view, &request(1, CPU_HEAVY, &[], &warm))
+        .expect("placed")
+    };
+    // The default limit turns it away: a new container on node 1 (assembled from its pool).
+    let limited = place(
+        &mut view.clone(),
+        PlacerConfig::default().max_queue_per_core,
+    );
+    assert_eq!(
+        (limited.node, limited.start),
+        (NodeId(1), StartKind::Assembled)
+    );
+    // No limit (DSLab FaaS's hosts): the warm context on node 0 is used.
+    let unlimited = place(&mut view, f64::INFINITY);
+    assert_eq!(
+        (unlimited.node, unlimited.start),
+        (NodeId(0), StartKind::Warm)
+    );
+    assert_eq!(
+        admission_limit(view.node(NodeId(0)).expect("node"), f64::INFINITY),
+        u32::MAX
+    );
+}
+
+#[test]
 fn a_warm_context_needs_no_free_memory() {
     let mut view = cluster(0, 1);
     view.node_mut(NodeId(0)).expect("node").memory_used_mb = 16_384;

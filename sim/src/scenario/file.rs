@@ -78,6 +78,24 @@ pub struct Cluster {
     /// How compute nodes share cores: `fifo` (at most one invocation per core, the rest wait;
     /// default) or `shared` (all run, cores shared fairly; the DSLab FaaS model).
     pub compute_cpu: crate::engine::CpuModel,
+    /// How many invocations a node takes at once: `limited` (default; the placement's admission
+    /// limit, `cores x (1 + 8)` running plus waiting, sends the rest to other nodes) or
+    /// `unlimited` (a node takes whatever is placed on it, as DSLab FaaS's hosts do).
+    pub admission: Admission,
+}
+
+/// `[cluster] admission`: whether a node turns invocations away when it is full of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Admission {
+    /// A node takes at most `cores x (1 + max_queue_per_core)` invocations at once (the
+    /// placement core's admission limit, as the live scheduler applies it).
+    #[default]
+    Limited,
+    /// No per-node limit: the placement policy alone decides, and an overloaded node with
+    /// `compute_cpu = "shared"` just runs everything slower. DSLab FaaS's hosts admit every
+    /// invocation their scheduler sends them, so reproducing its figures needs this.
+    Unlimited,
 }
 
 /// The unit that shares warm execution contexts.

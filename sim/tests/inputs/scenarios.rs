@@ -1,7 +1,7 @@
 //! Scenario files (the bundled ones, defaults, and every kind of mistake) and data profiles.
 
 use sandstorm_sim::profile::{DataProfile, DataProfiles, DataSpec};
-use sandstorm_sim::scenario::{KeepAliveSpec, Scenario, TraceSpec};
+use sandstorm_sim::scenario::{Admission, KeepAliveSpec, Scenario, TraceSpec};
 
 use super::*;
 
@@ -30,6 +30,7 @@ fn bundled_scenarios_load() {
         ka.cluster.compute_cpu,
         sandstorm_sim::engine::CpuModel::Shared
     );
+    assert_eq!(ka.cluster.admission, Admission::Unlimited);
     assert_eq!(
         (
             ka.cluster.compute_nodes,
@@ -131,6 +132,7 @@ fn good_scenario_defaults() {
     let s = load_text(GOOD).expect("valid");
     assert_eq!((s.seed, s.description.as_str(), s.bound), (3, "", false));
     assert_eq!(s.instances.concurrency, 1);
+    assert_eq!(s.cluster.admission, Admission::Limited);
     assert_eq!(s.slo.slowdown, 10.0);
     assert!(matches!(s.data, DataSpec::Generated { seed: 1, .. }));
 }
@@ -144,6 +146,12 @@ fn bad_scenarios_name_file_line_field() {
             "compute_memory_mb = 1024",
             "compute_memory_mb = 1024\ncompute_gpus = 2",
             &["bad.toml:22:", "compute_gpus"],
+        ),
+        // an admission rule that does not exist, line 22
+        (
+            "compute_memory_mb = 1024",
+            "compute_memory_mb = 1024\nadmission = \"none\"",
+            &["bad.toml:22:", "cluster.admission", "unlimited"],
         ),
         // unknown top-level key, line 1
         ("name = \"t\"", "nme = \"t\"", &["bad.toml:1:", "nme"]),
