@@ -6,7 +6,7 @@ use sandstorm_cost_model::StartKind;
 use sandstorm_naming::warm::ContextId;
 use sandstorm_naming::{AppId, NodeId};
 use sandstorm_scheduler::keepalive::{IdleAction, IdleContext};
-use sandstorm_scheduler::placement::ClusterView;
+use sandstorm_scheduler::placement::{ClusterView, Policy};
 
 use super::{ContextExtra, Engine, Event, ReuseOrder};
 
@@ -71,13 +71,16 @@ impl Engine<'_> {
         }
     }
 
+    /// Start a pre-warmed context of `app`: on `preferred` (where the unloaded one was) if it
+    /// fits there, else on the first compute node with room. Under `first-fit` always on the
+    /// first compute node with room, as DSLab FaaS's `BasicDeployer` places its pre-warms.
     pub(super) fn prewarm(&mut self, app: AppId, preferred: NodeId, memory_mb: u32) {
         let fits = |e: &Self, n: NodeId| {
             e.view
                 .node(n)
                 .is_some_and(|v| v.memory_free_mb() >= u64::from(memory_mb))
         };
-        let node = if fits(self, preferred) {
+        let node = if self.cfg.policy != Policy::FirstFit && fits(self, preferred) {
             Some(preferred)
         } else {
             (self.cfg.cluster.storage_nodes..self.view.len() as u32)
