@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/sandstorm/v1/common.proto",
         "proto/sandstorm/v1/agent.proto",
+        "proto/sandstorm/v1/kv.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
