@@ -1,0 +1,158 @@
+//! Per-core accounting and measured costs, the raw material of the stats stream both roles push.
+//!
+//! Workers update [`CoreCounters`] with relaxed atomics (a sample may be a few nanoseconds stale;
+//! nothing is lost). [`CostMeter`] keeps an exponentially weighted mean per measured cost, the
+//! figures the scheduler calibrates its cost model with.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counters of one worker core.
+#[derive(Debug, Default)]
+pub struct CoreCounters {
+    /// Nanoseconds spent running invocations, since start.
+    pub busy_ns: AtomicU64,
+    /// Invocations waiting in (or being taken from) this core's run queue.
+    pub queue_len: AtomicU32,
+    /// Invocations finished, since start.
+    pub invocations: AtomicU64,
+    /// Instances started, since start (on a storage node: one per invocation).
+    pub instance_starts: AtomicU64,
+}
+
+impl CoreCounters {
+    /// Records one finished invocation that kept the core busy for `busy`.
+    pub fn finished(&self, busy: Duration, instance_started: bool) {
+        self.busy_ns.fetch_add(
+            u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+        if instance_started {
+            self.instance_starts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One core's figures over a sampling interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CoreSample {
+    /// Fraction of the interval the core was busy, 0..1.
+    pub busy: f64,
+    /// Run-queue length at the sample.
+    pub queue_len: u32,
+    /// Invocations finished since start.
+    pub invocations: u64,
+    /// Instances started since start.
+    pub instance_starts: u64,
+}
+
+/// Turns cumulative counters into per-interval samples.
+#[derive(Debug, Default)]
+pub struct Sampler {
+    last_busy_ns: Vec<u64>,
+}
+
+impl Sampler {
+    /// Samples every core; `interval` is the wall time since the previous call.
+    pub fn sample(&mut self, cores: &[CoreCounters], interval: Duration) -> Vec<CoreSample> {
+        self.last_busy_ns.resize(cores.len(), 0);
+        let interval_ns = interval.as_nanos().max(1) as f64;
+        cores
+            .iter()
+            .zip(self.last_busy_ns.iter_mut())
+            .map(|(core, last)| {
+                let busy_ns = core.busy_ns.load(Ordering::Relaxed);
+                let delta = busy_ns.saturating_sub(*last);
+                *last = busy_ns;
+                CoreSample {
+                    busy: (delta as f64 / interval_ns).clamp(0.0, 1.0),
+                    queue_len: core.queue_len.load(Ordering::Relaxed),
+                    invocations: core.invocations.load(Ordering::Relaxed),
+                    instance_starts: core.instance_starts.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Costs a node measures for the scheduler's cost model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CostKind {
+    /// Starting an isolated instance (Wasm instantiation, container assembly, ...).
+    InstanceStart,
+    /// One access to local data from inside a sandbox.
+    LocalAccess,
+    /// Handling one request at the node, beyond the function's own run.
+    Dispatch,
+}
+
+/// Exponentially weighted means of measured costs, in microseconds.
+#[derive(Debug, Default)]
+pub struct CostMeter {
+    means: Mutex<[Option<f64>; 3]>,
+}
+
+/// Weight of a new sample: about the last 20 samples dominate.
+const EWMA_ALPHA: f64 = 0.05;
+
+impl CostMeter {
+    /// Folds in one measurement.
+    pub fn record(&self, kind: CostKind, value: Duration) {
+        let micros = value.as_secs_f64() * 1e6;
+        let mut means = self.means.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut means[kind as usize];
+        *slot = Some(match *slot {
+            None => micros,
+            Some(mean) => mean + EWMA_ALPHA * (micros - mean),
+        });
+    }
+
+    /// The current means of every cost measured so far.
+    pub fn means(&self) -> Vec<(CostKind, f64)> {
+        let means = *self.means.lock().unwrap_or_else(|e| e.into_inner());
+        [
+            CostKind::InstanceStart,
+            CostKind::LocalAccess,
+            CostKind::Dispatch,
+        ]
+        .into_iter()
+        .filter_map(|k| means[k as usize].map(|m| (k, m)))
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_fraction_is_per_interval() {
+        let cores = [CoreCounters::default(), CoreCounters::default()];
+        let mut sampler = Sampler::default();
+        cores[0].finished(Duration::from_millis(5), true);
+        let s = sampler.sample(&cores, Duration::from_millis(10));
+        // 5 ms busy of 10 ms.
+        assert_eq!(s[0].busy, 0.5);
+        assert_eq!(s[1].busy, 0.0);
+        assert_eq!((s[0].invocations, s[0].instance_starts), (1, 1));
+        // Nothing new: idle in the next interval.
+        assert_eq!(
+            sampler.sample(&cores, Duration::from_millis(10))[0].busy,
+            0.0
+        );
+    }
+
+    #[test]
+    fn cost_means_move_towards_new_samples() {
+        let meter = CostMeter::default();
+        assert!(meter.means().is_empty());
+        meter.record(CostKind::InstanceStart, Duration::from_micros(10));
+        meter.record(CostKind::InstanceStart, Duration::from_micros(30));
+        // 10 + 0.05 x (30 - 10) = 11.
+        let (kind, mean) = meter.means()[0];
+        assert_eq!(kind, CostKind::InstanceStart);
+        assert!((mean - 11.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,337 @@
+//! The storage role: tenants' data in memory (durable with a data directory) and tenants'
+//! functions running next to it in WebAssembly sandboxes.
+//!
+//! - [`store`]: the sharded, tenant-partitioned key-value store;
+//! - [`wal`]: its write-ahead log, group commit, snapshots and recovery;
+//! - [`sandbox`]: Wasmtime, the host interface, deploy-time checks, per-invocation limits;
+//! - [`workers`]: one worker thread per function core, each with a run queue;
+//! - [`service`]: the gRPC services (`NodeAgent`, `KeyValue`).
+//!
+//! [`StorageNode`] ties them together; [`run`] serves it until a shutdown signal.
+
+pub mod sandbox;
+pub mod service;
+pub mod store;
+pub mod wal;
+pub mod workers;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use sandstorm_naming::TenantId;
+use tracing::{info, warn};
+
+use self::sandbox::{
+    Compiled, DeployError, FunctionLimits, RunError, RunOutcome, Sandbox, SandboxConfig,
+};
+use self::store::{Limits, Store};
+use self::wal::{Recovery, WalOptions};
+use self::workers::{QueueError, Workers};
+use crate::stats::{CostKind, CostMeter};
+
+/// How a storage node runs (documented defaults; the CLI fills it from flags).
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// The node's name in statistics and records.
+    pub name: String,
+    /// Where the gRPC services listen (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// Where data is made durable; `None` keeps it only in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Worker threads running functions (default: the machine's cores).
+    pub worker_cores: usize,
+    /// Invocations each core's run queue holds before the node refuses more (1,024).
+    pub queue_capacity: usize,
+    /// Size limits of the store.
+    pub limits: Limits,
+    /// Sandbox settings.
+    pub sandbox: SandboxConfig,
+    /// Log settings.
+    pub wal: WalOptions,
+    /// Default push interval of the stats stream (10 ms).
+    pub stats_interval: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            name: "storage-0".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
+            data_dir: None,
+            worker_cores: std::thread::available_parallelism().map_or(1, usize::from),
+            queue_capacity: 1024,
+            limits: Limits::default(),
+            sandbox: SandboxConfig::default(),
+            wal: WalOptions::default(),
+            stats_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Why a storage node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// the data directory could not be opened or recovered
+    #[error("data directory: {0}")]
+    Data(#[from] wal::OpenError),
+    /// the WebAssembly engine could not be set up
+    #[error("WebAssembly engine: {0}")]
+    Engine(String),
+    /// a thread or socket could not be created
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Why an invocation did not produce output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecuteError {
+    /// no such function
+    #[error("no function {name:?} is deployed for tenant {tenant}")]
+    UnknownFunction { tenant: TenantId, name: String },
+    /// the sandbox refused or stopped it
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// it could not be queued
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// its writes could not be made durable
+    #[error("the invocation's writes could not be made durable: {0}")]
+    NotDurable(String),
+}
+
+/// A finished invocation with the node's measurements.
+#[derive(Debug)]
+pub struct Execution {
+    /// What the sandbox produced (its `durable` ack already awaited).
+    pub outcome: RunOutcome,
+    /// The core it ran on.
+    pub core: u16,
+    /// Time in the run queue.
+    pub queued: Duration,
+    /// Time waiting for its writes to be durable.
+    pub durable_wait: Duration,
+}
+
+type FunctionKey = (TenantId, String);
+
+/// A running storage node: store, sandbox, workers and deployed functions.
+#[derive(Debug)]
+pub struct StorageNode {
+    config: StorageConfig,
+    store: Arc<Store>,
+    sandbox: Arc<Sandbox>,
+    workers: Workers,
+    functions: RwLock<HashMap<FunctionKey, Arc<Compiled>>>,
+    meter: Arc<CostMeter>,
+    recovery: Option<Recovery>,
+    started: Instant,
+}
+
+impl StorageNode {
+    /// Opens the data directory (if any), recovers it and starts the workers.
+    pub fn start(config: StorageConfig) -> Result<Arc<Self>, StartError> {
+        let (store, recovery) = match &config.data_dir {
+            Some(dir) => {
+                let (store, recovery) = wal::open(dir, config.limits, config.wal)?;
+                (store, Some(recovery))
+            }
+            None => {
+                warn!(node = %config.name, "no data directory: data is held only in memory and is lost when the node stops");
+                (Arc::new(Store::new(config.limits)), None)
+            }
+        };
+        let sandbox = Arc::new(
+            Sandbox::new(config.sandbox.clone(), store.clone())
+                .map_err(|e| StartError::Engine(format!("{e:#}")))?,
+        );
+        let meter = Arc::new(CostMeter::default());
+        let workers = Workers::start(config.worker_cores, config.queue_capacity, &sandbox, &meter)
+            .map_err(|source| StartError::Io {
+                what: "starting worker threads",
+                source,
+            })?;
+        Ok(Arc::new(Self {
+            config,
+            store,
+            sandbox,
+            workers,
+            functions: RwLock::new(HashMap::new()),
+            meter,
+            recovery,
+            started: Instant::now(),
+        }))
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &StorageConfig {
+        &self.config
+    }
+
+    /// The node's data.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The sandbox (for benchmarks that measure it directly).
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
+    }
+
+    /// What recovery found, if the node has a data directory.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
+    }
+
+    /// Measured costs.
+    pub fn meter(&self) -> &CostMeter {
+        &self.meter
+    }
+
+    /// Per-core counters.
+    pub fn cores(&self) -> &[crate::stats::CoreCounters] {
+        self.workers.cores()
+    }
+
+    /// Functions deployed.
+    pub fn function_count(&self) -> usize {
+        self.functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// How long the node has run.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Compiles and installs a function; whether it replaced one. Blocking (compilation takes
+    /// milliseconds): async callers run it on a blocking thread.
+    pub fn deploy(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        module: &[u8],
+        limits: FunctionLimits,
+    ) -> Result<(Arc<Compiled>, bool), DeployError> {
+        if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control() || c == '/') {
+            return Err(DeployError::BadLimits(format!(
+                "function name {name:?} must be 1 to 128 characters, without '/' or control characters"
+            )));
+        }
+        let compiled = Arc::new(self.sandbox.compile(tenant, name, module, limits)?);
+        let replaced = self
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((tenant, name.to_owned()), compiled.clone())
+            .is_some();
+        info!(
+            tenant = tenant.0,
+            function = name,
+            compile_us = compiled.compile_time.as_micros() as u64,
+            replaced,
+            "deployed"
+        );
+        Ok((compiled, replaced))
+    }
+
+    /// Removes a function; whether it existed. Invocations already queued still run.
+    pub fn remove(&self, tenant: TenantId, name: &str) -> bool {
+        let removed = self
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(tenant, name.to_owned()))
+            .is_some();
+        if removed {
+            info!(tenant = tenant.0, function = name, "removed");
+        }
+        removed
+    }
+
+    fn lookup(&self, tenant: TenantId, name: &str) -> Result<Arc<Compiled>, ExecuteError> {
+        let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        // A borrowed lookup key would need a custom Borrow; the String is small and short-lived.
+        functions
+            .get(&(tenant, name.to_owned()))
+            .cloned()
+            .ok_or_else(|| ExecuteError::UnknownFunction {
+                tenant,
+                name: name.to_owned(),
+            })
+    }
+
+    /// Runs one invocation on a worker core and waits for its result and its durability.
+    pub async fn execute(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        input: Vec<u8>,
+    ) -> Result<Execution, ExecuteError> {
+        let received = Instant::now();
+        let function = self.lookup(tenant, name)?;
+        let reply = self.workers.submit(function, input)?;
+        let executed = reply.await.map_err(|_| QueueError::Stopped)?;
+        let mut outcome = executed.outcome?;
+        let durable_started = Instant::now();
+        if let Some(ack) = outcome.durable.take() {
+            match ack.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(ExecuteError::NotDurable(e)),
+                Err(_) => return Err(ExecuteError::NotDurable("the log writer stopped".into())),
+            }
+        }
+        let durable_wait = durable_started.elapsed();
+        let handled = received
+            .elapsed()
+            .saturating_sub(executed.queued + outcome.start + outcome.exec + durable_wait);
+        self.meter.record(CostKind::Dispatch, handled);
+        Ok(Execution {
+            outcome,
+            core: executed.core,
+            queued: executed.queued,
+            durable_wait,
+        })
+    }
+}
+
+/// Starts a storage node and serves it on `config.listen` until `shutdown` completes. Calls
+/// `ready` with the bound address once the socket accepts connections.
+pub async fn run(
+    config: StorageConfig,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let start_config = config.clone();
+    let node = tokio::task::spawn_blocking(move || StorageNode::start(start_config))
+        .await
+        .map_err(|e| StartError::Io {
+            what: "starting the node",
+            source: std::io::Error::other(e),
+        })??;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Io {
+            what: "binding the gRPC address",
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Io {
+        what: "reading the bound address",
+        source,
+    })?;
+    info!(node = %config.name, %addr, durable = node.store().is_durable(), cores = config.worker_cores, "storage node serving");
+    ready(addr);
+    service::serve(node, listener, shutdown)
+        .await
+        .map_err(|e| StartError::Io {
+            what: "serving gRPC",
+            source: std::io::Error::other(e),
+        })
+}

@@ -1,0 +1,360 @@
+//! The storage node's gRPC services: `NodeAgent` (deploy, remove, execute, stats stream) and
+//! `KeyValue` (the remote data API). This is the one place domain errors become `tonic::Status`.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sandstorm_naming::TenantId;
+use sandstorm_proto::v1 as pb;
+use sandstorm_proto::v1::key_value_server::{KeyValue, KeyValueServer};
+use sandstorm_proto::v1::node_agent_server::{NodeAgent, NodeAgentServer};
+use tokio::net::TcpListener;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status};
+
+use super::sandbox::{DeployError, FunctionLimits, RunError};
+use super::store::StoreError;
+use super::workers::QueueError;
+use super::{ExecuteError, StorageNode};
+use crate::stats::{CostKind, Sampler};
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Log(_) => Status::unavailable(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+impl From<DeployError> for Status {
+    fn from(e: DeployError) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+impl From<ExecuteError> for Status {
+    fn from(e: ExecuteError) -> Self {
+        let message = e.to_string();
+        match e {
+            ExecuteError::UnknownFunction { .. } => Status::not_found(message),
+            ExecuteError::Run(RunError::DeadlineExceeded { .. }) => {
+                Status::deadline_exceeded(message)
+            }
+            ExecuteError::Run(RunError::MemoryLimit { .. } | RunError::NoSlot(_)) => {
+                Status::resource_exhausted(message)
+            }
+            ExecuteError::Run(RunError::InputTooLarge { .. }) => Status::invalid_argument(message),
+            ExecuteError::Run(RunError::Trap(_) | RunError::Failed(_)) => Status::aborted(message),
+            ExecuteError::Queue(QueueError::Full { .. }) => Status::resource_exhausted(message),
+            ExecuteError::Queue(QueueError::Stopped) | ExecuteError::NotDurable(_) => {
+                Status::unavailable(message)
+            }
+        }
+    }
+}
+
+fn function_ref(f: Option<pb::FunctionRef>) -> Result<(TenantId, String), Status> {
+    let f =
+        f.ok_or_else(|| Status::invalid_argument("`function` (tenant and name) is required"))?;
+    if f.name.is_empty() {
+        return Err(Status::invalid_argument("`function.name` is empty"));
+    }
+    Ok((TenantId(f.tenant), f.name))
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Waits for a write's acknowledgement from the log, if the node has one.
+async fn durable(ack: Option<super::wal::Ack>) -> Result<(), Status> {
+    match ack {
+        None => Ok(()),
+        Some(ack) => match ack.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Status::unavailable(e)),
+            Err(_) => Err(Status::unavailable("the log writer stopped")),
+        },
+    }
+}
+
+/// The node's services, sharing one [`StorageNode`].
+#[derive(Debug, Clone)]
+pub struct StorageService {
+    node: Arc<StorageNode>,
+}
+
+impl StorageService {
+    /// Services over `node`.
+    pub fn new(node: Arc<StorageNode>) -> Self {
+        Self { node }
+    }
+
+    /// Largest gRPC message the node accepts: a module at its size limit, with room for the rest.
+    fn max_message(&self) -> usize {
+        let sandbox = self.node.sandbox().config();
+        sandbox.max_module_bytes.max(sandbox.max_payload_bytes) + (1 << 20)
+    }
+}
+
+type StatsStream = Pin<Box<dyn Stream<Item = Result<pb::NodeStats, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl NodeAgent for StorageService {
+    type StreamStatsStream = StatsStream;
+
+    async fn stream_stats(
+        &self,
+        request: Request<pb::StreamStatsRequest>,
+    ) -> Result<Response<StatsStream>, Status> {
+        let interval = match request.into_inner().interval_ms {
+            0 => self.node.config().stats_interval,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut sampler = Sampler::default();
+            let mut last = tokio::time::Instant::now();
+            sampler.sample(node.cores(), interval);
+            loop {
+                ticker.tick().await;
+                let now = tokio::time::Instant::now();
+                let stats = node_stats(&node, &mut sampler, now - last);
+                last = now;
+                if tx.send(Ok(stats)).await.is_err() {
+                    break; // The subscriber hung up.
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn deploy(
+        &self,
+        request: Request<pb::DeployRequest>,
+    ) -> Result<Response<pb::DeployResponse>, Status> {
+        let request = request.into_inner();
+        let (tenant, name) = function_ref(request.function)?;
+        let defaults = FunctionLimits::default();
+        let limits = request.limits.unwrap_or_default();
+        let limits = FunctionLimits {
+            deadline: match limits.deadline_ms {
+                0 => defaults.deadline,
+                ms => Duration::from_millis(u64::from(ms)),
+            },
+            memory_bytes: match limits.memory_bytes {
+                0 => defaults.memory_bytes,
+                b => usize::try_from(b).unwrap_or(usize::MAX),
+            },
+        };
+        let node = self.node.clone();
+        let module = request.module;
+        let (compiled, replaced) =
+            tokio::task::spawn_blocking(move || node.deploy(tenant, &name, &module, limits))
+                .await
+                .map_err(|e| Status::internal(format!("compilation thread failed: {e}")))??;
+        Ok(Response::new(pb::DeployResponse {
+            compile_us: micros(compiled.compile_time),
+            replaced,
+        }))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::RemoveResponse>, Status> {
+        let (tenant, name) = function_ref(request.into_inner().function)?;
+        Ok(Response::new(pb::RemoveResponse {
+            existed: self.node.remove(tenant, &name),
+        }))
+    }
+
+    async fn execute(
+        &self,
+        request: Request<pb::ExecuteRequest>,
+    ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let request = request.into_inner();
+        let (tenant, name) = function_ref(request.function)?;
+        let span = tracing::debug_span!("execute", invocation_id = request.invocation_id, tenant = tenant.0, function = %name);
+        let _entered = span.enter();
+        let run = self.node.execute(tenant, &name, request.input).await?;
+        let o = run.outcome;
+        let record = pb::ExecutionRecord {
+            node: self.node.config().name.clone(),
+            tier: pb::Tier::Storage.into(),
+            start: pb::StartKind::Assembled.into(),
+            core: u32::from(run.core),
+            invocation_id: request.invocation_id,
+            queue_us: micros(run.queued),
+            start_us: micros(o.start),
+            exec_us: micros(o.exec),
+            durable_us: micros(run.durable_wait),
+            data_calls: o.data_calls,
+            keys_read: o.keys_read,
+            bytes_read: o.bytes_read,
+            bytes_written: o.bytes_written,
+        };
+        Ok(Response::new(pb::ExecuteResponse {
+            output: o.output,
+            record: Some(record),
+        }))
+    }
+}
+
+fn node_stats(node: &StorageNode, sampler: &mut Sampler, interval: Duration) -> pb::NodeStats {
+    let cores = sampler
+        .sample(node.cores(), interval)
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| pb::CoreStats {
+            core: u32::try_from(i).unwrap_or(u32::MAX),
+            busy: c.busy,
+            queue_len: c.queue_len,
+            invocations: c.invocations,
+            instance_starts: c.instance_starts,
+        })
+        .collect();
+    let samples = node
+        .meter()
+        .means()
+        .into_iter()
+        .map(|(kind, micros)| pb::CostSample {
+            kind: match kind {
+                CostKind::InstanceStart => pb::cost_sample::Kind::WasmStart,
+                CostKind::LocalAccess => pb::cost_sample::Kind::LocalAccess,
+                CostKind::Dispatch => pb::cost_sample::Kind::Dispatch,
+            }
+            .into(),
+            micros,
+        })
+        .collect();
+    let (keys, bytes) = node.store().size();
+    pb::NodeStats {
+        node: node.config().name.clone(),
+        role: pb::Tier::Storage.into(),
+        at_unix_us: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, micros),
+        cores,
+        samples,
+        keys,
+        bytes,
+        functions: u32::try_from(node.function_count()).unwrap_or(u32::MAX),
+    }
+}
+
+#[tonic::async_trait]
+impl KeyValue for StorageService {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let r = request.into_inner();
+        let value = self.node.store().get(TenantId(r.tenant), &r.key)?;
+        Ok(Response::new(pb::GetResponse {
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+        }))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let r = request.into_inner();
+        let ack = self
+            .node
+            .store()
+            .put(TenantId(r.tenant), &r.key, &r.value)?;
+        durable(ack).await?;
+        Ok(Response::new(pb::PutResponse {}))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = request.into_inner();
+        let (existed, ack) = self.node.store().delete(TenantId(r.tenant), &r.key)?;
+        durable(ack).await?;
+        Ok(Response::new(pb::DeleteResponse { existed }))
+    }
+
+    async fn multi_get(
+        &self,
+        request: Request<pb::MultiGetRequest>,
+    ) -> Result<Response<pb::MultiGetResponse>, Status> {
+        let r = request.into_inner();
+        let mut values = Vec::with_capacity(r.keys.len());
+        self.node
+            .store()
+            .multi_get_with(TenantId(r.tenant), &r.keys, |v| {
+                values.push(pb::MaybeValue {
+                    found: v.is_some(),
+                    value: v.map(<[u8]>::to_vec).unwrap_or_default(),
+                });
+            })?;
+        Ok(Response::new(pb::MultiGetResponse { values }))
+    }
+
+    async fn scan(
+        &self,
+        request: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        let pairs = self
+            .node
+            .store()
+            .scan(TenantId(r.tenant), &r.prefix, limit)?;
+        let pairs = pairs
+            .into_iter()
+            .map(|(key, value)| pb::KeyValuePair { key, value })
+            .collect();
+        Ok(Response::new(pb::ScanResponse { pairs }))
+    }
+}
+
+/// Serves both services on `listener` until `shutdown` completes.
+pub async fn serve(
+    node: Arc<StorageNode>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let service = StorageService::new(node);
+    let max = service.max_message();
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            NodeAgentServer::new(service.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            KeyValueServer::new(service)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// The address a client dials for a node listening on `addr` (`0.0.0.0` becomes loopback).
+pub fn endpoint(addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    format!("http://{host}:{}", addr.port())
+}
