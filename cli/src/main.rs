@@ -1,9 +1,11 @@
 //! The `sandstorm` command: thin argument parsing over the library crates.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod bench;
 mod sim;
 
@@ -18,6 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Sim(sim::SimArgs),
+    Agent(agent::AgentArgs),
     Bench(bench::BenchArgs),
 }
 
@@ -28,10 +31,13 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: piped logs stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sim(args) => sim::run(&args),
+        Command::Agent(args) => agent::run(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

@@ -41,6 +41,18 @@ pub fn sandstorm_bin() -> PathBuf {
     dir.join(format!("sandstorm{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// [`sandstorm_bin`], asserting it was built.
+fn built_sandstorm_bin() -> PathBuf {
+    let bin = sandstorm_bin();
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo test -p sandstorm-cli -p sandstorm-tests` (or \
+         `cargo build -p sandstorm-cli` first)",
+        bin.display()
+    );
+    bin
+}
+
 /// How one run of the binary ended.
 #[derive(Debug)]
 pub struct Run {
@@ -60,13 +72,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let bin = sandstorm_bin();
-    assert!(
-        bin.is_file(),
-        "{} is not built: run `cargo test -p sandstorm-cli -p sandstorm-tests` (or \
-         `cargo build -p sandstorm-cli` first)",
-        bin.display()
-    );
+    let bin = built_sandstorm_bin();
     let args: Vec<S> = args.into_iter().collect();
     let command = std::iter::once("sandstorm".to_owned())
         .chain(
@@ -369,5 +375,104 @@ mod tests {
             ]
         );
         assert!(json_diff(&e, &e, 10).is_empty());
+    }
+}
+
+/// A long-running `sandstorm` process (an agent, a scheduler) started by a test. Killed with
+/// SIGKILL when dropped, so a failing test leaves nothing behind.
+#[derive(Debug)]
+pub struct Service {
+    child: std::process::Child,
+    /// The address it printed in its `listening on ADDR` line.
+    pub addr: std::net::SocketAddr,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Service {
+    /// Starts `sandstorm ARGS` and waits for its `listening on ADDR` line on stdout (the real
+    /// readiness signal: the socket is bound before it is printed).
+    pub fn start<I, S>(args: I) -> Service
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        use std::io::{BufRead, BufReader, Read};
+        let bin = built_sandstorm_bin();
+        let mut child = Command::new(&bin)
+            .args(args)
+            .current_dir(workspace_root())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not run {}: {e}", bin.display()));
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(mut pipe) = child.stderr.take() {
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    sink.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_str(&text);
+                }
+            });
+        }
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("listening on ") {
+                        break addr
+                            .trim()
+                            .parse()
+                            .expect("an address after `listening on`");
+                    }
+                }
+                _ => {
+                    let status = child.wait().ok();
+                    let log = stderr.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    panic!("sandstorm exited ({status:?}) before it was listening:\n{log}");
+                }
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Service {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// `http://ADDR` for a gRPC client.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What the process wrote to stderr so far (its logs).
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -43,6 +43,19 @@ pub enum BenchCommand {
     ///   DSLab FaaS: 95 s and 4.9 GB (published, not measured here).
     #[command(verbatim_doc_comment)]
     Sim(sim::SimBenchArgs),
+    /// The storage node: functions next to the data, beside remote data access.
+    ///
+    /// storage.invoke_warm: kv-sum of 1 key, instantiate + run, measured inside the node by the
+    ///   worker (target p50 < 5 us).
+    /// storage.host_get: one kv_get host call from a guest loop, 8-byte value (target < 200 ns).
+    /// storage.graph_walk_in_storage: graph-walk of 8 dependent hops inside the node, vs
+    ///   storage.graph_walk_remote: the same walk by a client on this machine doing 8 gRPC Gets
+    ///   over loopback (target: in storage at least 10x faster; both measured in this run).
+    /// storage.instance_extra_memory: resident memory each extra concurrent instance adds,
+    ///   beyond its linear memory (target < 256 KiB; SAND: 1.1 MB per forked process,
+    ///   OpenWhisk: 14 MB per container, published).
+    #[command(verbatim_doc_comment)]
+    Storage(storage::StorageBenchArgs),
 }
 
 /// Options every bench subcommand takes.
@@ -59,6 +72,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Sim(a) => {
             let out = sim::run(a)?;
             finish(&a.common, &out, a.figures_to_stdout)
+        }
+        BenchCommand::Storage(a) => {
+            let out = storage::run(a)?;
+            finish(&a.common, &out, false)
         }
     }
 }
@@ -125,6 +142,25 @@ impl Figure {
         }
     }
 
+    /// Percentiles and mean of many measurements (nearest-rank percentiles).
+    pub fn distribution(name: &str, unit: Unit, samples: &[f64]) -> Self {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let rank = |q: f64| {
+            let n = sorted.len();
+            (n > 0).then(|| sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+        };
+        let mean = (!sorted.is_empty()).then(|| sorted.iter().sum::<f64>() / sorted.len() as f64);
+        Self {
+            name: name.to_owned(),
+            unit: unit.name().to_owned(),
+            p50: rank(0.50),
+            p99: rank(0.99),
+            mean,
+            n: sorted.len() as u64,
+        }
+    }
+
     /// The value the table shows: the median where there is one, else the mean.
     fn headline(&self) -> Option<f64> {
         self.p50.or(self.mean)
@@ -137,6 +173,9 @@ pub enum Unit {
     InvocationsPerSecond,
     Seconds,
     Bytes,
+    Microseconds,
+    Nanoseconds,
+    Kibibytes,
 }
 
 impl Unit {
@@ -146,13 +185,23 @@ impl Unit {
             Unit::InvocationsPerSecond => "invocations/s",
             Unit::Seconds => "s",
             Unit::Bytes => "bytes",
+            Unit::Microseconds => "us",
+            Unit::Nanoseconds => "ns",
+            Unit::Kibibytes => "KiB",
         }
     }
 
     fn from_name(name: &str) -> Option<Self> {
-        [Unit::InvocationsPerSecond, Unit::Seconds, Unit::Bytes]
-            .into_iter()
-            .find(|u| u.name() == name)
+        [
+            Unit::InvocationsPerSecond,
+            Unit::Seconds,
+            Unit::Bytes,
+            Unit::Microseconds,
+            Unit::Nanoseconds,
+            Unit::Kibibytes,
+        ]
+        .into_iter()
+        .find(|u| u.name() == name)
     }
 
     /// `3.12 M/s`, `12.4 s`, `812 MiB`.
@@ -166,6 +215,11 @@ impl Unit {
             Unit::InvocationsPerSecond => format!("{v:.0} /s"),
             Unit::Seconds if v < 1.0 => format!("{:.0} ms", v * 1e3),
             Unit::Seconds => format!("{v:.1} s"),
+            Unit::Microseconds if v >= 1000.0 => format!("{:.2} ms", v / 1e3),
+            Unit::Microseconds => format!("{v:.2} us"),
+            Unit::Nanoseconds => format!("{v:.0} ns"),
+            Unit::Kibibytes if v >= 1024.0 => format!("{:.1} MiB", v / 1024.0),
+            Unit::Kibibytes => format!("{v:.0} KiB"),
             Unit::Bytes => {
                 const GIB: f64 = (1u64 << 30) as f64;
                 const MIB: f64 = (1u64 << 20) as f64;
@@ -238,7 +292,9 @@ impl Row {
             return "-".to_owned();
         };
         let mut s = self.show(v);
-        if self.figure.n > 1 && self.figure.p50.is_some() {
+        if let Some(p99) = self.figure.p99 {
+            let _ = write!(s, " (p99 {})", self.show(p99));
+        } else if self.figure.n > 1 && self.figure.p50.is_some() {
             let _ = write!(s, " (median of {})", self.figure.n);
         }
         s
@@ -391,265 +447,8 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// `sandstorm bench sim`.
-pub mod sim {
-    use std::path::{Path, PathBuf};
-    use std::process::{Command, Stdio};
-    use std::time::Instant;
-
-    use anyhow::{Context, bail};
-    use clap::{Args, ValueEnum};
-    use sandstorm_sim::driver::{Progress, SimOptions, run_scenario};
-    use sandstorm_sim::report::SimReport;
-    use sandstorm_sim::scenario::{KeepAliveSpec, Scenario};
-
-    use super::{
-        BenchOutput, BenchReport, Better, CommonArgs, Figure, Peer, Row, Target, Unit,
-        peak_rss_bytes,
-    };
-
-    const KEEPALIVE_SCENARIO: &str = "keepalive-azure500.toml";
-    const DAY_SCENARIO: &str = "azure1000-day.toml";
-    const KEEPALIVE_POLICY: &str = "least-loaded";
-    const KEEPALIVE_SPEC: KeepAliveSpec = KeepAliveSpec::Fixed {
-        ttl_us: 10 * 60 * 1_000_000,
-    };
-    const PEER: &str = "DSLab FaaS";
-    /// DSLab FaaS on the keep-alive trace, on this machine (published in the issue).
-    const PEER_KEEPALIVE_PER_S: f64 = 0.66e6;
-    /// DSLab FaaS on the full day (published in the issue).
-    const PEER_DAY_WALL_S: f64 = 95.0;
-    /// "4.9 GB", read as 10^9 bytes.
-    const PEER_DAY_PEAK_BYTES: f64 = 4.9e9;
-    /// Invocations in the full day (data/traces/README.md), for DSLab's rate.
-    const DAY_INVOCATIONS: f64 = 11_639_447.0;
-    const GIB: f64 = (1u64 << 30) as f64;
-
-    const FIG_KEEPALIVE: &str = "keep-alive replay, 1 core (engine)";
-    const FIG_KEEPALIVE_E2E: &str = "keep-alive replay, 1 core (with trace load)";
-    const FIG_DAY_WALL: &str = "full-day replay wall time";
-    const FIG_DAY_RSS: &str = "full-day replay peak memory";
-    const FIG_DAY_RATE: &str = "full-day replay throughput";
-
-    /// Arguments of `sandstorm bench sim` (the help text is on [`super::BenchCommand::Sim`]).
-    #[derive(Debug, Args)]
-    pub struct SimBenchArgs {
-        /// Directory holding keepalive-azure500.toml and azure1000-day.toml.
-        #[arg(long, value_name = "DIR", default_value = "sim/scenarios")]
-        scenario_dir: PathBuf,
-        /// Replays of the keep-alive scenario; the figure is their median.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-        repeat: u32,
-        /// Measure only one of the two figure sets.
-        #[arg(long, value_enum)]
-        only: Option<FigureSet>,
-        #[command(flatten)]
-        pub(super) common: CommonArgs,
-        /// Internal: print the figures as JSON on stdout instead of the table (the parent of a
-        /// child process that measures the full day reads them).
-        #[arg(long, hide = true)]
-        pub(super) figures_to_stdout: bool,
-    }
-
-    /// The figure sets of `bench sim`.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-    pub enum FigureSet {
-        /// Keep-alive replay throughput on one core.
-        Keepalive,
-        /// Full-day replay wall time and peak memory.
-        Day,
-    }
-
-    pub fn run(args: &SimBenchArgs) -> anyhow::Result<BenchOutput> {
-        let dir = &args.scenario_dir;
-        if !dir.is_dir() {
-            bail!(
-                "scenario directory {} not found (from {}); run from the workspace root or pass \
-                 --scenario-dir DIR",
-                dir.display(),
-                std::env::current_dir().map_or_else(|_| "?".into(), |d| d.display().to_string())
-            );
-        }
-        let mut rows = Vec::new();
-        let mut notes = Vec::new();
-        if args.only != Some(FigureSet::Day) {
-            let (figures, note) = keepalive(&dir.join(KEEPALIVE_SCENARIO), args.repeat)?;
-            rows.extend(figures.into_iter().map(keepalive_row));
-            notes.push(note);
-        }
-        if args.only != Some(FigureSet::Keepalive) {
-            // Alone, this process has done nothing else, so its own peak memory is the day's.
-            let (figures, how) = if args.only == Some(FigureSet::Day) {
-                (day(&dir.join(DAY_SCENARIO))?, "in this process")
-            } else {
-                (day_in_child(dir)?, "in a child process")
-            };
-            rows.extend(figures.into_iter().map(day_row));
-            notes.push(format!(
-                "full day: {DAY_SCENARIO}, its own policies, all cores, {how}; peak memory is \
-                 VmHWM from /proc/self/status."
-            ));
-        }
-        Ok(BenchOutput {
-            bench: "sim",
-            rows,
-            notes,
-        })
-    }
-
-    /// Replays the keep-alive scenario `repeat` times on one thread; returns the figures (engine
-    /// only, and with the trace load) and a note on what was run.
-    fn keepalive(path: &Path, repeat: u32) -> anyhow::Result<(Vec<Figure>, String)> {
-        let mut scenario = Scenario::load(path)?;
-        scenario.keep_alive = vec![KEEPALIVE_SPEC];
-        scenario.load_scales = vec![1.0];
-        scenario.bound = false;
-        let options = SimOptions {
-            policies: vec![KEEPALIVE_POLICY.to_owned()],
-            seed: None,
-            threads: 1,
-        };
-        let mut engine_rates = Vec::new();
-        let mut e2e_rates = Vec::new();
-        let mut last = None;
-        for i in 1..=repeat {
-            let start = Instant::now();
-            let report = run_scenario(&scenario, &options, &Progress::default())?;
-            let total_s = start.elapsed().as_secs_f64();
-            let (invocations, wall_s) = single_run(&report, path)?;
-            engine_rates.push(invocations as f64 / wall_s);
-            e2e_rates.push(invocations as f64 / total_s);
-            eprintln!(
-                "keep-alive replay {i}/{repeat}: {invocations} invocations, engine {wall_s:.2} s \
-                 ({}), {total_s:.2} s with the trace load",
-                Unit::InvocationsPerSecond.show(invocations as f64 / wall_s)
-            );
-            last = Some((invocations, report.runs[0].cold_starts));
-        }
-        let (invocations, cold) = last.unwrap_or_default();
-        let note = format!(
-            "keep-alive: {KEEPALIVE_SCENARIO}, {KEEPALIVE_POLICY}, {KEEPALIVE_SPEC}, 1 thread, \
-             {repeat} runs of {invocations} invocations ({cold} cold starts each); \
-             engine = the simulation loop alone, with trace load = the whole run_scenario."
-        );
-        Ok((
-            vec![
-                Figure::repeated(FIG_KEEPALIVE, Unit::InvocationsPerSecond, &engine_rates),
-                Figure::repeated(FIG_KEEPALIVE_E2E, Unit::InvocationsPerSecond, &e2e_rates),
-            ],
-            note,
-        ))
-    }
-
-    /// The (invocations, engine wall seconds) of a report that must hold exactly one run.
-    fn single_run(report: &SimReport, path: &Path) -> anyhow::Result<(u64, f64)> {
-        match report.runs.as_slice() {
-            [run] if run.wall_s > 0.0 => Ok((run.invocations, run.wall_s)),
-            runs => bail!(
-                "{}: expected one run with a positive wall time, got {}",
-                path.display(),
-                runs.len()
-            ),
-        }
-    }
-
-    fn keepalive_row(figure: Figure) -> Row {
-        let headline = figure.name == FIG_KEEPALIVE;
-        Row {
-            figure,
-            better: Better::Higher,
-            target: headline.then_some(Target {
-                better: Better::Higher,
-                value: 3e6,
-            }),
-            peer: headline.then_some(Peer {
-                system: PEER,
-                value: PEER_KEEPALIVE_PER_S,
-                as_published: Some("0.66 M/s"),
-                measured: false,
-            }),
-        }
-    }
-
-    /// Replays the full day in this process: wall time, peak memory and throughput.
-    fn day(path: &Path) -> anyhow::Result<Vec<Figure>> {
-        let scenario = Scenario::load(path)?;
-        let options = SimOptions {
-            policies: Vec::new(),
-            seed: None,
-            threads: 0,
-        };
-        eprintln!("full-day replay: {} ...", path.display());
-        let start = Instant::now();
-        let report = run_scenario(&scenario, &options, &Progress::default())?;
-        let wall_s = start.elapsed().as_secs_f64();
-        let peak = peak_rss_bytes()?;
-        let invocations: u64 = report.runs.iter().map(|r| r.invocations).sum();
-        eprintln!(
-            "full-day replay: {invocations} invocations in {} runs, {wall_s:.1} s, peak {}",
-            report.runs.len(),
-            Unit::Bytes.show(peak as f64)
-        );
-        Ok(vec![
-            Figure::single(FIG_DAY_WALL, Unit::Seconds, wall_s),
-            Figure::single(FIG_DAY_RSS, Unit::Bytes, peak as f64),
-            Figure::single(
-                FIG_DAY_RATE,
-                Unit::InvocationsPerSecond,
-                invocations as f64 / wall_s,
-            ),
-        ])
-    }
-
-    /// Runs `sandstorm bench sim --only day` as a child process and reads its figures.
-    fn day_in_child(dir: &Path) -> anyhow::Result<Vec<Figure>> {
-        let exe = std::env::current_exe().context("locating the sandstorm binary to re-run")?;
-        let output = Command::new(&exe)
-            .args(["bench", "sim", "--only", "day", "--figures-to-stdout"])
-            .arg("--scenario-dir")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .with_context(|| format!("running {}", exe.display()))?;
-        if !output.status.success() {
-            bail!(
-                "the full-day child process ({} bench sim --only day) failed: {}",
-                exe.display(),
-                output.status
-            );
-        }
-        let report: BenchReport = serde_json::from_slice(&output.stdout)
-            .context("reading the full-day child process's figures")?;
-        Ok(report.figures)
-    }
-
-    fn day_row(figure: Figure) -> Row {
-        let (target, peer, as_published) = match figure.name.as_str() {
-            FIG_DAY_WALL => (Some(15.0), Some(PEER_DAY_WALL_S), Some("95 s")),
-            FIG_DAY_RSS => (Some(GIB), Some(PEER_DAY_PEAK_BYTES), Some("4.9 GB")),
-            // DSLab's rate on the same day, derived from its published wall time.
-            FIG_DAY_RATE => (None, Some(DAY_INVOCATIONS / PEER_DAY_WALL_S), None),
-            _ => (None, None, None),
-        };
-        let better = if figure.name == FIG_DAY_RATE {
-            Better::Higher
-        } else {
-            Better::Lower
-        };
-        Row {
-            figure,
-            better,
-            target: target.map(|value| Target { better, value }),
-            peer: peer.map(|value| Peer {
-                system: PEER,
-                value,
-                as_published,
-                measured: false,
-            }),
-        }
-    }
-}
+pub mod sim;
+pub mod storage;
 
 #[cfg(test)]
 mod tests {
