@@ -21,6 +21,14 @@ struct Cli {
 enum Command {
     Sim(sim::SimArgs),
     Agent(agent::AgentArgs),
+    /// (internal) the compute node's zygote; started by the agent.
+    #[command(name = "__zygote", hide = true)]
+    Zygote,
+    /// (internal) holds a root file system part; started by the agent.
+    #[command(name = "__holder", hide = true)]
+    Holder {
+        base: std::path::PathBuf,
+    },
     Bench(bench::BenchArgs),
 }
 
@@ -38,6 +46,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Sim(args) => sim::run(&args),
         Command::Agent(args) => agent::run(&args),
+        Command::Zygote => sandstorm_node_agent::compute::zygote::zygote_main().map_err(Into::into),
+        Command::Holder { base } => {
+            sandstorm_node_agent::compute::zygote::holder_main(&base).map_err(Into::into)
+        }
         Command::Bench(args) => bench::run(&args),
     };
     match result {

@@ -11,5 +11,6 @@
 //! `NodeAgent.StreamStats` gRPC stream defined in `sandstorm-proto`. The agent depends on `proto`,
 //! `naming` and the pure crates, never on the scheduler.
 
+pub mod compute;
 pub mod stats;
 pub mod storage;

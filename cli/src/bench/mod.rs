@@ -56,6 +56,18 @@ pub enum BenchCommand {
     ///   OpenWhisk: 14 MB per container, published).
     #[command(verbatim_doc_comment)]
     Storage(storage::StorageBenchArgs),
+    /// The compute node: time from request to the function running, beside runc (needs root).
+    ///
+    /// provision.warm: a process forked by the template of a warm container.
+    /// provision.assembled: a container assembled from pooled parts (target: p50 at most 1 ms
+    ///   and at least 40x faster than runc).
+    /// provision.from_scratch: every part built on the critical path (what the pools remove).
+    /// provision.runc: `runc run` of the same root file system, namespaces and limits.
+    /// provision.fork_extra_memory: memory each extra concurrent invocation adds in a warm
+    ///   container (target < 2 MB).
+    /// The function is `/bin/echo ready` (static busybox); "running" = its first output byte.
+    #[command(verbatim_doc_comment)]
+    Provision(provision::ProvisionBenchArgs),
 }
 
 /// Options every bench subcommand takes.
@@ -72,6 +84,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Sim(a) => {
             let out = sim::run(a)?;
             finish(&a.common, &out, a.figures_to_stdout)
+        }
+        BenchCommand::Provision(a) => {
+            let out = provision::run(a)?;
+            finish(&a.common, &out, false)
         }
         BenchCommand::Storage(a) => {
             let out = storage::run(a)?;
@@ -174,6 +190,7 @@ pub enum Unit {
     Seconds,
     Bytes,
     Microseconds,
+    Milliseconds,
     Nanoseconds,
     Kibibytes,
 }
@@ -186,6 +203,7 @@ impl Unit {
             Unit::Seconds => "s",
             Unit::Bytes => "bytes",
             Unit::Microseconds => "us",
+            Unit::Milliseconds => "ms",
             Unit::Nanoseconds => "ns",
             Unit::Kibibytes => "KiB",
         }
@@ -197,6 +215,7 @@ impl Unit {
             Unit::Seconds,
             Unit::Bytes,
             Unit::Microseconds,
+            Unit::Milliseconds,
             Unit::Nanoseconds,
             Unit::Kibibytes,
         ]
@@ -218,6 +237,7 @@ impl Unit {
             Unit::Microseconds if v >= 1000.0 => format!("{:.2} ms", v / 1e3),
             Unit::Microseconds => format!("{v:.2} us"),
             Unit::Nanoseconds => format!("{v:.0} ns"),
+            Unit::Milliseconds => format!("{v:.3} ms"),
             Unit::Kibibytes if v >= 1024.0 => format!("{:.1} MiB", v / 1024.0),
             Unit::Kibibytes => format!("{v:.0} KiB"),
             Unit::Bytes => {
@@ -447,6 +467,7 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+pub mod provision;
 pub mod sim;
 pub mod storage;
 

@@ -1,0 +1,260 @@
+//! `sandstorm bench provision`: request to function running, for a warm container, one assembled
+//! from pooled parts, one built from scratch on the critical path, and `runc run` of the same root
+//! file system with the same namespaces and limits, in one run.
+
+use std::io::Read as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use sandstorm_node_agent::compute::parts::ContainerLimits;
+use sandstorm_node_agent::compute::{ComputeConfig, ComputeNode};
+
+use super::{BenchOutput, Better, CommonArgs, Figure, Peer, Row, Target, Unit};
+
+/// Options of `sandstorm bench provision`.
+#[derive(Debug, Args)]
+pub struct ProvisionBenchArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Containers assembled from pools (and warm runs: ten times as many).
+    #[arg(long, default_value_t = 100)]
+    iterations: usize,
+    /// Containers built from scratch and runc runs.
+    #[arg(long, default_value_t = 30)]
+    slow_iterations: usize,
+    /// Concurrent invocations held in one warm container to measure their memory.
+    #[arg(long, default_value_t = 20)]
+    concurrent: usize,
+}
+
+const PROGRAM: [&str; 2] = ["/bin/echo", "ready"];
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+pub fn run(args: &ProvisionBenchArgs) -> anyhow::Result<BenchOutput> {
+    if args.iterations == 0 || args.slow_iterations == 0 {
+        bail!("--iterations and --slow-iterations must be at least 1");
+    }
+    let exe = std::env::current_exe().context("locating the sandstorm binary")?;
+    let mut config = ComputeConfig::new("bench-provision", exe);
+    config.pool_size = 4;
+    let state_dir = config.state_dir.clone();
+    let limits = config.limits;
+    let node = ComputeNode::start(config).context("starting the compute node")?;
+    anyhow::ensure!(
+        node.wait_pools_full(Duration::from_secs(60)),
+        "the part pools did not fill in 60 s"
+    );
+
+    // Warm: forks inside one container.
+    let warm_container = node.assemble(false)?;
+    let mut warm = Vec::new();
+    for _ in 0..args.iterations * 10 {
+        let r = warm_container.run(&PROGRAM, b"", DEADLINE)?;
+        anyhow::ensure!(
+            r.output == b"ready\n",
+            "unexpected output {:?}",
+            String::from_utf8_lossy(&r.output)
+        );
+        warm.push(ms(r.first_byte.context("no output")?));
+    }
+
+    // Memory of extra concurrent invocations in the warm container.
+    let before = warm_container.memory_usage();
+    let mut outputs = Vec::new();
+    for _ in 0..args.concurrent {
+        outputs.push(warm_container.spawn(&["/bin/sleep", "2"], DEADLINE)?);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let during = warm_container.memory_usage();
+    warm_container.wait_exits(args.concurrent)?;
+    drop(outputs);
+    let fork_extra_kib = during.saturating_sub(before) as f64 / 1024.0 / args.concurrent as f64;
+    node.destroy(warm_container);
+
+    // Assembled from pools (the pools refill between runs, off the measured path).
+    let mut assembled = Vec::new();
+    for _ in 0..args.iterations {
+        anyhow::ensure!(
+            node.wait_pools_full(Duration::from_secs(60)),
+            "the pools did not refill"
+        );
+        let started = Instant::now();
+        let container = node.assemble(false)?;
+        let assembled_in = started.elapsed();
+        let r = container.run(&PROGRAM, b"", DEADLINE)?;
+        assembled.push(ms(assembled_in + r.first_byte.context("no output")?));
+        node.destroy(container);
+    }
+
+    // Every part built on the critical path.
+    let mut scratch = Vec::new();
+    for _ in 0..args.slow_iterations {
+        let started = Instant::now();
+        let container = node.assemble(true)?;
+        let assembled_in = started.elapsed();
+        let r = container.run(&PROGRAM, b"", DEADLINE)?;
+        scratch.push(ms(assembled_in + r.first_byte.context("no output")?));
+        node.destroy(container);
+    }
+    drop(node);
+
+    let runc = runc_runs(&state_dir, limits, args.slow_iterations)?;
+
+    let warm = Figure::distribution("provision.warm", Unit::Milliseconds, &warm);
+    let assembled = Figure::distribution("provision.assembled", Unit::Milliseconds, &assembled);
+    let scratch = Figure::distribution("provision.from_scratch", Unit::Milliseconds, &scratch);
+    let runc = Figure::distribution("provision.runc", Unit::Milliseconds, &runc);
+    let runc_p50 = runc.p50.unwrap_or(f64::NAN);
+    let ratio = runc_p50 / assembled.p50.unwrap_or(f64::NAN);
+    let runc_peer = |value| {
+        Some(Peer {
+            system: "runc run",
+            value,
+            as_published: None,
+            measured: true,
+        })
+    };
+    Ok(BenchOutput {
+        bench: "provision",
+        rows: vec![
+            Row {
+                figure: warm,
+                better: Better::Lower,
+                target: None,
+                peer: runc_peer(runc_p50),
+            },
+            Row {
+                figure: assembled,
+                better: Better::Lower,
+                target: Some(Target {
+                    better: Better::Lower,
+                    value: 1.0_f64.min(runc_p50 / 40.0) + f64::EPSILON,
+                }),
+                peer: runc_peer(runc_p50),
+            },
+            Row {
+                figure: scratch,
+                better: Better::Lower,
+                target: None,
+                peer: runc_peer(runc_p50),
+            },
+            Row {
+                figure: runc,
+                better: Better::Lower,
+                target: None,
+                peer: None,
+            },
+            Row {
+                figure: Figure::single(
+                    "provision.fork_extra_memory",
+                    Unit::Kibibytes,
+                    fork_extra_kib,
+                ),
+                better: Better::Lower,
+                target: Some(Target {
+                    better: Better::Lower,
+                    value: 2048.0,
+                }),
+                peer: Some(Peer {
+                    system: "SAND process; OpenWhisk container: 14 MB",
+                    value: 1.1 * 1024.0,
+                    as_published: Some("1.1 MB"),
+                    measured: false,
+                }),
+            },
+        ],
+        notes: vec![
+            format!(
+                "Request to the function running: until `{}` writes its first byte. Containers: netns (lo only), IPC, UTS, \
+                 mount (overlay of a busybox base + tmpfs layer, pivoted) and PID namespaces; cgroup memory {} MiB, pids {}, \
+                 cpu {}/{} us; all capabilities dropped, uid 65534, no_new_privs, seccomp. runc: same root file system, \
+                 namespaces, limits and user, run with `runc run`. Assembled is {ratio:.0}x faster than runc (target >= 40x).",
+                PROGRAM.join(" "),
+                limits.memory_bytes >> 20,
+                limits.pids,
+                limits.cpu_quota_us,
+                limits.cpu_period_us
+            ),
+            format!(
+                "fork_extra_memory: the container's memory cgroup charge with {} concurrent `sleep` invocations, less before, per \
+                 invocation. SAND and OpenWhisk figures are published, not measured here.",
+                args.concurrent
+            ),
+        ],
+    })
+}
+
+/// Runs `runc run` of the base root file system `n` times; request to first output byte, ms.
+fn runc_runs(state_dir: &Path, limits: ContainerLimits, n: usize) -> anyhow::Result<Vec<f64>> {
+    let bundle = state_dir.join("runc-bundle");
+    std::fs::create_dir_all(&bundle)?;
+    let base = state_dir.join("base");
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 65534, "gid": 65534},
+            "args": PROGRAM,
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+            "capabilities": {"bounding": [], "effective": [], "permitted": [], "inheritable": [], "ambient": []},
+            "noNewPrivileges": true
+        },
+        "root": {"path": base, "readonly": true},
+        "hostname": "sandbox",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}
+        ],
+        "linux": {
+            "resources": {
+                "memory": {"limit": limits.memory_bytes},
+                "pids": {"limit": limits.pids},
+                "cpu": {"quota": limits.cpu_quota_us, "period": limits.cpu_period_us}
+            },
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
+        }
+    });
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&config)?,
+    )?;
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("sandstorm-bench-{}-{i}", std::process::id());
+        let started = Instant::now();
+        let mut child = Command::new("runc")
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running runc (installed by scripts/setup.sh)")?;
+        let mut stdout = child.stdout.take().context("runc stdout")?;
+        let mut byte = [0u8; 1];
+        let got = stdout.read(&mut byte)?;
+        let first = started.elapsed();
+        let mut rest = Vec::new();
+        stdout.read_to_end(&mut rest)?;
+        let output = child.wait_with_output()?;
+        if got == 0 || !output.status.success() {
+            bail!(
+                "runc run failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        times.push(ms(first));
+    }
+    Ok(times)
+}

@@ -1,0 +1,602 @@
+//! The processes on the critical path of a container, and the holder of a root file system.
+//!
+//! - The **zygote** (`sandstorm __zygote`): a single-threaded process started with the agent. On
+//!   `Park` (off the critical path, when the cgroup pool refills) it forks a **parked forker**
+//!   that joins a pooled cgroup and waits. Joining a cgroup costs 10-20 ms the first time on
+//!   cgroup v1 (the kernel's threadgroup lock waits for an RCU grace period), so it is paid
+//!   here, and everything forked later from the forker starts inside the cgroup for free.
+//! - On `Assemble` the forker enters the PID namespace and forks; the child joins the rest
+//!   (setns into network, IPC, UTS, and the mount namespace, whose root is already the
+//!   container's), drops every capability and its user to `nobody`, sets no_new_privs, loads
+//!   the seccomp filter compiled once at start, and becomes the container's **template**.
+//!   Nothing on that path creates a namespace, mounts, or moves a process between cgroups.
+//! - The **template** (SAND's second level) lives inside the container for as long as it is
+//!   warm: on `Run` it forks a process per invocation that execs the function's program, enforces
+//!   its deadline, and reports how it exited.
+//! - The **holder** (`sandstorm __holder BASE`): builds a root file system part (see
+//!   [`super::parts`]) and stays as PID 1 of its namespace.
+//!
+//! Messages are JSON over a `SOCK_SEQPACKET` socket, descriptors alongside as `SCM_RIGHTS`.
+#![allow(unsafe_code)] // fork and exec: every use says why it is sound.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io::{self, IoSlice, IoSliceMut, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CloneFlags, setns};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{
+    ForkResult, Gid, Pid, Uid, chdir, dup2_stderr, dup2_stdin, dup2_stdout, execve, fork,
+    pivot_root,
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// What the agent asks the zygote.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToZygote {
+    /// Fork a forker that joins the cgroups whose `cgroup.procs` are sent after its socket.
+    Park,
+}
+
+/// What the agent asks a parked forker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToForker {
+    /// Fork a template into the parts sent alongside: net, ipc, uts, mnt, pid, and the
+    /// template's socket.
+    Assemble { uid: u32, gid: u32 },
+}
+
+/// Answers of the zygote and of forkers.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromZygote {
+    /// A forker was forked (host pid); it reports `Ready` on its own socket once in its cgroups.
+    Parked {
+        pid: i32,
+    },
+    /// The forker is in its cgroups.
+    Ready,
+    /// A template was forked (host pid).
+    Assembled {
+        pid: i32,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// What the agent asks a container's template.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToTemplate {
+    /// Fork and exec `argv` with the stdin and stdout descriptors sent alongside.
+    Run { argv: Vec<String>, deadline_ms: u64 },
+}
+
+/// A template's reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromTemplate {
+    /// Setup inside the container failed; the template is gone.
+    Failed { error: String },
+    /// The invocation's process runs (pid inside the container).
+    Started { pid: i32 },
+    /// It ended: its exit code, or the signal that killed it, and whether that was the deadline.
+    Exited {
+        pid: i32,
+        code: Option<i32>,
+        signal: Option<i32>,
+        deadline: bool,
+    },
+}
+
+const MAX_MESSAGE: usize = 64 << 10;
+const MAX_FDS: usize = 16;
+
+/// Sends `message` with `fds`.
+pub fn send(sock: BorrowedFd<'_>, message: &impl Serialize, fds: &[RawFd]) -> io::Result<()> {
+    let bytes = serde_json::to_vec(message).map_err(io::Error::other)?;
+    let iov = [IoSlice::new(&bytes)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)?;
+    Ok(())
+}
+
+/// Receives one message and its descriptors; `None` when the peer hung up.
+pub fn recv<T: DeserializeOwned>(sock: BorrowedFd<'_>) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let (len, fds) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                // SAFETY: the kernel just installed these descriptors in this process for us.
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        (msg.bytes, fds)
+    };
+    if len == 0 {
+        return Ok(None);
+    }
+    let message = serde_json::from_slice(&buf[..len]).map_err(io::Error::other)?;
+    Ok(Some((message, fds)))
+}
+
+/// The seccomp filter of every container process: these calls fail with EPERM (the rest of the
+/// kernel interface is allowed, as a deny list like Docker's refusals).
+fn compile_filter() -> io::Result<Vec<seccompiler::BpfProgram>> {
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    };
+    let denied = [
+        libc::SYS_mount,
+        libc::SYS_umount2,
+        libc::SYS_pivot_root,
+        libc::SYS_chroot,
+        libc::SYS_ptrace,
+        libc::SYS_unshare,
+        libc::SYS_setns,
+        libc::SYS_init_module,
+        libc::SYS_finit_module,
+        libc::SYS_delete_module,
+        libc::SYS_kexec_load,
+        libc::SYS_kexec_file_load,
+        libc::SYS_reboot,
+        libc::SYS_swapon,
+        libc::SYS_swapoff,
+        libc::SYS_bpf,
+        libc::SYS_perf_event_open,
+        libc::SYS_keyctl,
+        libc::SYS_add_key,
+        libc::SYS_request_key,
+        libc::SYS_open_by_handle_at,
+        libc::SYS_name_to_handle_at,
+        libc::SYS_acct,
+        libc::SYS_quotactl,
+        libc::SYS_syslog,
+        libc::SYS_settimeofday,
+        libc::SYS_clock_settime,
+        libc::SYS_sethostname,
+        libc::SYS_setdomainname,
+        libc::SYS_userfaultfd,
+        libc::SYS_process_vm_readv,
+        libc::SYS_process_vm_writev,
+        libc::SYS_fsopen,
+        libc::SYS_fsmount,
+        libc::SYS_move_mount,
+        libc::SYS_open_tree,
+    ];
+    let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> =
+        denied.iter().map(|&s| (s, vec![])).collect();
+    // clone with any namespace flag set (one rule per flag; rules are OR-ed): a new namespace
+    // from inside would be an escape hatch. clone3 passes its flags in memory, out of a
+    // filter's reach, so it is refused outright (ENOSYS: libc falls back to clone).
+    let mut clone_rules = Vec::new();
+    for flag in [
+        libc::CLONE_NEWNS,
+        libc::CLONE_NEWPID,
+        libc::CLONE_NEWNET,
+        libc::CLONE_NEWIPC,
+        libc::CLONE_NEWUTS,
+        libc::CLONE_NEWUSER,
+        libc::CLONE_NEWCGROUP,
+    ] {
+        let flag = flag as u64;
+        clone_rules.push(
+            SeccompRule::new(vec![
+                SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Qword,
+                    SeccompCmpOp::MaskedEq(flag),
+                    flag,
+                )
+                .map_err(io::Error::other)?,
+            ])
+            .map_err(io::Error::other)?,
+        );
+    }
+    rules.insert(libc::SYS_clone, clone_rules);
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        std::env::consts::ARCH
+            .try_into()
+            .map_err(io::Error::other)?,
+    )
+    .map_err(io::Error::other)?;
+    let deny: seccompiler::BpfProgram = filter.try_into().map_err(io::Error::other)?;
+    let clone3 = SeccompFilter::new(
+        [(libc::SYS_clone3, vec![])].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        std::env::consts::ARCH
+            .try_into()
+            .map_err(io::Error::other)?,
+    )
+    .map_err(io::Error::other)?;
+    Ok(vec![deny, clone3.try_into().map_err(io::Error::other)?])
+}
+
+/// `sandstorm __zygote`: serves `Assemble` on descriptor 3 until the agent hangs up.
+pub fn zygote_main() -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    // SAFETY: descriptor 3 is the socket the agent passed; nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(3) };
+    let filter = compile_filter()?;
+    loop {
+        reap_quietly();
+        let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(100u16))? == 0 {
+            continue;
+        }
+        let Some((ToZygote::Park, fds)) = recv::<ToZygote>(sock.as_fd())? else {
+            return Ok(()); // The agent is gone.
+        };
+        let reply = match park(&fds, &filter) {
+            // (The forker inherited its copies; the zygote closes its own.)
+            Ok(pid) => FromZygote::Parked { pid: pid.as_raw() },
+            Err(e) => FromZygote::Failed {
+                error: e.to_string(),
+            },
+        };
+        send(sock.as_fd(), &reply, &[])?;
+    }
+}
+
+/// Forks a forker that joins the cgroups (`fds[1..]`) and serves `Assemble` on `fds[0]`.
+fn park(fds: &[OwnedFd], filter: &[seccompiler::BpfProgram]) -> io::Result<Pid> {
+    if fds.is_empty() {
+        return Err(io::Error::other("park needs the forker's socket"));
+    }
+    // SAFETY: the zygote is single-threaded, so the child may run any code.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            let code = match forker_main(fds, filter) {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = send(
+                        fds[0].as_fd(),
+                        &FromZygote::Failed {
+                            error: e.to_string(),
+                        },
+                        &[],
+                    );
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+/// A parked forker: joins its cgroups, reports ready, assembles one container, then waits for
+/// its template to end.
+fn forker_main(fds: &[OwnedFd], filter: &[seccompiler::BpfProgram]) -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    let sock = fds[0].as_fd();
+    for cgroup in &fds[1..] {
+        // "0" is the writing process.
+        nix::unistd::write(cgroup, b"0")?;
+    }
+    send(sock, &FromZygote::Ready, &[])?;
+    let Some((ToForker::Assemble { uid, gid }, parts)) = recv::<ToForker>(sock)? else {
+        return Ok(()); // Destroyed without being used.
+    };
+    let reply = match assemble(&parts, uid, gid, filter) {
+        Ok(pid) => FromZygote::Assembled { pid: pid.as_raw() },
+        Err(e) => FromZygote::Failed {
+            error: e.to_string(),
+        },
+    };
+    drop(parts);
+    send(sock, &reply, &[])?;
+    if let FromZygote::Assembled { pid } = reply {
+        let _ = waitpid(Pid::from_raw(pid), None);
+    }
+    Ok(())
+}
+
+fn reap_quietly() {
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+fn assemble(
+    parts: &[OwnedFd],
+    uid: u32,
+    gid: u32,
+    filter: &[seccompiler::BpfProgram],
+) -> io::Result<Pid> {
+    if parts.len() != 6 {
+        return Err(io::Error::other(format!(
+            "assemble needs 6 descriptors, got {}",
+            parts.len()
+        )));
+    }
+    // Children forked from now on start in the container's PID namespace.
+    setns(&parts[4], CloneFlags::CLONE_NEWPID)?;
+    // SAFETY: the zygote is single-threaded, so the child may run any code.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            let sock = parts[5].as_fd();
+            match join(parts, uid, gid, filter) {
+                Ok(()) => {
+                    let code = match template_main(sock) {
+                        Ok(()) => 0,
+                        Err(_) => 1,
+                    };
+                    std::process::exit(code);
+                }
+                Err(e) => {
+                    let _ = send(
+                        sock,
+                        &FromTemplate::Failed {
+                            error: e.to_string(),
+                        },
+                        &[],
+                    );
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+}
+
+/// Joins the parts and drops every privilege (in the forked child).
+fn join(
+    parts: &[OwnedFd],
+    uid: u32,
+    gid: u32,
+    filter: &[seccompiler::BpfProgram],
+) -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    setns(&parts[0], CloneFlags::CLONE_NEWNET)?;
+    setns(&parts[1], CloneFlags::CLONE_NEWIPC)?;
+    setns(&parts[2], CloneFlags::CLONE_NEWUTS)?;
+    setns(&parts[3], CloneFlags::CLONE_NEWNS)?;
+    chdir("/")?;
+    for cap in caps::all() {
+        caps::drop(None, caps::CapSet::Bounding, cap).map_err(io::Error::other)?;
+    }
+    nix::unistd::setgroups(&[Gid::from_raw(gid)])?;
+    nix::unistd::setgid(Gid::from_raw(gid))?;
+    nix::unistd::setuid(Uid::from_raw(uid))?;
+    for set in [
+        caps::CapSet::Inheritable,
+        caps::CapSet::Ambient,
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+    ] {
+        caps::clear(None, set).map_err(io::Error::other)?;
+    }
+    nix::sys::prctl::set_no_new_privs()?;
+    for program in filter {
+        seccompiler::apply_filter(program).map_err(io::Error::other)?;
+    }
+    Ok(())
+}
+
+/// A container's template: forks one process per `Run`, until the agent hangs up.
+fn template_main(sock: BorrowedFd<'_>) -> io::Result<()> {
+    let mut running: HashMap<i32, (Instant, bool)> = HashMap::new();
+    loop {
+        // Reap and report.
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    let deadline = running.remove(&pid.as_raw()).is_some_and(|r| r.1);
+                    send(
+                        sock,
+                        &FromTemplate::Exited {
+                            pid: pid.as_raw(),
+                            code: Some(code),
+                            signal: None,
+                            deadline,
+                        },
+                        &[],
+                    )?;
+                }
+                Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                    let deadline = running.remove(&pid.as_raw()).is_some_and(|r| r.1);
+                    send(
+                        sock,
+                        &FromTemplate::Exited {
+                            pid: pid.as_raw(),
+                            code: None,
+                            signal: Some(signal as i32),
+                            deadline,
+                        },
+                        &[],
+                    )?;
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        // Deadlines.
+        let now = Instant::now();
+        let mut wait = Duration::from_millis(50);
+        for (pid, (deadline, killed)) in &mut running {
+            if *deadline <= now && !*killed {
+                // The whole group: a fork bomb's children too.
+                let _ = nix::sys::signal::killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+                *killed = true;
+            } else if !*killed {
+                wait = wait.min(deadline.saturating_duration_since(now));
+            }
+        }
+        let mut fds = [PollFd::new(sock, PollFlags::POLLIN)];
+        let timeout = PollTimeout::from(wait.as_millis().clamp(1, 50) as u16);
+        if poll(&mut fds, timeout)? == 0 {
+            continue;
+        }
+        let Some((ToTemplate::Run { argv, deadline_ms }, stdio)) = recv::<ToTemplate>(sock)? else {
+            for pid in running.keys() {
+                let _ = nix::sys::signal::killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+            return Ok(());
+        };
+        let pid = spawn(&argv, &stdio)?;
+        drop(stdio);
+        running.insert(
+            pid.as_raw(),
+            (Instant::now() + Duration::from_millis(deadline_ms), false),
+        );
+        send(sock, &FromTemplate::Started { pid: pid.as_raw() }, &[])?;
+    }
+}
+
+/// Forks a process that execs `argv` with `stdio[0]` as stdin and `stdio[1]` as stdout/stderr.
+fn spawn(argv: &[String], stdio: &[OwnedFd]) -> io::Result<Pid> {
+    let args: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(io::Error::other)?;
+    let Some(program) = args.first() else {
+        return Err(io::Error::other("empty argv"));
+    };
+    let env = [c"PATH=/bin:/usr/bin", c"HOME=/tmp"];
+    if stdio.len() < 2 {
+        return Err(io::Error::other("Run needs stdin and stdout descriptors"));
+    }
+    // SAFETY: the template is single-threaded.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            // Its own process group, so a deadline kills everything it forked.
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            let _ = dup2_stdin(&stdio[0]);
+            let _ = dup2_stdout(&stdio[1]);
+            let _ = dup2_stderr(&stdio[1]);
+            let err = execve(program, &args, &env).err();
+            let _ = writeln!(io::stderr(), "exec {}: {err:?}", argv[0]);
+            std::process::exit(127);
+        }
+    }
+}
+
+/// `sandstorm __holder BASE`: runs in a new mount namespace whose children start a new PID
+/// namespace (the agent unshared both before exec). Mounts the overlay of BASE and a tmpfs
+/// layer, forks PID 1 of the new namespace, which mounts `/proc` and `/dev` and pivots into the
+/// overlay; prints `ready <pid>` and waits.
+pub fn holder_main(base: &Path) -> io::Result<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    mount(
+        Some("tmpfs"),
+        "/tmp",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("size=64m,mode=755"),
+    )?;
+    for dir in ["/tmp/upper", "/tmp/work", "/tmp/merged"] {
+        std::fs::create_dir(dir)?;
+    }
+    let options = format!(
+        "lowerdir={},upperdir=/tmp/upper,workdir=/tmp/work",
+        base.display()
+    );
+    mount(
+        Some("overlay"),
+        "/tmp/merged",
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )?;
+    let (ready_r, ready_w) = nix::unistd::pipe()?;
+    // SAFETY: the holder is single-threaded.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            drop(ready_r);
+            let result = (|| -> io::Result<()> {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+                mount(
+                    Some("proc"),
+                    "/tmp/merged/proc",
+                    Some("proc"),
+                    nosuid,
+                    None::<&str>,
+                )?;
+                mount(
+                    Some("tmpfs"),
+                    "/tmp/merged/dev",
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                    Some("size=64k,mode=755"),
+                )?;
+                for dev in ["null", "zero", "full", "random", "urandom"] {
+                    let target = format!("/tmp/merged/dev/{dev}");
+                    std::fs::File::create(&target)?;
+                    mount(
+                        Some(format!("/dev/{dev}").as_str()),
+                        target.as_str(),
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )?;
+                }
+                chdir("/tmp/merged")?;
+                pivot_root(".", ".")?;
+                umount2(".", MntFlags::MNT_DETACH)?;
+                chdir("/")?;
+                Ok(())
+            })();
+            if let Err(e) = result {
+                let _ = writeln!(io::stderr(), "root file system setup failed: {e}");
+                std::process::exit(1);
+            }
+            let _ = nix::unistd::write(&ready_w, b"1");
+            drop(ready_w);
+            // PID 1: adopt and reap orphans until killed.
+            loop {
+                if waitpid(None, None).is_err() {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(ready_w);
+            let mut byte = [0u8; 1];
+            let n = nix::unistd::read(&ready_r, &mut byte)?;
+            if n != 1 {
+                return Err(io::Error::other(
+                    "PID 1 of the root file system failed to start",
+                ));
+            }
+            println!("ready {child}");
+            io::stdout().flush()?;
+            let _ = waitpid(child, None);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Containers of the compute node, proven isolated from the inside: code runs in a container
+//! assembled from pooled parts and tries what a container must not be able to do. The node keeps
+//! serving through all of it and leaks no parts. Needs root (namespaces, cgroups, mounts): without
+//! it the test says so and is skipped.
+
+#![allow(clippy::unwrap_used)] // A panic is how a test reports failure.
+
+use std::time::Duration;
+
+use sandstorm_node_agent::compute::parts::ContainerLimits;
+use sandstorm_node_agent::compute::{ComputeConfig, ComputeNode, Outcome, preflight};
+use sandstorm_tests::sandstorm_bin;
+
+fn node(name: &str) -> Option<ComputeNode> {
+    if let Err(e) = preflight() {
+        eprintln!("SKIPPED: the compute role cannot run here: {e}");
+        return None;
+    }
+    let mut config = ComputeConfig::new(name, sandstorm_bin());
+    config.pool_size = 2;
+    config.limits = ContainerLimits {
+        memory_bytes: 32 << 20,
+        pids: 16,
+        ..ContainerLimits::default()
+    };
+    Some(ComputeNode::start(config).unwrap())
+}
+
+fn sh(script: &str) -> [&str; 3] {
+    ["/bin/sh", "-c", script]
+}
+
+fn cgroup_dirs(node: &str) -> usize {
+    std::fs::read_dir(format!("/sys/fs/cgroup/memory/sandstorm/{node}"))
+        .or_else(|_| std::fs::read_dir(format!("/sys/fs/cgroup/sandstorm/{node}")))
+        .map(|d| {
+            d.filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir()))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_container_is_isolated_and_its_escapes_fail() {
+    let Some(node) = node("isolation-test") else {
+        return;
+    };
+    assert!(node.wait_pools_full(Duration::from_secs(60)));
+    let containers_before = node.live_containers();
+    let c = node.assemble(false).unwrap();
+    let run = |script: &str| {
+        let r = c.run(&sh(script), b"", Duration::from_secs(5)).unwrap();
+        (r.outcome, String::from_utf8_lossy(&r.output).into_owned())
+    };
+
+    // Only its own processes: PID 1 (the holder) and the template (both `sandstorm`), and this
+    // pipeline. The test runner and everything else on the host are invisible.
+    let (outcome, out) = run("cat /proc/[0-9]*/comm");
+    assert_eq!(outcome, Outcome::Exited(0));
+    let names: Vec<&str> = out.lines().collect();
+    assert!(names.len() <= 4, "processes visible: {names:?}");
+    assert!(
+        names.iter().all(|n| ["sandstorm", "sh", "cat"].contains(n)),
+        "{names:?}"
+    );
+    // Only lo.
+    let (_, out) = run("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '");
+    assert_eq!(out.trim(), "lo");
+    // Not root, no capabilities.
+    let (_, out) = run("id -u; grep CapEff /proc/self/status");
+    assert!(
+        out.starts_with("65534\n") && out.contains("0000000000000000"),
+        "{out}"
+    );
+    // The base file system cannot be written.
+    let (outcome, out) = run("echo x > /bin/busybox 2>&1; echo x > /etc/passwd 2>&1; echo done");
+    assert!(
+        out.contains("Permission denied") || out.contains("Read-only"),
+        "{out}"
+    );
+    assert_eq!(outcome, Outcome::Exited(0));
+    // The chroot escape SOCK was criticised for: refused (no CAP_SYS_CHROOT, and seccomp).
+    let (outcome, out) = run("mkdir -p /tmp/x && chroot /tmp/x /bin/true 2>&1; echo rc=$?");
+    assert!(
+        out.contains("rc=1") || out.contains("Operation not permitted"),
+        "{outcome:?} {out}"
+    );
+    // mount, unshare, module loading: refused.
+    for (what, script) in [
+        ("mount", "mount -t tmpfs none /tmp 2>&1; echo rc=$?"),
+        ("unshare", "unshare -n true 2>&1; echo rc=$?"),
+        ("insmod", "insmod /tmp/none.ko 2>&1; echo rc=$?"),
+    ] {
+        let (_, out) = run(script);
+        assert!(!out.contains("rc=0"), "{what} succeeded: {out}");
+    }
+    // The container's hostname is its own.
+    assert_eq!(run("hostname").1.trim(), "sandbox");
+
+    // A memory bomb is stopped by the memory limit and reported as such.
+    let r = c
+        .run(
+            &sh("a=x; while true; do a=\"$a$a\"; done"),
+            b"",
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert_eq!(
+        r.outcome,
+        Outcome::MemoryLimit,
+        "{}",
+        String::from_utf8_lossy(&r.output)
+    );
+    // A fork bomb is contained by the pids limit (and stopped at its deadline).
+    let r = c
+        .run(&sh("b() { b | b & }; b"), b"", Duration::from_millis(1500))
+        .unwrap();
+    assert!(r.hit_pids_limit, "{:?}", r.outcome);
+    // An endless loop is stopped at its deadline.
+    let r = c
+        .run(
+            &sh("while true; do :; done"),
+            b"",
+            Duration::from_millis(300),
+        )
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::DeadlineExceeded);
+    // Still serving.
+    assert_eq!(run("echo alive").1, "alive\n");
+
+    node.destroy(c);
+    assert_eq!(
+        node.live_containers(),
+        containers_before,
+        "containers leaked"
+    );
+    drop(node);
+    assert_eq!(cgroup_dirs("isolation-test"), 0, "cgroups leaked");
+}
