@@ -134,6 +134,9 @@ impl<T: Send + 'static> Pool<T> {
     }
 }
 
+/// How long a refill waits after a part was taken.
+const REFILL_DELAY: Duration = Duration::from_millis(20);
+
 fn refill_loop<T>(shared: &Shared<T>, name: &str) {
     while !shared.stop.load(Ordering::Relaxed) {
         let missing = {
@@ -145,6 +148,8 @@ fn refill_loop<T>(shared: &Shared<T>, name: &str) {
             }
             missing
         };
+        // Let the assembly that took the part finish before competing with it for the CPU.
+        std::thread::sleep(REFILL_DELAY);
         for _ in 0..missing {
             if shared.stop.load(Ordering::Relaxed) {
                 return;
