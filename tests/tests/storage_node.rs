@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use sandstorm_proto::v1 as pb;
 use sandstorm_proto::v1::key_value_client::KeyValueClient;
@@ -31,12 +30,14 @@ async fn every_acknowledged_put_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = agent(dir.path());
     let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let progress = Arc::new(tokio::sync::Notify::new());
 
     // Four writers put as fast as the node acknowledges; each records a key only once acked.
     let mut writers = Vec::new();
     for w in 0..4 {
         let mut kv = KeyValueClient::connect(node.endpoint()).await.unwrap();
         let acked = acked.clone();
+        let progress = progress.clone();
         writers.push(tokio::spawn(async move {
             for i in 0.. {
                 let (key, value) = (format!("w{w}:{i:06}"), format!("value {i} of writer {w}"));
@@ -49,12 +50,13 @@ async fn every_acknowledged_put_survives_sigkill() {
                     break; // The node was killed.
                 }
                 acked.lock().unwrap().insert(key, value);
+                progress.notify_one();
             }
         }));
     }
     // Kill it in the middle of the stream, once a good number of writes were acknowledged.
     while acked.lock().unwrap().len() < 400 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        progress.notified().await;
     }
     node.kill();
     for w in writers {
