@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/sandstorm/v1/common.proto",
         "proto/sandstorm/v1/agent.proto",
         "proto/sandstorm/v1/kv.proto",
+        "proto/sandstorm/v1/link.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use sandstorm_node_agent::compute::{self, ComputeConfig};
 use sandstorm_node_agent::storage::{self, StorageConfig};
 
 /// Run a node agent: a storage node (data + WebAssembly functions next to it) or a compute node.
@@ -12,6 +13,9 @@ use sandstorm_node_agent::storage::{self, StorageConfig};
 /// The node serves gRPC (`NodeAgent`: deploy, remove, execute, stats stream; `KeyValue` on storage
 /// nodes) and prints `listening on ADDR` once it accepts connections. Stop it with Ctrl-C or
 /// SIGTERM. Standalone it needs no scheduler: tests and benchmarks drive it directly.
+///
+/// A compute node needs root, the memory, cpu and pids cgroup controllers, overlayfs and a static
+/// busybox (`scripts/setup.sh` installs it); it says which is missing if one is.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Which role this node plays.
@@ -20,9 +24,9 @@ pub struct AgentArgs {
     /// Address to serve gRPC on (`127.0.0.1:0` picks a free port).
     #[arg(long, default_value = "127.0.0.1:7101")]
     listen: SocketAddr,
-    /// Name in statistics and records.
-    #[arg(long, default_value = "storage-0")]
-    name: String,
+    /// Name in statistics and records (default `storage-0` or `compute-0`).
+    #[arg(long)]
+    name: Option<String>,
     /// Directory that makes acknowledged writes durable (write-ahead log and snapshots).
     /// Default: `sandstorm-data/<name>` under the current directory.
     #[arg(long, conflicts_with = "in_memory")]
@@ -30,9 +34,22 @@ pub struct AgentArgs {
     /// Keep data only in memory: it is lost when the node stops.
     #[arg(long)]
     in_memory: bool,
-    /// Worker cores that run functions (default: every core of the machine).
+    /// Worker cores that run functions (default: every core of the machine). Storage role.
     #[arg(long)]
     cores: Option<usize>,
+    /// Compute role: a storage node (`host:port`) functions read their data from; repeat for
+    /// several (keys are spread over them by consistent hashing, in the order given).
+    #[arg(long = "storage", value_name = "ADDR")]
+    storage: Vec<String>,
+    /// Compute role: parts of each kind kept ready in the pools.
+    #[arg(long, default_value_t = 8)]
+    pool_size: usize,
+    /// Compute role: seconds an idle warm container is kept before it is reclaimed.
+    #[arg(long, default_value_t = 600)]
+    keep_alive_secs: u64,
+    /// Compute role: where the base root file system is built (default /run/sandstorm/NAME).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -43,14 +60,21 @@ enum Role {
     Compute,
 }
 
+impl AgentArgs {
+    fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| match self.role {
+            Role::Storage => "storage-0".into(),
+            Role::Compute => "compute-0".into(),
+        })
+    }
+}
+
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
     if args.role == Role::Compute {
-        bail!(
-            "the compute role is not built yet (it arrives with the compute-node work); use --role storage"
-        );
+        return run_compute(args);
     }
     let mut config = StorageConfig {
-        name: args.name.clone(),
+        name: args.name(),
         listen: args.listen,
         ..StorageConfig::default()
     };
@@ -60,7 +84,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         Some(
             args.data_dir
                 .clone()
-                .unwrap_or_else(|| PathBuf::from("sandstorm-data").join(&args.name)),
+                .unwrap_or_else(|| PathBuf::from("sandstorm-data").join(args.name())),
         )
     };
     if let Some(cores) = args.cores {
@@ -83,6 +107,34 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
             }
             println!("listening on {addr}");
         },
+        shutdown_signal(),
+    ))?;
+    Ok(())
+}
+
+fn run_compute(args: &AgentArgs) -> anyhow::Result<()> {
+    compute::preflight().context("the compute role cannot start on this machine")?;
+    let exe = std::env::current_exe().context("finding the sandstorm binary")?;
+    let mut config = ComputeConfig::new(&args.name(), exe);
+    config.storage = args.storage.clone();
+    config.pool_size = args.pool_size;
+    config.keep_alive = std::time::Duration::from_secs(args.keep_alive_secs);
+    if let Some(dir) = &args.state_dir {
+        config.state_dir = dir.clone();
+    }
+    if config.storage.is_empty() {
+        eprintln!(
+            "warning: no --storage node given: WebAssembly functions' data calls will fail with UNAVAILABLE"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(compute::service::run(
+        config,
+        args.listen,
+        |addr| println!("listening on {addr}"),
         shutdown_signal(),
     ))?;
     Ok(())

@@ -12,5 +12,7 @@
 //! `naming` and the pure crates, never on the scheduler.
 
 pub mod compute;
+pub mod edge;
+pub mod sandbox;
 pub mod stats;
 pub mod storage;

@@ -77,6 +77,53 @@ impl Sampler {
     }
 }
 
+/// Per-CPU utilisation of the whole machine from `/proc/stat`, for the compute role, whose
+/// invocations are processes the kernel schedules on any CPU.
+#[derive(Debug, Default)]
+pub struct CpuSampler {
+    /// (busy, total) jiffies per CPU at the last sample.
+    last: Vec<(u64, u64)>,
+}
+
+impl CpuSampler {
+    /// Busy fraction of each CPU since the last call (0 on the first).
+    pub fn sample(&mut self) -> Vec<f64> {
+        let now = read_proc_stat(&std::fs::read_to_string("/proc/stat").unwrap_or_default());
+        self.last.resize(now.len(), (0, 0));
+        let busy = now
+            .iter()
+            .zip(&self.last)
+            .map(|(&(busy, total), &(last_busy, last_total))| {
+                let total = total.saturating_sub(last_total);
+                if last_total == 0 || total == 0 {
+                    0.0
+                } else {
+                    (busy.saturating_sub(last_busy) as f64 / total as f64).clamp(0.0, 1.0)
+                }
+            })
+            .collect();
+        self.last = now;
+        busy
+    }
+}
+
+/// (busy, total) jiffies of each `cpuN` line: busy is everything but idle and iowait.
+fn read_proc_stat(text: &str) -> Vec<(u64, u64)> {
+    text.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let fields: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            let total: u64 = fields.iter().take(8).sum();
+            let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+            (total.saturating_sub(idle), total)
+        })
+        .collect()
+}
+
 /// Costs a node measures for the scheduler's cost model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CostKind {
@@ -86,12 +133,16 @@ pub enum CostKind {
     LocalAccess,
     /// Handling one request at the node, beyond the function's own run.
     Dispatch,
+    /// Assembling a container from pooled parts (compute role).
+    ContainerAssembly,
+    /// From request to running in a warm container (compute role: a fork).
+    WarmStart,
 }
 
 /// Exponentially weighted means of measured costs, in microseconds.
 #[derive(Debug, Default)]
 pub struct CostMeter {
-    means: Mutex<[Option<f64>; 3]>,
+    means: Mutex<[Option<f64>; 5]>,
 }
 
 /// Weight of a new sample: about the last 20 samples dominate.
@@ -116,6 +167,8 @@ impl CostMeter {
             CostKind::InstanceStart,
             CostKind::LocalAccess,
             CostKind::Dispatch,
+            CostKind::ContainerAssembly,
+            CostKind::WarmStart,
         ]
         .into_iter()
         .filter_map(|k| means[k as usize].map(|m| (k, m)))
@@ -126,6 +179,13 @@ impl CostMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_stat_lines_give_busy_and_total_per_cpu() {
+        let text = "cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 1 1 1 1 4 0 0 0 0 0\nintr 1 2\n";
+        // idle (4th) and iowait (5th) are not busy; the aggregate line is skipped.
+        assert_eq!(read_proc_stat(text), vec![(10, 50), (3, 8)]);
+    }
 
     #[test]
     fn busy_fraction_is_per_interval() {

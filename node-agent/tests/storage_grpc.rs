@@ -72,6 +72,7 @@ async fn deploy(
             function: function(tenant, name),
             module,
             limits,
+            ..Default::default()
         })
         .await
         .map(tonic::Response::into_inner)

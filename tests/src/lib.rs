@@ -464,6 +464,14 @@ impl Service {
             .clone()
     }
 
+    /// SIGTERM (a clean shutdown), and wait for the process to be gone.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

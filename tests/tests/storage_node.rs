@@ -172,6 +172,7 @@ async fn functions_deployed_over_grpc_run_on_the_real_node() {
             function: function.clone(),
             module,
             limits: None,
+            ..Default::default()
         })
         .await
         .unwrap();

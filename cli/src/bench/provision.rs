@@ -67,14 +67,16 @@ pub fn run(args: &ProvisionBenchArgs) -> anyhow::Result<BenchOutput> {
 
     // Memory of extra concurrent invocations in the warm container.
     let before = warm_container.memory_usage();
-    let mut outputs = Vec::new();
+    let mut running = Vec::new();
     for _ in 0..args.concurrent {
-        outputs.push(warm_container.spawn(&["/bin/sleep", "2"], DEADLINE)?);
+        running.push(warm_container.spawn(&["/bin/sleep", "2"], DEADLINE)?);
     }
     std::thread::sleep(Duration::from_millis(500));
     let during = warm_container.memory_usage();
-    warm_container.wait_exits(args.concurrent)?;
-    drop(outputs);
+    for (_stdout, exit) in running {
+        exit.blocking_recv()
+            .context("the warm container's template went away")?;
+    }
     let fork_extra_kib = during.saturating_sub(before) as f64 / 1024.0 / args.concurrent as f64;
     node.destroy(warm_container);
 

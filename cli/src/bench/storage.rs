@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use sandstorm_naming::TenantId;
-use sandstorm_node_agent::storage::sandbox::FunctionLimits;
+use sandstorm_node_agent::sandbox::FunctionLimits;
 use sandstorm_node_agent::storage::{StorageConfig, StorageNode, service};
 use sandstorm_proto::v1 as pb;
 use sandstorm_proto::v1::key_value_client::KeyValueClient;
@@ -329,13 +329,17 @@ fn instance_extra_memory(node: &Arc<StorageNode>, n: usize) -> anyhow::Result<(f
         )?
         .0;
     // One instance first, so one-time costs (code, first pool pages) are not counted.
-    let warmup = node.sandbox().hold_instance(&compiled, b"k0".to_vec())?;
+    let warmup = node
+        .sandbox()
+        .hold_instance(&compiled, b"k0".to_vec(), node.store().clone())?;
     drop(warmup);
     let before = smaps()?;
     let mut held = Vec::with_capacity(n);
     let mut bases = Vec::with_capacity(n);
     for _ in 0..n {
-        let (store, memory) = node.sandbox().hold_instance(&compiled, b"k0".to_vec())?;
+        let (store, memory) =
+            node.sandbox()
+                .hold_instance(&compiled, b"k0".to_vec(), node.store().clone())?;
         if let Some(m) = memory {
             bases.push(m.data_ptr(&store) as usize);
         }

@@ -5,27 +5,43 @@
 //! - [`parts`]: network, IPC/UTS namespaces, root file systems (overlay in a pivoted mount
 //!   namespace, held by PID 1 of its PID namespace), cgroups with limits;
 //! - [`pool`]: background-refilled pools of them;
-//! - [`zygote`]: the single-threaded processes that assemble and run containers.
+//! - [`zygote`]: the single-threaded processes that assemble and run containers;
+//! - [`container`]: a container and the invocations running in it;
+//! - [`link`]: a WebAssembly function's data calls, forwarded to the storage nodes;
+//! - [`service`]: the gRPC service (`NodeAgent`), the same as the storage role's.
 //!
-//! Work in progress (the compute-node issue): native programs only (no Wasm template yet), no
-//! gRPC service, no keep-alive of warm containers by policy, parts destroyed rather than recycled.
+//! [`ComputeNode`] ties them together: deployed functions (WebAssembly, compiled once and loaded
+//! into the zygote, or native programs of the base root file system), one warm container per
+//! function kept while it is used and reclaimed after `keep_alive` idle (its parts destroyed:
+//! a used writable layer and cgroup are not worth cleaning for reuse), and per-invocation
+//! records.
 
+pub mod container;
+pub mod link;
 pub mod parts;
 pub mod pool;
+pub mod service;
 pub mod zygote;
 
-use std::io::{self, Read, Write};
+use std::collections::HashMap;
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use sandstorm_naming::TenantId;
 
+use self::container::Parts;
+pub use self::container::{Container, Exit, Outcome, Provenance, RunResult, WasmRun};
+use self::link::{AgentLink, StorageRouter};
 use self::parts::{Cgroup, ContainerLimits, IpcUts, NetNs, RootFs};
 use self::pool::Pool;
-use self::zygote::{FromTemplate, FromZygote, ToForker, ToTemplate, ToZygote};
+use self::zygote::{FromZygote, ToForker, ToZygote, WasmFunction};
+use crate::sandbox::{DeployError, FunctionLimits, RunError, Sandbox, SandboxConfig};
+use crate::stats::{CostKind, CostMeter};
 
 /// How a compute node runs.
 #[derive(Debug, Clone)]
@@ -44,6 +60,10 @@ pub struct ComputeConfig {
     pub uid: u32,
     /// Their group (`nogroup`).
     pub gid: u32,
+    /// How long an idle warm container is kept (10 minutes, the common keep-alive window).
+    pub keep_alive: Duration,
+    /// Storage nodes (`host:port`) that own the data functions read, in ring order.
+    pub storage: Vec<String>,
 }
 
 impl ComputeConfig {
@@ -57,6 +77,8 @@ impl ComputeConfig {
             pool_size: 8,
             uid: 65534,
             gid: 65534,
+            keep_alive: Duration::from_secs(600),
+            storage: Vec::new(),
         }
     }
 }
@@ -148,6 +170,28 @@ pub fn build_base(state_dir: &Path) -> io::Result<PathBuf> {
     Ok(base)
 }
 
+/// A connected pair of `SOCK_SEQPACKET` sockets, the zygote protocol's transport.
+fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
+/// The next reply of the zygote or a forker on `sock`; `Failed` and hang-ups are errors that
+/// say `what` was being done.
+fn reply(sock: &OwnedFd, what: &str) -> io::Result<FromZygote> {
+    match zygote::recv::<FromZygote>(sock.as_fd())? {
+        Some((FromZygote::Failed { error }, _)) => {
+            Err(io::Error::other(format!("{what}: {error}")))
+        }
+        Some((reply, _)) => Ok(reply),
+        None => Err(io::Error::other(format!("{what}: the process is gone"))),
+    }
+}
+
 /// The agent's side of the zygote.
 #[derive(Debug)]
 struct Zygote {
@@ -157,12 +201,7 @@ struct Zygote {
 
 impl Zygote {
     fn start(exe: &Path) -> io::Result<Self> {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )?;
+        let (ours, theirs) = seqpacket_pair()?;
         let mut command = std::process::Command::new(exe);
         command.arg("__zygote").stdin(std::process::Stdio::null());
         let raw = theirs.as_raw_fd();
@@ -182,39 +221,21 @@ impl Zygote {
         drop(theirs);
         Ok(Self { sock: ours, child })
     }
-}
 
-impl Zygote {
-    /// Parks a forker in the cgroups of `procs` and waits until it has joined them.
+    /// Sends one request and waits for its reply.
+    fn request(&self, message: &ToZygote, fds: &[std::os::fd::RawFd]) -> io::Result<FromZygote> {
+        zygote::send(self.sock.as_fd(), message, fds)?;
+        reply(&self.sock, "the zygote")
+    }
+
+    /// Parks a forker in the cgroups of `procs`; returns its socket. It reports `Ready` on it
+    /// once it has joined them (off the zygote, which is free meanwhile).
     fn park(&self, procs: &[OwnedFd]) -> io::Result<OwnedFd> {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )?;
+        let (ours, theirs) = seqpacket_pair()?;
         let mut fds = vec![theirs.as_raw_fd()];
         fds.extend(procs.iter().map(AsRawFd::as_raw_fd));
-        zygote::send(self.sock.as_fd(), &ToZygote::Park, &fds)?;
-        match zygote::recv::<FromZygote>(self.sock.as_fd())? {
-            Some((FromZygote::Parked { .. }, _)) => {}
-            Some((FromZygote::Failed { error }, _)) => return Err(io::Error::other(error)),
-            _ => return Err(io::Error::other("the zygote is gone")),
-        }
-        drop(theirs);
-        // Joining the cgroups happens in the forker, without holding the zygote.
+        self.request(&ToZygote::Park, &fds)?;
         Ok(ours)
-    }
-}
-
-/// Waits for a parked forker's `Ready`.
-fn wait_ready(forker: &OwnedFd) -> io::Result<()> {
-    match zygote::recv::<FromZygote>(forker.as_fd())? {
-        Some((FromZygote::Ready, _)) => Ok(()),
-        Some((FromZygote::Failed { error }, _)) => {
-            Err(io::Error::other(format!("parking a forker: {error}")))
-        }
-        _ => Err(io::Error::other("the parked forker is gone")),
     }
 }
 
@@ -225,169 +246,113 @@ impl Drop for Zygote {
     }
 }
 
-/// Which parts came from pools.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provenance {
-    /// Every part came ready from a pool.
-    Pooled,
-    /// Some part was made on the critical path.
-    Built,
-}
+/// Function names are unique within a tenant.
+pub type FunctionKey = (TenantId, String);
 
-/// A container: its parts and the template that runs its invocations.
+/// What a deployed function runs.
 #[derive(Debug)]
-pub struct Container {
-    template: OwnedFd,
-    net: NetNs,
-    ipc_uts: IpcUts,
-    rootfs: RootFs,
-    cgroup: Cgroup,
-    /// How it was assembled.
-    pub provenance: Provenance,
+pub enum Code {
+    /// A WebAssembly module, compiled by the agent and loaded into the zygote; `code` is a memfd
+    /// of the serialized code, for forkers parked before it was loaded.
+    Wasm {
+        function: WasmFunction,
+        code: OwnedFd,
+    },
+    /// A program of the base root file system, with its arguments: input on stdin, output on
+    /// stdout.
+    Native { argv: Vec<String> },
 }
 
-/// How an invocation ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Exited with this code.
-    Exited(i32),
-    /// Killed at its deadline.
-    DeadlineExceeded,
-    /// Killed by the memory limit.
-    MemoryLimit,
-    /// Killed by a signal (number).
-    Signaled(i32),
+/// A deployed function.
+#[derive(Debug)]
+pub struct Function {
+    pub tenant: TenantId,
+    pub name: String,
+    pub limits: FunctionLimits,
+    pub code: Code,
+    /// Changes with every deployment.
+    pub version: u64,
+    /// Compiling (and loading into the zygote) took this long.
+    pub compile_time: Duration,
 }
 
-/// One invocation's result.
-#[derive(Debug, Clone)]
-pub struct RunResult {
-    /// Its standard output and error, as written.
+/// A function's warm container slot: assembled by the first invocation that needs it, shared
+/// by every concurrent one, reclaimed after `keep_alive` idle.
+#[derive(Debug)]
+struct WarmSlot {
+    version: u64,
+    container: tokio::sync::OnceCell<Arc<Container>>,
+    last_used: Mutex<Instant>,
+}
+
+/// How an invocation got its container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartKind {
+    /// Its function's warm container was there.
+    Warm,
+    /// A container was assembled from pooled parts.
+    Assembled,
+    /// Some part was built on the critical path.
+    Cold,
+}
+
+/// One invocation, as the node measured it.
+#[derive(Debug)]
+pub struct Execution {
     pub output: Vec<u8>,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// From the request to the first byte the program wrote (it is running), if it wrote any.
-    pub first_byte: Option<Duration>,
-    /// Whether the pids limit refused it a fork.
-    pub hit_pids_limit: bool,
+    pub start_kind: StartKind,
+    /// Getting a container (assembly, if one was assembled) plus instantiation inside it.
+    pub start: Duration,
+    /// The function's own run (WebAssembly: measured inside; native: the process's life).
+    pub exec: Duration,
+    pub data_calls: u64,
+    pub keys_read: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
 }
 
-impl Container {
-    /// Starts `argv` without waiting (empty stdin); its output is read from the returned file.
-    /// Collect its exit with [`Container::wait_exits`].
-    pub fn spawn(&self, argv: &[&str], deadline: Duration) -> io::Result<std::fs::File> {
-        self.start(argv, b"", deadline)
-    }
-
-    /// Asks the template to run `argv`, writes `input` to its stdin and closes it; returns the
-    /// read end of its stdout.
-    fn start(&self, argv: &[&str], input: &[u8], deadline: Duration) -> io::Result<std::fs::File> {
-        let (stdin_r, stdin_w) = nix::unistd::pipe()?;
-        let (stdout_r, stdout_w) = nix::unistd::pipe()?;
-        let argv = argv.iter().map(|a| (*a).to_owned()).collect();
-        let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
-        zygote::send(
-            self.template.as_fd(),
-            &ToTemplate::Run { argv, deadline_ms },
-            &[stdin_r.as_raw_fd(), stdout_w.as_raw_fd()],
-        )?;
-        drop((stdin_r, stdout_w));
-        let mut stdin = std::fs::File::from(stdin_w);
-        // A program that exits without reading its input is not an error. (Inputs beyond a
-        // pipe's 64 KiB would need a writer thread; invocations here are small.)
-        let _ = stdin.write_all(input);
-        Ok(std::fs::File::from(stdout_r))
-    }
-
-    /// Waits for `n` exits of spawned processes.
-    pub fn wait_exits(&self, n: usize) -> io::Result<()> {
-        let mut seen = 0;
-        while seen < n {
-            match zygote::recv::<FromTemplate>(self.template.as_fd())? {
-                None => return Err(io::Error::other("the container's template is gone")),
-                Some((FromTemplate::Failed { error }, _)) => return Err(io::Error::other(error)),
-                Some((FromTemplate::Exited { .. }, _)) => seen += 1,
-                Some(_) => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Memory the container's cgroup charges now, bytes.
-    pub fn memory_usage(&self) -> u64 {
-        self.cgroup.memory_usage()
-    }
-
-    /// Runs `argv` in the container with `input` on stdin; waits until it ends.
-    pub fn run(&self, argv: &[&str], input: &[u8], deadline: Duration) -> io::Result<RunResult> {
-        let started = Instant::now();
-        let memory_hits = self.cgroup.memory_limit_hits();
-        let pids_hits = self.cgroup.pids_limit_hits();
-        let mut stdout = self.start(argv, input, deadline)?;
-        let mut output = Vec::new();
-        let mut first_byte = None;
-        let mut buf = [0u8; 8192];
-        loop {
-            let n = stdout.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            first_byte.get_or_insert_with(|| started.elapsed());
-            output.extend_from_slice(&buf[..n]);
-        }
-        let outcome = loop {
-            match zygote::recv::<FromTemplate>(self.template.as_fd())? {
-                None => return Err(io::Error::other("the container's template is gone")),
-                Some((FromTemplate::Failed { error }, _)) => return Err(io::Error::other(error)),
-                Some((FromTemplate::Started { .. }, _)) => {}
-                Some((
-                    FromTemplate::Exited {
-                        code,
-                        signal,
-                        deadline,
-                        ..
-                    },
-                    _,
-                )) => {
-                    break if deadline {
-                        Outcome::DeadlineExceeded
-                    } else if let Some(code) = code {
-                        Outcome::Exited(code)
-                    } else if self.cgroup.memory_limit_hits() > memory_hits {
-                        Outcome::MemoryLimit
-                    } else {
-                        Outcome::Signaled(signal.unwrap_or(0))
-                    };
-                }
-            }
-        };
-        Ok(RunResult {
-            output,
-            outcome,
-            first_byte,
-            hit_pids_limit: self.cgroup.pids_limit_hits() > pids_hits,
-        })
-    }
+/// Why an invocation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// no such function
+    #[error("no function {name:?} of tenant {} is deployed on this node", tenant.0)]
+    UnknownFunction { tenant: TenantId, name: String },
+    /// the function failed
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// the container could not be assembled or stopped answering
+    #[error("the container failed: {0}")]
+    Container(String),
 }
 
-/// Parts alive now, by kind, for leak checks.
+/// Node-wide counters for the stats stream.
 #[derive(Debug, Default)]
-pub struct PartCounts {
-    containers: AtomicU64,
+pub struct Counters {
+    pub invocations: AtomicU64,
+    pub assemblies: AtomicU64,
+    pub in_flight: AtomicU64,
 }
 
-/// A compute node: pools, the zygote, and containers assembled from them.
+/// A compute node: pools, the zygote, deployed functions and their warm containers.
 #[derive(Debug)]
 pub struct ComputeNode {
     config: ComputeConfig,
     /// Also held by the cgroup pool's factory; dropped (and the zygote killed) with the node.
-    _zygote: std::sync::Arc<Mutex<Zygote>>,
+    zygote: Arc<Mutex<Zygote>>,
     netns: Pool<NetNs>,
     ipc_uts: Pool<IpcUts>,
     rootfs: Pool<RootFs>,
     cgroups: Pool<Cgroup>,
-    next_cgroup: std::sync::Arc<AtomicU64>,
-    live: PartCounts,
+    next_cgroup: Arc<AtomicU64>,
+    live: Arc<AtomicU64>,
+    /// Compiles modules for the templates (same engine configuration as the zygote's).
+    sandbox: Sandbox<AgentLink>,
+    router: StorageRouter,
+    functions: RwLock<HashMap<FunctionKey, Arc<Function>>>,
+    warm: Mutex<HashMap<FunctionKey, Arc<WarmSlot>>>,
+    next_version: AtomicU64,
+    meter: CostMeter,
+    counters: Counters,
 }
 
 impl ComputeNode {
@@ -401,12 +366,14 @@ impl ComputeNode {
         }
         std::fs::create_dir_all(&config.state_dir)?;
         let base = build_base(&config.state_dir)?;
-        let zygote = std::sync::Arc::new(Mutex::new(Zygote::start(&config.exe)?));
+        let router = StorageRouter::new(&config.storage).map_err(io::Error::other)?;
+        let sandbox = Sandbox::for_templates(SandboxConfig::default()).map_err(io::Error::other)?;
+        let zygote = Arc::new(Mutex::new(Zygote::start(&config.exe)?));
         let parker = zygote.clone();
         let size = config.pool_size;
         let exe = config.exe.clone();
         let (node, limits) = (config.name.clone(), config.limits);
-        let next_cgroup = std::sync::Arc::new(AtomicU64::new(0));
+        let next_cgroup = Arc::new(AtomicU64::new(0));
         let counter = next_cgroup.clone();
         Ok(Self {
             netns: Pool::new("netns", size, parts::create_netns),
@@ -419,16 +386,32 @@ impl ComputeNode {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .park(procs)?;
-                    wait_ready(&forker)?;
-                    Ok(forker)
+                    match reply(&forker, "parking a forker")? {
+                        FromZygote::Ready => Ok(forker),
+                        other => Err(io::Error::other(format!(
+                            "parking a forker: unexpected {other:?}"
+                        ))),
+                    }
                 };
                 parts::create_cgroup(&node, &format!("c{id}"), limits, park)
             }),
             next_cgroup,
-            _zygote: zygote,
+            zygote,
             config,
-            live: PartCounts::default(),
+            live: Arc::default(),
+            sandbox,
+            router,
+            functions: RwLock::default(),
+            warm: Mutex::default(),
+            next_version: AtomicU64::new(1),
+            meter: CostMeter::default(),
+            counters: Counters::default(),
         })
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &ComputeConfig {
+        &self.config
     }
 
     /// Waits until every pool is full.
@@ -449,101 +432,440 @@ impl ComputeNode {
         ]
     }
 
-    /// Containers alive now.
+    /// Containers alive now (warm ones and any held by callers).
     pub fn live_containers(&self) -> u64 {
-        self.live.containers.load(Ordering::Relaxed)
-    }
-
-    /// Assembles a container from pooled parts (making any that is missing), or, with
-    /// `from_scratch`, from parts made now on the caller's thread.
-    pub fn assemble(&self, from_scratch: bool) -> io::Result<Container> {
-        let take = |pooled: bool| -> io::Result<(NetNs, IpcUts, RootFs, Cgroup, bool)> {
-            if !pooled {
-                return Ok((
-                    self.netns.make()?,
-                    self.ipc_uts.make()?,
-                    self.rootfs.make()?,
-                    self.cgroups.make()?,
-                    false,
-                ));
-            }
-            let (net, a) = self.netns.take_or_make()?;
-            let (ipc_uts, b) = self.ipc_uts.take_or_make()?;
-            let (rootfs, c) = self.rootfs.take_or_make()?;
-            let (cgroup, d) = self.cgroups.take_or_make()?;
-            Ok((net, ipc_uts, rootfs, cgroup, a && b && c && d))
-        };
-        let (net, ipc_uts, rootfs, cgroup, all_pooled) = take(!from_scratch)?;
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )?;
-        let fds = [
-            net.0.as_raw_fd(),
-            ipc_uts.ipc.as_raw_fd(),
-            ipc_uts.uts.as_raw_fd(),
-            rootfs.mnt.as_raw_fd(),
-            rootfs.pid.as_raw_fd(),
-            theirs.as_raw_fd(),
-        ];
-        // The forker parked in the cgroup does the work; the zygote is not involved.
-        let forker = cgroup.forker.as_fd();
-        zygote::send(
-            forker,
-            &ToForker::Assemble {
-                uid: self.config.uid,
-                gid: self.config.gid,
-            },
-            &fds,
-        )?;
-        let reply = zygote::recv::<FromZygote>(forker)?;
-        drop(theirs);
-        match reply {
-            Some((FromZygote::Assembled { .. }, _)) => {}
-            Some((FromZygote::Failed { error }, _)) => {
-                return Err(io::Error::other(format!("assembly failed: {error}")));
-            }
-            _ => return Err(io::Error::other("the parked forker is gone")),
-        }
-        self.live.containers.fetch_add(1, Ordering::Relaxed);
-        Ok(Container {
-            template: ours,
-            net,
-            ipc_uts,
-            rootfs,
-            cgroup,
-            provenance: if all_pooled {
-                Provenance::Pooled
-            } else {
-                Provenance::Built
-            },
-        })
-    }
-
-    /// Tears a container down: its template and processes, then its parts.
-    pub fn destroy(&self, container: Container) {
-        let Container {
-            template,
-            net,
-            ipc_uts,
-            rootfs,
-            cgroup,
-            ..
-        } = container;
-        drop(template); // The template kills its processes when the agent hangs up.
-        cgroup.destroy();
-        rootfs.destroy();
-        drop((net, ipc_uts));
-        self.live.containers.fetch_sub(1, Ordering::Relaxed);
+        self.live.load(Ordering::Relaxed)
     }
 
     /// Cgroups created so far (pooled and on demand).
     pub fn cgroups_created(&self) -> u64 {
         self.next_cgroup.load(Ordering::Relaxed)
     }
+
+    /// Measured costs.
+    pub fn meter(&self) -> &CostMeter {
+        &self.meter
+    }
+
+    /// Node-wide counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Functions deployed.
+    pub fn function_count(&self) -> usize {
+        self.functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Warm containers kept now.
+    pub fn warm_containers(&self) -> usize {
+        self.warm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|s| s.container.initialized())
+            .count()
+    }
+
+    /// Assembles a native container from pooled parts (making any that is missing), or, with
+    /// `from_scratch`, from parts made now on the caller's thread.
+    pub fn assemble(&self, from_scratch: bool) -> io::Result<Container> {
+        self.assemble_for(from_scratch, None)
+    }
+
+    /// Assembles a container; a WebAssembly one when given the function and its code's memfd.
+    fn assemble_for(
+        &self,
+        from_scratch: bool,
+        wasm: Option<(&WasmFunction, &OwnedFd)>,
+    ) -> io::Result<Container> {
+        let (parts, all_pooled) = if from_scratch {
+            let parts = Parts {
+                net: self.netns.make()?,
+                ipc_uts: self.ipc_uts.make()?,
+                rootfs: self.rootfs.make()?,
+                cgroup: self.cgroups.make()?,
+            };
+            (parts, false)
+        } else {
+            let (net, a) = self.netns.take_or_make()?;
+            let (ipc_uts, b) = self.ipc_uts.take_or_make()?;
+            let (rootfs, c) = self.rootfs.take_or_make()?;
+            let (cgroup, d) = self.cgroups.take_or_make()?;
+            let parts = Parts {
+                net,
+                ipc_uts,
+                rootfs,
+                cgroup,
+            };
+            (parts, a && b && c && d)
+        };
+        let (ours, theirs) = seqpacket_pair()?;
+        let mut fds = vec![
+            parts.net.0.as_raw_fd(),
+            parts.ipc_uts.ipc.as_raw_fd(),
+            parts.ipc_uts.uts.as_raw_fd(),
+            parts.rootfs.mnt.as_raw_fd(),
+            parts.rootfs.pid.as_raw_fd(),
+            theirs.as_raw_fd(),
+        ];
+        if let Some((_, code)) = wasm {
+            fds.push(code.as_raw_fd());
+        }
+        // The forker parked in the cgroup does the work; the zygote is not involved.
+        let forker = &parts.cgroup.forker;
+        let assemble = ToForker::Assemble {
+            uid: self.config.uid,
+            gid: self.config.gid,
+            wasm: wasm.map(|(f, _)| f.clone()),
+        };
+        zygote::send(forker.as_fd(), &assemble, &fds)?;
+        let reply = reply(forker, "assembly");
+        drop(theirs);
+        match reply? {
+            FromZygote::Assembled { .. } => {}
+            other => return Err(io::Error::other(format!("assembly: unexpected {other:?}"))),
+        }
+        let provenance = if all_pooled {
+            Provenance::Pooled
+        } else {
+            Provenance::Built
+        };
+        Container::new(
+            ours,
+            parts,
+            provenance,
+            wasm.map(|(f, _)| f.clone()),
+            self.live.clone(),
+        )
+    }
+
+    /// Tears a container down (what dropping it does).
+    pub fn destroy(&self, container: Container) {
+        drop(container);
+    }
+
+    /// Deploys a WebAssembly function: compiles it, loads it into the zygote (forkers parked
+    /// from now on hold it) and replaces any earlier version. Blocking.
+    pub fn deploy_wasm(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        module: &[u8],
+        limits: FunctionLimits,
+    ) -> Result<(Arc<Function>, bool), DeployError> {
+        crate::sandbox::check_function_name(name)?;
+        let started = Instant::now();
+        let compiled = self.sandbox.compile(tenant, name, module, limits)?;
+        let bytes = compiled.serialize()?;
+        let memfd = nix::sys::memfd::memfd_create(
+            c"sandstorm-function",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        )
+        .map_err(|e| DeployError::Invalid(format!("creating a memfd for the code: {e}")))?;
+        std::fs::File::from(memfd.try_clone().map_err(|e| io_deploy(&e))?)
+            .write_all(&bytes)
+            .map_err(|e| io_deploy(&e))?;
+        let function = WasmFunction {
+            tenant: tenant.0,
+            name: name.to_owned(),
+            version: self.next_version.fetch_add(1, Ordering::Relaxed),
+            limits,
+        };
+        self.zygote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .request(&ToZygote::Load(function.clone()), &[memfd.as_raw_fd()])
+            .map_err(|e| io_deploy(&e))?;
+        let version = function.version;
+        Ok(self.install(Function {
+            tenant,
+            name: name.to_owned(),
+            limits,
+            code: Code::Wasm {
+                function,
+                code: memfd,
+            },
+            version,
+            compile_time: started.elapsed(),
+        }))
+    }
+
+    /// Deploys a native function: `argv[0]` is a program of the base root file system.
+    pub fn deploy_native(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        argv: Vec<String>,
+        limits: FunctionLimits,
+    ) -> Result<(Arc<Function>, bool), DeployError> {
+        crate::sandbox::check_function_name(name)?;
+        let Some(program) = argv.first() else {
+            return Err(DeployError::BadLimits("the command is empty".into()));
+        };
+        if !program.starts_with('/') || argv.iter().any(|a| a.contains('\0')) {
+            return Err(DeployError::BadLimits(format!(
+                "the command's program must be an absolute path in the base root file system (such as /bin/sh), without NUL bytes; got {program:?}"
+            )));
+        }
+        Ok(self.install(Function {
+            tenant,
+            name: name.to_owned(),
+            limits,
+            code: Code::Native { argv },
+            version: self.next_version.fetch_add(1, Ordering::Relaxed),
+            compile_time: Duration::ZERO,
+        }))
+    }
+
+    fn install(&self, function: Function) -> (Arc<Function>, bool) {
+        let key = (function.tenant, function.name.clone());
+        let function = Arc::new(function);
+        let replaced = self
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), function.clone())
+            .is_some();
+        // An older version's warm container goes; running invocations finish in it first.
+        let old = self
+            .warm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        drop(old);
+        tracing::info!(tenant = key.0.0, function = %key.1, replaced, "deployed");
+        (function, replaced)
+    }
+
+    /// Removes a function and its warm container; whether it existed. Blocking.
+    pub fn remove(&self, tenant: TenantId, name: &str) -> bool {
+        let key = (tenant, name.to_owned());
+        let removed = self
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        let warm = self
+            .warm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        drop(warm);
+        if let Some(f) = &removed
+            && matches!(f.code, Code::Wasm { .. })
+        {
+            let unload = ToZygote::Unload {
+                tenant: tenant.0,
+                name: name.to_owned(),
+            };
+            if let Err(e) = self
+                .zygote
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .request(&unload, &[])
+            {
+                tracing::warn!(error = %e, "unloading a function from the zygote");
+            }
+        }
+        removed.is_some()
+    }
+
+    /// Reclaims warm containers idle longer than the keep-alive window; how many. Blocking
+    /// (teardown waits for processes to die).
+    pub fn reclaim_idle(&self) -> usize {
+        let now = Instant::now();
+        let idle: Vec<Arc<WarmSlot>> = {
+            let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
+            let expired: Vec<FunctionKey> = warm
+                .iter()
+                .filter(|(_, slot)| {
+                    let last = *slot.last_used.lock().unwrap_or_else(|e| e.into_inner());
+                    let busy = slot.container.get().is_some_and(|c| c.running() > 0);
+                    !busy && now.duration_since(last) >= self.config.keep_alive
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            expired.iter().filter_map(|k| warm.remove(k)).collect()
+        };
+        let n = idle.iter().filter(|s| s.container.initialized()).count();
+        drop(idle); // Each container is torn down when its last invocation lets go.
+        n
+    }
+
+    /// Runs one invocation in its function's warm container, assembling one if there is none.
+    pub async fn execute(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        input: Vec<u8>,
+    ) -> Result<Execution, ExecuteError> {
+        let function = self
+            .functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(tenant, name.to_owned()))
+            .cloned()
+            .ok_or_else(|| ExecuteError::UnknownFunction {
+                tenant,
+                name: name.to_owned(),
+            })?;
+        let max_payload = self.sandbox.config().max_payload_bytes;
+        if input.len() > max_payload {
+            return Err(RunError::InputTooLarge {
+                len: input.len(),
+                limit: max_payload,
+            }
+            .into());
+        }
+        self.counters.invocations.fetch_add(1, Ordering::Relaxed);
+        self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        let result = self.execute_in_container(&function, input).await;
+        self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn execute_in_container(
+        &self,
+        function: &Arc<Function>,
+        input: Vec<u8>,
+    ) -> Result<Execution, ExecuteError> {
+        let started = Instant::now();
+        let slot = {
+            let key = (function.tenant, function.name.clone());
+            let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = warm.entry(key).or_insert_with(|| {
+                Arc::new(WarmSlot {
+                    version: function.version,
+                    container: tokio::sync::OnceCell::new(),
+                    last_used: Mutex::new(Instant::now()),
+                })
+            });
+            if slot.version != function.version {
+                *slot = Arc::new(WarmSlot {
+                    version: function.version,
+                    container: tokio::sync::OnceCell::new(),
+                    last_used: Mutex::new(Instant::now()),
+                });
+            }
+            slot.clone()
+        };
+        let mut start_kind = StartKind::Warm;
+        let container = slot
+            .container
+            .get_or_try_init(|| async {
+                let (kind, container) = self.assemble_async(function).await?;
+                start_kind = kind;
+                Ok::<_, ExecuteError>(Arc::new(container))
+            })
+            .await?
+            .clone();
+        *slot.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        let ready = started.elapsed();
+        let deadline = function.limits.deadline;
+        let execution = match &function.code {
+            Code::Wasm { .. } => {
+                let run = container
+                    .run_wasm(function.tenant, &input, deadline, &self.router)
+                    .await
+                    .map_err(|e| ExecuteError::Container(e.to_string()))?;
+                let output = run.result?;
+                let link = run.link.ok_or_else(|| {
+                    ExecuteError::Container("the function succeeded without a report".into())
+                })?;
+                self.meter.record(CostKind::InstanceStart, link.start);
+                Execution {
+                    output,
+                    start_kind,
+                    start: ready + link.start,
+                    exec: link.exec,
+                    data_calls: link.stats.data_calls,
+                    keys_read: link.stats.keys_read,
+                    bytes_read: link.stats.bytes_read,
+                    bytes_written: link.stats.bytes_written,
+                }
+            }
+            Code::Native { argv } => {
+                let argv = argv.clone();
+                let c = container.clone();
+                let ran = Instant::now();
+                let result = tokio::task::spawn_blocking(move || {
+                    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                    c.run(&argv, &input, deadline)
+                })
+                .await
+                .map_err(|e| ExecuteError::Container(e.to_string()))?
+                .map_err(|e| ExecuteError::Container(e.to_string()))?;
+                let exec = ran.elapsed();
+                let output = match result.outcome {
+                    Outcome::Exited(0) => result.output,
+                    Outcome::Exited(code) => {
+                        return Err(RunError::Failed(format!(
+                            "exited with code {code}: {}",
+                            String::from_utf8_lossy(&result.output)
+                        ))
+                        .into());
+                    }
+                    Outcome::DeadlineExceeded => {
+                        return Err(RunError::DeadlineExceeded { deadline }.into());
+                    }
+                    Outcome::MemoryLimit => {
+                        return Err(RunError::MemoryLimit {
+                            wanted: 0,
+                            limit: usize::try_from(self.config.limits.memory_bytes)
+                                .unwrap_or(usize::MAX),
+                        }
+                        .into());
+                    }
+                    Outcome::Signaled(signal) => {
+                        return Err(RunError::Trap(format!("killed by signal {signal}")).into());
+                    }
+                    Outcome::Refused(why) => return Err(RunError::NoSlot(why).into()),
+                };
+                Execution {
+                    output,
+                    start_kind,
+                    start: ready,
+                    exec,
+                    data_calls: 0,
+                    keys_read: 0,
+                    bytes_read: 0,
+                    bytes_written: 0,
+                }
+            }
+        };
+        Ok(execution)
+    }
+
+    /// Assembles a container for `function` on a blocking thread.
+    async fn assemble_async(
+        &self,
+        function: &Function,
+    ) -> Result<(StartKind, Container), ExecuteError> {
+        let started = Instant::now();
+        let container = tokio::task::block_in_place(|| match &function.code {
+            Code::Wasm { function, code } => self.assemble_for(false, Some((function, code))),
+            Code::Native { .. } => self.assemble_for(false, None),
+        })
+        .map_err(|e| ExecuteError::Container(e.to_string()))?;
+        self.counters.assemblies.fetch_add(1, Ordering::Relaxed);
+        self.meter
+            .record(CostKind::ContainerAssembly, started.elapsed());
+        let kind = match container.provenance {
+            Provenance::Pooled => StartKind::Assembled,
+            Provenance::Built => StartKind::Cold,
+        };
+        Ok((kind, container))
+    }
 }
 
-// Dropping the node drops its pools, whose parts release themselves: cgroups are removed,
-// root file system holders killed, namespace descriptors closed, the zygote killed.
+fn io_deploy(e: &io::Error) -> DeployError {
+    DeployError::Invalid(format!("installing the compiled code: {e}"))
+}
+
+// Dropping the node drops its warm containers and pools, whose parts release themselves:
+// cgroups are removed, root file system holders killed, namespace descriptors closed, the
+// zygote killed.

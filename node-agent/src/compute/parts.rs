@@ -110,18 +110,11 @@ pub struct RootFs {
     pub pid: OwnedFd,
 }
 
-impl RootFs {
-    /// Kills the holder; its PID namespace, mount namespace and overlay go with it.
-    pub fn destroy(mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
-
 impl Drop for RootFs {
     fn drop(&mut self) {
+        // SIGKILL cannot be caught: the wait is short, and leaves no zombie.
         let _ = self.holder.kill();
-        let _ = self.holder.try_wait();
+        let _ = self.holder.wait();
     }
 }
 
@@ -258,6 +251,13 @@ impl Cgroup {
             .unwrap_or(0)
     }
 
+    /// Its memory limit (v1 `memory.limit_in_bytes`, v2 `memory.max`), bytes.
+    pub fn memory_limit(&self) -> u64 {
+        read_counter(&self.memory_dir.join("memory.limit_in_bytes"), None)
+            .or_else(|| read_counter(&self.memory_dir.join("memory.max"), None))
+            .unwrap_or(0)
+    }
+
     /// Memory charged to it now (v1 `memory.usage_in_bytes`, v2 `memory.current`), bytes.
     pub fn memory_usage(&self) -> u64 {
         read_counter(&self.memory_dir.join("memory.usage_in_bytes"), None)
@@ -269,9 +269,6 @@ impl Cgroup {
     pub fn pids_limit_hits(&self) -> u64 {
         read_counter(&self.pids_dir.join("pids.events"), Some("max")).unwrap_or(0)
     }
-
-    /// Kills every process in it and removes it (what dropping it does).
-    pub fn destroy(self) {}
 }
 
 impl Drop for Cgroup {

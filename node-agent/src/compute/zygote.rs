@@ -11,8 +11,12 @@
 //!   the seccomp filter compiled once at start, and becomes the container's **template**.
 //!   Nothing on that path creates a namespace, mounts, or moves a process between cgroups.
 //! - The **template** (SAND's second level) lives inside the container for as long as it is
-//!   warm: on `Run` it forks a process per invocation that execs the function's program, enforces
-//!   its deadline, and reports how it exited.
+//!   warm: on `Run` it forks a process per invocation, enforces its deadline (killing the
+//!   invocation's whole process group), and reports how it exited. A **native** template's
+//!   process execs the function's program; a **WebAssembly** template already holds the
+//!   function's compiled code (the zygote loaded it at deploy, so forkers parked since inherit
+//!   it), so its process just instantiates it and runs, its data calls going over a descriptor to
+//!   the agent ([`super::link`]). Nothing is exec'd.
 //! - The **holder** (`sandstorm __holder BASE`): builds a root file system part (see
 //!   [`super::parts`]) and stays as PID 1 of its namespace.
 //!
@@ -38,19 +42,42 @@ use nix::unistd::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use super::link::AgentLink;
+use crate::sandbox::{Compiled, FunctionLimits, Sandbox, SandboxConfig};
+
+/// A WebAssembly function's identity and the version of its code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WasmFunction {
+    pub tenant: u32,
+    pub name: String,
+    /// Changes with every deployment, so a stale copy is never used.
+    pub version: u64,
+    pub limits: FunctionLimits,
+}
+
 /// What the agent asks the zygote.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToZygote {
     /// Fork a forker that joins the cgroups whose `cgroup.procs` are sent after its socket.
     Park,
+    /// Load the function whose serialized code is in the memfd sent alongside: forkers parked
+    /// from now on are born holding it.
+    Load(WasmFunction),
+    /// Forget a function.
+    Unload { tenant: u32, name: String },
 }
 
 /// What the agent asks a parked forker.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToForker {
-    /// Fork a template into the parts sent alongside: net, ipc, uts, mnt, pid, and the
-    /// template's socket.
-    Assemble { uid: u32, gid: u32 },
+    /// Fork a template into the parts sent alongside: net, ipc, uts, mnt, pid, the template's
+    /// socket, and for a WebAssembly template the memfd of its code (used only if the forker
+    /// does not already hold this version).
+    Assemble {
+        uid: u32,
+        gid: u32,
+        wasm: Option<WasmFunction>,
+    },
 }
 
 /// Answers of the zygote and of forkers.
@@ -62,6 +89,8 @@ pub enum FromZygote {
     },
     /// The forker is in its cgroups.
     Ready,
+    /// The function is loaded.
+    Loaded,
     /// A template was forked (host pid).
     Assembled {
         pid: i32,
@@ -74,8 +103,21 @@ pub enum FromZygote {
 /// What the agent asks a container's template.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToTemplate {
-    /// Fork and exec `argv` with the stdin and stdout descriptors sent alongside.
-    Run { argv: Vec<String>, deadline_ms: u64 },
+    /// Fork a process for invocation `id`.
+    Run {
+        id: u64,
+        deadline_ms: u64,
+        program: Program,
+    },
+}
+
+/// What an invocation's process runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Program {
+    /// Exec `argv` with the stdin and stdout descriptors sent alongside.
+    Exec { argv: Vec<String> },
+    /// Run the template's WebAssembly function over the link descriptor sent alongside.
+    Wasm,
 }
 
 /// A template's reports.
@@ -83,10 +125,13 @@ pub enum ToTemplate {
 pub enum FromTemplate {
     /// Setup inside the container failed; the template is gone.
     Failed { error: String },
-    /// The invocation's process runs (pid inside the container).
-    Started { pid: i32 },
+    /// Invocation `id`'s process could not be started.
+    Refused { id: u64, error: String },
+    /// Invocation `id`'s process runs (pid inside the container).
+    Started { id: u64, pid: i32 },
     /// It ended: its exit code, or the signal that killed it, and whether that was the deadline.
     Exited {
+        id: u64,
         pid: i32,
         code: Option<i32>,
         signal: Option<i32>,
@@ -234,34 +279,117 @@ fn compile_filter() -> io::Result<Vec<seccompiler::BpfProgram>> {
     Ok(vec![deny, clone3.try_into().map_err(io::Error::other)?])
 }
 
-/// `sandstorm __zygote`: serves `Assemble` on descriptor 3 until the agent hangs up.
+/// A function's code as loaded, and its version.
+type Loaded = (u64, std::sync::Arc<Compiled<AgentLink>>);
+
+/// What the zygote holds and every process forked from it inherits: the seccomp filter, the
+/// WebAssembly engine (no threads), and the code of every deployed WebAssembly function.
+struct Runtime {
+    filter: Vec<seccompiler::BpfProgram>,
+    sandbox: Sandbox<AgentLink>,
+    functions: HashMap<(u32, String), Loaded>,
+}
+
+impl Runtime {
+    /// The code of `function`: the copy held since the zygote loaded it, or read from `code`.
+    fn function(
+        &self,
+        function: &WasmFunction,
+        code: Option<&OwnedFd>,
+    ) -> io::Result<std::sync::Arc<Compiled<AgentLink>>> {
+        match self
+            .functions
+            .get(&(function.tenant, function.name.clone()))
+        {
+            Some((version, compiled)) if *version == function.version => Ok(compiled.clone()),
+            _ => {
+                let code = code.ok_or_else(|| io::Error::other("no code for the function"))?;
+                load(&self.sandbox, function, code).map(std::sync::Arc::new)
+            }
+        }
+    }
+}
+
+/// Reads a function's serialized code from a memfd and loads it.
+fn load(
+    sandbox: &Sandbox<AgentLink>,
+    function: &WasmFunction,
+    code: &OwnedFd,
+) -> io::Result<Compiled<AgentLink>> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::from(code.try_clone()?);
+    let len = usize::try_from(file.metadata()?.len()).map_err(io::Error::other)?;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, 0)?;
+    // SAFETY: the agent serialized this code with an engine of the same configuration, and the
+    // memfd came over the agent's own socket.
+    unsafe {
+        sandbox.load(
+            sandstorm_naming::TenantId(function.tenant),
+            &function.name,
+            &bytes,
+            function.limits,
+        )
+    }
+    .map_err(|e| io::Error::other(format!("loading {}: {e}", function.name)))
+}
+
+/// `sandstorm __zygote`: serves the agent on descriptor 3 until it hangs up.
 pub fn zygote_main() -> io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     // SAFETY: descriptor 3 is the socket the agent passed; nothing else owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(3) };
-    let filter = compile_filter()?;
+    let mut runtime = Runtime {
+        filter: compile_filter()?,
+        sandbox: Sandbox::for_templates(SandboxConfig::default()).map_err(io::Error::other)?,
+        functions: HashMap::new(),
+    };
     loop {
         reap_quietly();
         let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
         if poll(&mut fds, PollTimeout::from(100u16))? == 0 {
             continue;
         }
-        let Some((ToZygote::Park, fds)) = recv::<ToZygote>(sock.as_fd())? else {
+        let Some((message, fds)) = recv::<ToZygote>(sock.as_fd())? else {
             return Ok(()); // The agent is gone.
         };
-        let reply = match park(&fds, &filter) {
-            // (The forker inherited its copies; the zygote closes its own.)
-            Ok(pid) => FromZygote::Parked { pid: pid.as_raw() },
-            Err(e) => FromZygote::Failed {
-                error: e.to_string(),
+        let reply = match message {
+            ToZygote::Park => match park(&fds, &runtime) {
+                // (The forker inherited its copies; the zygote closes its own.)
+                Ok(pid) => FromZygote::Parked { pid: pid.as_raw() },
+                Err(e) => FromZygote::Failed {
+                    error: e.to_string(),
+                },
             },
+            ToZygote::Load(function) => match fds
+                .first()
+                .map(|code| load(&runtime.sandbox, &function, code))
+            {
+                Some(Ok(compiled)) => {
+                    runtime.functions.insert(
+                        (function.tenant, function.name),
+                        (function.version, std::sync::Arc::new(compiled)),
+                    );
+                    FromZygote::Loaded
+                }
+                Some(Err(e)) => FromZygote::Failed {
+                    error: e.to_string(),
+                },
+                None => FromZygote::Failed {
+                    error: "Load needs the code's memfd".into(),
+                },
+            },
+            ToZygote::Unload { tenant, name } => {
+                runtime.functions.remove(&(tenant, name));
+                FromZygote::Loaded
+            }
         };
         send(sock.as_fd(), &reply, &[])?;
     }
 }
 
 /// Forks a forker that joins the cgroups (`fds[1..]`) and serves `Assemble` on `fds[0]`.
-fn park(fds: &[OwnedFd], filter: &[seccompiler::BpfProgram]) -> io::Result<Pid> {
+fn park(fds: &[OwnedFd], runtime: &Runtime) -> io::Result<Pid> {
     if fds.is_empty() {
         return Err(io::Error::other("park needs the forker's socket"));
     }
@@ -269,7 +397,7 @@ fn park(fds: &[OwnedFd], filter: &[seccompiler::BpfProgram]) -> io::Result<Pid> 
     match unsafe { fork() }? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
-            let code = match forker_main(fds, filter) {
+            let code = match forker_main(fds, runtime) {
                 Ok(()) => 0,
                 Err(e) => {
                     let _ = send(
@@ -289,7 +417,7 @@ fn park(fds: &[OwnedFd], filter: &[seccompiler::BpfProgram]) -> io::Result<Pid> 
 
 /// A parked forker: joins its cgroups, reports ready, assembles one container, then waits for
 /// its template to end.
-fn forker_main(fds: &[OwnedFd], filter: &[seccompiler::BpfProgram]) -> io::Result<()> {
+fn forker_main(fds: &[OwnedFd], runtime: &Runtime) -> io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     let sock = fds[0].as_fd();
     for cgroup in &fds[1..] {
@@ -297,10 +425,16 @@ fn forker_main(fds: &[OwnedFd], filter: &[seccompiler::BpfProgram]) -> io::Resul
         nix::unistd::write(cgroup, b"0")?;
     }
     send(sock, &FromZygote::Ready, &[])?;
-    let Some((ToForker::Assemble { uid, gid }, parts)) = recv::<ToForker>(sock)? else {
+    let Some((ToForker::Assemble { uid, gid, wasm }, parts)) = recv::<ToForker>(sock)? else {
         return Ok(()); // Destroyed without being used.
     };
-    let reply = match assemble(&parts, uid, gid, filter) {
+    let assembled = match &wasm {
+        None => assemble(&parts, uid, gid, runtime, None),
+        Some(function) => runtime
+            .function(function, parts.get(6))
+            .and_then(|compiled| assemble(&parts, uid, gid, runtime, Some(&compiled))),
+    };
+    let reply = match assembled {
         Ok(pid) => FromZygote::Assembled { pid: pid.as_raw() },
         Err(e) => FromZygote::Failed {
             error: e.to_string(),
@@ -326,9 +460,10 @@ fn assemble(
     parts: &[OwnedFd],
     uid: u32,
     gid: u32,
-    filter: &[seccompiler::BpfProgram],
+    runtime: &Runtime,
+    wasm: Option<&Compiled<AgentLink>>,
 ) -> io::Result<Pid> {
-    if parts.len() != 6 {
+    if parts.len() < 6 {
         return Err(io::Error::other(format!(
             "assemble needs 6 descriptors, got {}",
             parts.len()
@@ -341,9 +476,10 @@ fn assemble(
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
             let sock = parts[5].as_fd();
-            match join(parts, uid, gid, filter) {
+            match join(parts, uid, gid, &runtime.filter) {
                 Ok(()) => {
-                    let code = match template_main(sock) {
+                    let wasm = wasm.map(|c| (&runtime.sandbox, c));
+                    let code = match template_main(sock, wasm) {
                         Ok(()) => 0,
                         Err(_) => 1,
                     };
@@ -398,54 +534,52 @@ fn join(
     Ok(())
 }
 
+/// A WebAssembly template's engine and function.
+type WasmTemplate<'a> = (&'a Sandbox<AgentLink>, &'a Compiled<AgentLink>);
+
+/// An invocation's process, as its template tracks it.
+struct Running {
+    id: u64,
+    deadline: Instant,
+    killed: bool,
+}
+
 /// A container's template: forks one process per `Run`, until the agent hangs up.
-fn template_main(sock: BorrowedFd<'_>) -> io::Result<()> {
-    let mut running: HashMap<i32, (Instant, bool)> = HashMap::new();
+fn template_main(sock: BorrowedFd<'_>, wasm: Option<WasmTemplate<'_>>) -> io::Result<()> {
+    let mut running: HashMap<i32, Running> = HashMap::new();
     loop {
         // Reap and report.
         loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => {
-                    let deadline = running.remove(&pid.as_raw()).is_some_and(|r| r.1);
-                    send(
-                        sock,
-                        &FromTemplate::Exited {
-                            pid: pid.as_raw(),
-                            code: Some(code),
-                            signal: None,
-                            deadline,
-                        },
-                        &[],
-                    )?;
-                }
-                Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                    let deadline = running.remove(&pid.as_raw()).is_some_and(|r| r.1);
-                    send(
-                        sock,
-                        &FromTemplate::Exited {
-                            pid: pid.as_raw(),
-                            code: None,
-                            signal: Some(signal as i32),
-                            deadline,
-                        },
-                        &[],
-                    )?;
-                }
+            let (pid, code, signal) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Some(code), None),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, None, Some(signal as i32)),
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => {}
+                Ok(_) => continue,
+            };
+            // Whatever the invocation left running goes with it.
+            let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
+            if let Some(r) = running.remove(&pid.as_raw()) {
+                let exited = FromTemplate::Exited {
+                    id: r.id,
+                    pid: pid.as_raw(),
+                    code,
+                    signal,
+                    deadline: r.killed,
+                };
+                send(sock, &exited, &[])?;
             }
         }
         // Deadlines.
         let now = Instant::now();
         let mut wait = Duration::from_millis(50);
-        for (pid, (deadline, killed)) in &mut running {
-            if *deadline <= now && !*killed {
+        for (pid, r) in &mut running {
+            if r.deadline <= now && !r.killed {
                 // The whole group: a fork bomb's children too.
                 let _ = nix::sys::signal::killpg(Pid::from_raw(*pid), Signal::SIGKILL);
                 let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-                *killed = true;
-            } else if !*killed {
-                wait = wait.min(deadline.saturating_duration_since(now));
+                r.killed = true;
+            } else if !r.killed {
+                wait = wait.min(r.deadline.saturating_duration_since(now));
             }
         }
         let mut fds = [PollFd::new(sock, PollFlags::POLLIN)];
@@ -453,24 +587,73 @@ fn template_main(sock: BorrowedFd<'_>) -> io::Result<()> {
         if poll(&mut fds, timeout)? == 0 {
             continue;
         }
-        let Some((ToTemplate::Run { argv, deadline_ms }, stdio)) = recv::<ToTemplate>(sock)? else {
+        let Some((
+            ToTemplate::Run {
+                id,
+                deadline_ms,
+                program,
+            },
+            fds,
+        )) = recv::<ToTemplate>(sock)?
+        else {
             for pid in running.keys() {
                 let _ = nix::sys::signal::killpg(Pid::from_raw(*pid), Signal::SIGKILL);
             }
             return Ok(());
         };
-        let pid = spawn(&argv, &stdio)?;
-        drop(stdio);
+        let spawned = match (&program, wasm) {
+            (Program::Exec { argv }, _) => spawn_exec(argv, &fds),
+            (Program::Wasm, Some(wasm)) => spawn_wasm(wasm, fds),
+            (Program::Wasm, None) => Err(io::Error::other(
+                "this container runs native programs, not WebAssembly",
+            )),
+        };
+        let pid = match spawned {
+            Ok(pid) => pid,
+            Err(e) => {
+                // Typically the pids limit refusing the fork: this invocation fails, the
+                // container stays.
+                let error = format!("starting the invocation's process: {e}");
+                send(sock, &FromTemplate::Refused { id, error }, &[])?;
+                continue;
+            }
+        };
         running.insert(
             pid.as_raw(),
-            (Instant::now() + Duration::from_millis(deadline_ms), false),
+            Running {
+                id,
+                deadline: Instant::now() + Duration::from_millis(deadline_ms),
+                killed: false,
+            },
         );
-        send(sock, &FromTemplate::Started { pid: pid.as_raw() }, &[])?;
+        send(
+            sock,
+            &FromTemplate::Started {
+                id,
+                pid: pid.as_raw(),
+            },
+            &[],
+        )?;
+    }
+}
+
+/// Forks a process in its own process group (so a deadline kills everything it forked) that
+/// runs `child` and exits with its code.
+fn fork_invocation(child: impl FnOnce() -> i32) -> io::Result<Pid> {
+    // SAFETY: the template is single-threaded.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            // If the template dies, so does the invocation.
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            std::process::exit(child());
+        }
     }
 }
 
 /// Forks a process that execs `argv` with `stdio[0]` as stdin and `stdio[1]` as stdout/stderr.
-fn spawn(argv: &[String], stdio: &[OwnedFd]) -> io::Result<Pid> {
+fn spawn_exec(argv: &[String], stdio: &[OwnedFd]) -> io::Result<Pid> {
     let args: Vec<CString> = argv
         .iter()
         .map(|a| CString::new(a.as_bytes()))
@@ -483,20 +666,35 @@ fn spawn(argv: &[String], stdio: &[OwnedFd]) -> io::Result<Pid> {
     if stdio.len() < 2 {
         return Err(io::Error::other("Run needs stdin and stdout descriptors"));
     }
-    // SAFETY: the template is single-threaded.
-    match unsafe { fork() }? {
-        ForkResult::Parent { child } => Ok(child),
-        ForkResult::Child => {
-            // Its own process group, so a deadline kills everything it forked.
-            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-            let _ = dup2_stdin(&stdio[0]);
-            let _ = dup2_stdout(&stdio[1]);
-            let _ = dup2_stderr(&stdio[1]);
-            let err = execve(program, &args, &env).err();
-            let _ = writeln!(io::stderr(), "exec {}: {err:?}", argv[0]);
-            std::process::exit(127);
-        }
+    fork_invocation(|| {
+        let _ = dup2_stdin(&stdio[0]);
+        let _ = dup2_stdout(&stdio[1]);
+        let _ = dup2_stderr(&stdio[1]);
+        let err = execve(program, &args, &env).err();
+        let _ = writeln!(io::stderr(), "exec {}: {err:?}", argv[0]);
+        127
+    })
+}
+
+/// Forks a process that runs the template's function over the link in `fds[0]`.
+fn spawn_wasm((sandbox, function): WasmTemplate<'_>, mut fds: Vec<OwnedFd>) -> io::Result<Pid> {
+    if fds.is_empty() {
+        return Err(io::Error::other(
+            "Run of WebAssembly needs the link descriptor",
+        ));
     }
+    let link = std::os::unix::net::UnixStream::from(fds.swap_remove(0));
+    fork_invocation(move || {
+        let link = std::sync::Arc::new(AgentLink::new(link));
+        let Ok(input) = link.read_input() else {
+            return 1;
+        };
+        let result = sandbox.run(function, input, &link);
+        match link.done(result) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        }
+    })
 }
 
 /// `sandstorm __holder BASE`: runs in a new mount namespace whose children start a new PID
@@ -511,23 +709,33 @@ pub fn holder_main(base: &Path) -> io::Result<()> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )?;
+    // The writable layer's tmpfs goes over `<state>/layers` (made with the base), private to
+    // this mount namespace; not over /tmp, which may hold the base itself.
+    let layers = base
+        .parent()
+        .ok_or_else(|| io::Error::other("the base has no parent directory"))?
+        .join("layers");
+    std::fs::create_dir_all(&layers)?;
     mount(
         Some("tmpfs"),
-        "/tmp",
+        &layers,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("size=64m,mode=755"),
     )?;
-    for dir in ["/tmp/upper", "/tmp/work", "/tmp/merged"] {
-        std::fs::create_dir(dir)?;
+    for dir in ["upper", "work", "merged"] {
+        std::fs::create_dir(layers.join(dir))?;
     }
     let options = format!(
-        "lowerdir={},upperdir=/tmp/upper,workdir=/tmp/work",
-        base.display()
+        "lowerdir={},upperdir={},workdir={}",
+        base.display(),
+        layers.join("upper").display(),
+        layers.join("work").display()
     );
+    let merged = layers.join("merged");
     mount(
         Some("overlay"),
-        "/tmp/merged",
+        &merged,
         Some("overlay"),
         MsFlags::empty(),
         Some(options.as_str()),
@@ -542,30 +750,30 @@ pub fn holder_main(base: &Path) -> io::Result<()> {
                 let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
                 mount(
                     Some("proc"),
-                    "/tmp/merged/proc",
+                    &merged.join("proc"),
                     Some("proc"),
                     nosuid,
                     None::<&str>,
                 )?;
                 mount(
                     Some("tmpfs"),
-                    "/tmp/merged/dev",
+                    &merged.join("dev"),
                     Some("tmpfs"),
                     MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
                     Some("size=64k,mode=755"),
                 )?;
                 for dev in ["null", "zero", "full", "random", "urandom"] {
-                    let target = format!("/tmp/merged/dev/{dev}");
+                    let target = merged.join("dev").join(dev);
                     std::fs::File::create(&target)?;
                     mount(
                         Some(format!("/dev/{dev}").as_str()),
-                        target.as_str(),
+                        &target,
                         None::<&str>,
                         MsFlags::MS_BIND,
                         None::<&str>,
                     )?;
                 }
-                chdir("/tmp/merged")?;
+                chdir(&merged)?;
                 pivot_root(".", ".")?;
                 umount2(".", MntFlags::MNT_DETACH)?;
                 chdir("/")?;

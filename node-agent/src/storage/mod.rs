@@ -3,13 +3,12 @@
 //!
 //! - [`store`]: the sharded, tenant-partitioned key-value store;
 //! - [`wal`]: its write-ahead log, group commit, snapshots and recovery;
-//! - [`sandbox`]: Wasmtime, the host interface, deploy-time checks, per-invocation limits;
+//! - [`crate::sandbox`]: Wasmtime, the host interface, deploy-time checks, per-invocation limits;
 //! - [`workers`]: one worker thread per function core, each with a run queue;
 //! - [`service`]: the gRPC services (`NodeAgent`, `KeyValue`).
 //!
 //! [`StorageNode`] ties them together; [`run`] serves it until a shutdown signal.
 
-pub mod sandbox;
 pub mod service;
 pub mod store;
 pub mod wal;
@@ -24,12 +23,12 @@ use std::time::{Duration, Instant};
 use sandstorm_naming::TenantId;
 use tracing::{info, warn};
 
-use self::sandbox::{
-    Compiled, DeployError, FunctionLimits, RunError, RunOutcome, Sandbox, SandboxConfig,
-};
 use self::store::{Limits, Store};
 use self::wal::{Recovery, WalOptions};
 use self::workers::{QueueError, Workers};
+use crate::sandbox::{
+    Compiled, DeployError, FunctionLimits, RunError, RunOutcome, Sandbox, SandboxConfig,
+};
 use crate::stats::{CostKind, CostMeter};
 
 /// How a storage node runs (documented defaults; the CLI fills it from flags).
@@ -147,15 +146,21 @@ impl StorageNode {
             }
         };
         let sandbox = Arc::new(
-            Sandbox::new(config.sandbox.clone(), store.clone())
+            Sandbox::pooled(config.sandbox.clone())
                 .map_err(|e| StartError::Engine(format!("{e:#}")))?,
         );
         let meter = Arc::new(CostMeter::default());
-        let workers = Workers::start(config.worker_cores, config.queue_capacity, &sandbox, &meter)
-            .map_err(|source| StartError::Io {
-                what: "starting worker threads",
-                source,
-            })?;
+        let workers = Workers::start(
+            config.worker_cores,
+            config.queue_capacity,
+            &sandbox,
+            &store,
+            &meter,
+        )
+        .map_err(|source| StartError::Io {
+            what: "starting worker threads",
+            source,
+        })?;
         Ok(Arc::new(Self {
             config,
             store,
@@ -220,11 +225,7 @@ impl StorageNode {
         module: &[u8],
         limits: FunctionLimits,
     ) -> Result<(Arc<Compiled>, bool), DeployError> {
-        if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control() || c == '/') {
-            return Err(DeployError::BadLimits(format!(
-                "function name {name:?} must be 1 to 128 characters, without '/' or control characters"
-            )));
-        }
+        crate::sandbox::check_function_name(name)?;
         let compiled = Arc::new(self.sandbox.compile(tenant, name, module, limits)?);
         let replaced = self
             .functions

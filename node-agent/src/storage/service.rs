@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sandstorm_naming::TenantId;
 use sandstorm_proto::v1 as pb;
@@ -15,11 +15,11 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
 
-use super::sandbox::{DeployError, FunctionLimits, RunError};
 use super::store::StoreError;
 use super::workers::QueueError;
 use super::{ExecuteError, StorageNode};
-use crate::stats::{CostKind, Sampler};
+use crate::edge::{function_limits, function_ref, micros};
+use crate::stats::Sampler;
 
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
@@ -30,44 +30,18 @@ impl From<StoreError> for Status {
     }
 }
 
-impl From<DeployError> for Status {
-    fn from(e: DeployError) -> Self {
-        Status::invalid_argument(e.to_string())
-    }
-}
-
 impl From<ExecuteError> for Status {
     fn from(e: ExecuteError) -> Self {
         let message = e.to_string();
         match e {
             ExecuteError::UnknownFunction { .. } => Status::not_found(message),
-            ExecuteError::Run(RunError::DeadlineExceeded { .. }) => {
-                Status::deadline_exceeded(message)
-            }
-            ExecuteError::Run(RunError::MemoryLimit { .. } | RunError::NoSlot(_)) => {
-                Status::resource_exhausted(message)
-            }
-            ExecuteError::Run(RunError::InputTooLarge { .. }) => Status::invalid_argument(message),
-            ExecuteError::Run(RunError::Trap(_) | RunError::Failed(_)) => Status::aborted(message),
+            ExecuteError::Run(e) => e.into(),
             ExecuteError::Queue(QueueError::Full { .. }) => Status::resource_exhausted(message),
             ExecuteError::Queue(QueueError::Stopped) | ExecuteError::NotDurable(_) => {
                 Status::unavailable(message)
             }
         }
     }
-}
-
-fn function_ref(f: Option<pb::FunctionRef>) -> Result<(TenantId, String), Status> {
-    let f =
-        f.ok_or_else(|| Status::invalid_argument("`function` (tenant and name) is required"))?;
-    if f.name.is_empty() {
-        return Err(Status::invalid_argument("`function.name` is empty"));
-    }
-    Ok((TenantId(f.tenant), f.name))
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Waits for a write's acknowledgement from the log, if the node has one.
@@ -142,18 +116,12 @@ impl NodeAgent for StorageService {
     ) -> Result<Response<pb::DeployResponse>, Status> {
         let request = request.into_inner();
         let (tenant, name) = function_ref(request.function)?;
-        let defaults = FunctionLimits::default();
-        let limits = request.limits.unwrap_or_default();
-        let limits = FunctionLimits {
-            deadline: match limits.deadline_ms {
-                0 => defaults.deadline,
-                ms => Duration::from_millis(u64::from(ms)),
-            },
-            memory_bytes: match limits.memory_bytes {
-                0 => defaults.memory_bytes,
-                b => usize::try_from(b).unwrap_or(usize::MAX),
-            },
-        };
+        if !request.command.is_empty() {
+            return Err(Status::invalid_argument(
+                "a storage node runs only WebAssembly modules; native commands run on compute nodes",
+            ));
+        }
+        let limits = function_limits(request.limits);
         let node = self.node.clone();
         let module = request.module;
         let (compiled, replaced) =
@@ -221,32 +189,18 @@ fn node_stats(node: &StorageNode, sampler: &mut Sampler, interval: Duration) -> 
             instance_starts: c.instance_starts,
         })
         .collect();
-    let samples = node
-        .meter()
-        .means()
-        .into_iter()
-        .map(|(kind, micros)| pb::CostSample {
-            kind: match kind {
-                CostKind::InstanceStart => pb::cost_sample::Kind::WasmStart,
-                CostKind::LocalAccess => pb::cost_sample::Kind::LocalAccess,
-                CostKind::Dispatch => pb::cost_sample::Kind::Dispatch,
-            }
-            .into(),
-            micros,
-        })
-        .collect();
+    let samples = crate::edge::cost_samples(node.meter());
     let (keys, bytes) = node.store().size();
     pb::NodeStats {
         node: node.config().name.clone(),
         role: pb::Tier::Storage.into(),
-        at_unix_us: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, micros),
+        at_unix_us: crate::edge::now_unix_us(),
         cores,
         samples,
         keys,
         bytes,
         functions: u32::try_from(node.function_count()).unwrap_or(u32::MAX),
+        ..Default::default()
     }
 }
 

@@ -41,6 +41,44 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Checks a key against the limits.
+    pub fn check_key(&self, key: &[u8]) -> Result<(), StoreError> {
+        if key.is_empty() {
+            return Err(StoreError::EmptyKey);
+        }
+        if key.len() > self.max_key_bytes {
+            return Err(StoreError::KeyTooLarge {
+                len: key.len(),
+                limit: self.max_key_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a value against the limits.
+    pub fn check_value(&self, value: &[u8]) -> Result<(), StoreError> {
+        if value.len() > self.max_value_bytes {
+            return Err(StoreError::ValueTooLarge {
+                len: value.len(),
+                limit: self.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the number of keys in one request against the limits.
+    pub fn check_batch(&self, len: usize) -> Result<(), StoreError> {
+        if len > self.max_batch_keys {
+            return Err(StoreError::BatchTooLarge {
+                len,
+                limit: self.max_batch_keys,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Why a store operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -59,6 +97,9 @@ pub enum StoreError {
     /// the write-ahead log failed; the write was not made durable
     #[error("the write-ahead log failed: {0}")]
     Log(String),
+    /// the storage node that owns the key could not be reached or refused the call
+    #[error("the storage node could not serve the call: {0}")]
+    Remote(String),
 }
 
 type TenantMap = BTreeMap<Box<[u8]>, Box<[u8]>>;
@@ -130,36 +171,15 @@ impl Store {
 
     /// Checks a key against the limits.
     pub fn check_key(&self, key: &[u8]) -> Result<(), StoreError> {
-        if key.is_empty() {
-            return Err(StoreError::EmptyKey);
-        }
-        if key.len() > self.limits.max_key_bytes {
-            return Err(StoreError::KeyTooLarge {
-                len: key.len(),
-                limit: self.limits.max_key_bytes,
-            });
-        }
-        Ok(())
+        self.limits.check_key(key)
     }
 
     fn check_value(&self, value: &[u8]) -> Result<(), StoreError> {
-        if value.len() > self.limits.max_value_bytes {
-            return Err(StoreError::ValueTooLarge {
-                len: value.len(),
-                limit: self.limits.max_value_bytes,
-            });
-        }
-        Ok(())
+        self.limits.check_value(value)
     }
 
     fn check_batch(&self, len: usize) -> Result<(), StoreError> {
-        if len > self.limits.max_batch_keys {
-            return Err(StoreError::BatchTooLarge {
-                len,
-                limit: self.limits.max_batch_keys,
-            });
-        }
-        Ok(())
+        self.limits.check_batch(len)
     }
 
     /// Calls `f` with the value of `key` (or `None`) while holding the shard's read lock: the

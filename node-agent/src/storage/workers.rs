@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{self, Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use super::sandbox::{Compiled, RunError, RunOutcome, Sandbox};
+use super::store::Store;
+use crate::sandbox::{Compiled, RunError, RunOutcome, Sandbox};
 use crate::stats::{CoreCounters, CostKind, CostMeter};
 
 /// A finished invocation and where it ran.
@@ -58,6 +59,7 @@ impl Workers {
         cores: usize,
         capacity: usize,
         sandbox: &Arc<Sandbox>,
+        store: &Arc<Store>,
         meter: &Arc<CostMeter>,
     ) -> std::io::Result<Self> {
         let cores = cores.max(1);
@@ -68,6 +70,7 @@ impl Workers {
             let (tx, rx) = channel::bounded::<Job>(capacity);
             queues.push(tx);
             let sandbox = sandbox.clone();
+            let store = store.clone();
             let counters = counters.clone();
             let meter = meter.clone();
             threads.push(
@@ -78,7 +81,7 @@ impl Workers {
                         for job in rx {
                             let started = Instant::now();
                             let queued = started - job.enqueued;
-                            let outcome = sandbox.run(&job.function, job.input);
+                            let outcome = sandbox.run(&job.function, job.input, &store);
                             me.queue_len.fetch_sub(1, Ordering::Relaxed);
                             me.finished(started.elapsed(), true);
                             if let Ok(o) = &outcome {

@@ -1,11 +1,20 @@
-//! WebAssembly sandboxes for tenants' functions: Wasmtime with the pooling allocator.
+//! WebAssembly sandboxes for tenants' functions, shared by both roles.
 //!
 //! A module is validated, checked against the host interface and compiled once, at deploy time,
-//! into an [`InstancePre`]. Every invocation gets a fresh instance from a pooled slot (nothing
-//! survives from one invocation to the next, within or across tenants), a deadline enforced by
-//! epoch interruption, and a memory limit enforced when the guest grows its memory. The host calls
-//! are the ABI documented in the guest SDK (`guest/src/lib.rs`); every data call is bound to the
-//! invocation's tenant, so no key bytes a guest passes reach another tenant's data.
+//! into an [`InstancePre`]. Every invocation gets a fresh instance (nothing survives from one
+//! invocation to the next, within or across tenants) and a memory limit enforced when the guest
+//! grows its memory. The host calls are the ABI documented in the guest SDK
+//! (`guest/src/lib.rs`); every data call is bound to the invocation's tenant, so no key bytes a
+//! guest passes reach another tenant's data.
+//!
+//! Where data calls go is the [`DataAccess`] a run is given:
+//! - **storage role** ([`Sandbox::pooled`]): the node's own [`Store`], in place; instances come
+//!   from Wasmtime's pooling allocator and a thread advances the epoch that enforces deadlines;
+//! - **compute role** ([`Sandbox::for_templates`]): a descriptor to the agent, which forwards
+//!   each call to the storage node that owns the key (`crate::compute::link`). The engine lives
+//!   in single-threaded template processes that fork one process per invocation, so it has no
+//!   threads: instances are allocated on demand and the template enforces deadlines by killing
+//!   the process.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +28,8 @@ use wasmtime::{
     Module, PoolingAllocationConfig, ResourceLimiter, Trap, TypedFunc, ValType,
 };
 
-use super::store::{Store, StoreError};
-use super::wal::Ack;
+use crate::storage::store::{Pair, Store, StoreError};
+use crate::storage::wal::Ack;
 
 /// Host calls a module may import, all from module `sandstorm`.
 pub const HOST_CALLS: [&str; 10] = [
@@ -38,6 +47,61 @@ pub const HOST_CALLS: [&str; 10] = [
 
 /// Error codes returned to the guest: the SDK's, one definition for both sides.
 use sandstorm_guest::code;
+
+/// Where a sandbox's data calls go. Every call names the invocation's tenant; an implementation
+/// must keep tenants apart.
+pub trait DataAccess: Send + Sync + 'static {
+    /// Calls `f` with the value of `key` (or `None`).
+    fn get_with<R>(
+        &self,
+        tenant: TenantId,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, StoreError>;
+    /// Calls `f` with each key's value, in order.
+    fn multi_get_with(
+        &self,
+        tenant: TenantId,
+        keys: &[&[u8]],
+        f: impl FnMut(Option<&[u8]>),
+    ) -> Result<(), StoreError>;
+    /// Up to `limit` pairs whose keys start with `prefix`, in key order.
+    fn scan(&self, tenant: TenantId, prefix: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError>;
+    /// Stores `value` under `key`; the acknowledgement completes once it is durable.
+    fn put(&self, tenant: TenantId, key: &[u8], value: &[u8]) -> Result<Option<Ack>, StoreError>;
+    /// Removes `key`; whether it existed.
+    fn delete(&self, tenant: TenantId, key: &[u8]) -> Result<(bool, Option<Ack>), StoreError>;
+    /// The instance is ready and `run` is about to be called, `instantiation` after the start.
+    fn started(&self, _instantiation: Duration) {}
+}
+
+impl DataAccess for Store {
+    fn get_with<R>(
+        &self,
+        tenant: TenantId,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, StoreError> {
+        Store::get_with(self, tenant, key, f)
+    }
+    fn multi_get_with(
+        &self,
+        tenant: TenantId,
+        keys: &[&[u8]],
+        f: impl FnMut(Option<&[u8]>),
+    ) -> Result<(), StoreError> {
+        Store::multi_get_with(self, tenant, keys, f)
+    }
+    fn scan(&self, tenant: TenantId, prefix: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError> {
+        Store::scan(self, tenant, prefix, limit)
+    }
+    fn put(&self, tenant: TenantId, key: &[u8], value: &[u8]) -> Result<Option<Ack>, StoreError> {
+        Store::put(self, tenant, key, value)
+    }
+    fn delete(&self, tenant: TenantId, key: &[u8]) -> Result<(bool, Option<Ack>), StoreError> {
+        Store::delete(self, tenant, key)
+    }
+}
 
 /// The sandbox's node-wide settings (documented defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +143,7 @@ impl Default for SandboxConfig {
 }
 
 /// Per-function limits, set at deploy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FunctionLimits {
     /// Wall-clock budget of one invocation (default 1 s).
     pub deadline: Duration,
@@ -127,7 +191,7 @@ pub enum DeployError {
 }
 
 /// Why an invocation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum RunError {
     /// the function ran past its deadline and was stopped
     #[error("the function ran past its deadline of {deadline:?} and was stopped")]
@@ -152,7 +216,7 @@ pub enum RunError {
 }
 
 /// A deployed function: compiled, linked, ready to instantiate.
-pub struct Compiled {
+pub struct Compiled<D: DataAccess = Store> {
     /// Owner.
     pub tenant: TenantId,
     /// Name, unique within the tenant.
@@ -161,10 +225,21 @@ pub struct Compiled {
     pub limits: FunctionLimits,
     /// How long compilation took.
     pub compile_time: Duration,
-    pre: InstancePre<Invocation>,
+    pre: InstancePre<Invocation<D>>,
 }
 
-impl std::fmt::Debug for Compiled {
+impl<D: DataAccess> Compiled<D> {
+    /// The compiled code, serialized for a process with an engine of the same configuration
+    /// ([`Sandbox::load`]).
+    pub fn serialize(&self) -> Result<Vec<u8>, DeployError> {
+        self.pre
+            .module()
+            .serialize()
+            .map_err(|e| DeployError::Invalid(format!("serializing the compiled module: {e:#}")))
+    }
+}
+
+impl<D: DataAccess> std::fmt::Debug for Compiled<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Compiled")
             .field("tenant", &self.tenant)
@@ -201,7 +276,7 @@ pub struct RunOutcome {
 
 /// The store data of one invocation: everything its host calls see.
 #[derive(Debug)]
-pub struct Invocation {
+pub struct Invocation<D: DataAccess = Store> {
     tenant: TenantId,
     input: Vec<u8>,
     output: Vec<u8>,
@@ -210,7 +285,7 @@ pub struct Invocation {
     /// A copy of the key being looked up (the guest memory is written while it is used).
     scratch: Vec<u8>,
     memory: Option<Memory>,
-    store: Arc<Store>,
+    data: Arc<D>,
     limiter: Limiter,
     max_payload: usize,
     data_calls: u64,
@@ -254,17 +329,16 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// The engine, the host interface and the epoch clock of one node.
-pub struct Sandbox {
+/// The engine, the host interface and (pooled) the epoch clock of one node.
+pub struct Sandbox<D: DataAccess = Store> {
     engine: Engine,
-    linker: Linker<Invocation>,
-    store: Arc<Store>,
+    linker: Linker<Invocation<D>>,
     config: SandboxConfig,
     ticker: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
 }
 
-impl std::fmt::Debug for Sandbox {
+impl<D: DataAccess> std::fmt::Debug for Sandbox<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
             .field("config", &self.config)
@@ -272,7 +346,7 @@ impl std::fmt::Debug for Sandbox {
     }
 }
 
-impl Drop for Sandbox {
+impl<D: DataAccess> Drop for Sandbox<D> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.ticker.take() {
@@ -284,9 +358,9 @@ impl Drop for Sandbox {
 /// Every `n`th local get is timed for the cost model's local-access figure.
 const TIME_EVERY: u64 = 64;
 
-impl Sandbox {
-    /// An engine with pooled instances over `store`, and a thread that advances its epoch.
-    pub fn new(config: SandboxConfig, store: Arc<Store>) -> wasmtime::Result<Self> {
+impl<D: DataAccess> Sandbox<D> {
+    /// An engine with pooled instances and a thread that advances its epoch (the storage role).
+    pub fn pooled(config: SandboxConfig) -> wasmtime::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(config.max_instances)
             .total_memories(config.max_instances)
@@ -320,10 +394,58 @@ impl Sandbox {
         Ok(Self {
             engine,
             linker,
-            store,
             config,
             ticker: Some(ticker),
             stop,
+        })
+    }
+
+    /// An engine without threads, for template processes that fork one process per invocation
+    /// (the compute role): instances are allocated on demand, and no epoch advances, so the
+    /// template enforces deadlines from outside. The agent compiles with one of these too, so
+    /// what it serializes loads in the templates.
+    pub fn for_templates(config: SandboxConfig) -> wasmtime::Result<Self> {
+        let mut wasm = Config::new();
+        // Same generated code as the pooled engine (epoch checks included); they never fire.
+        wasm.epoch_interruption(true);
+        let engine = Engine::new(&wasm)?;
+        let linker = host_interface(&engine)?;
+        Ok(Self {
+            engine,
+            linker,
+            config,
+            ticker: None,
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Loads code [`Compiled::serialize`]d by an engine of this configuration.
+    ///
+    /// # Safety
+    /// `bytes` must come from `Compiled::serialize` of a trusted process (the agent): Wasmtime
+    /// maps them as executable code without re-validating them.
+    #[allow(unsafe_code)]
+    pub unsafe fn load(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        bytes: &[u8],
+        limits: FunctionLimits,
+    ) -> Result<Compiled<D>, DeployError> {
+        let started = Instant::now();
+        // SAFETY: the caller guarantees the bytes are our own serialized code.
+        let module = unsafe { Module::deserialize(&self.engine, bytes) }
+            .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| DeployError::ImportMismatch(format!("{e:#}")))?;
+        Ok(Compiled {
+            tenant,
+            name: Arc::from(name),
+            limits,
+            compile_time: started.elapsed(),
+            pre,
         })
     }
 
@@ -339,7 +461,7 @@ impl Sandbox {
         name: &str,
         bytes: &[u8],
         limits: FunctionLimits,
-    ) -> Result<Compiled, DeployError> {
+    ) -> Result<Compiled<D>, DeployError> {
         if bytes.len() > self.config.max_module_bytes {
             return Err(DeployError::TooLarge {
                 len: bytes.len(),
@@ -377,19 +499,30 @@ impl Sandbox {
         })
     }
 
-    /// Runs one invocation of `function` in a fresh instance.
-    pub fn run(&self, function: &Compiled, input: Vec<u8>) -> Result<RunOutcome, RunError> {
+    /// Runs one invocation of `function` in a fresh instance, its data calls going to `data`.
+    pub fn run(
+        &self,
+        function: &Compiled<D>,
+        input: Vec<u8>,
+        data: &Arc<D>,
+    ) -> Result<RunOutcome, RunError> {
         if input.len() > self.config.max_payload_bytes {
             return Err(RunError::InputTooLarge {
                 len: input.len(),
                 limit: self.config.max_payload_bytes,
             });
         }
-        let mut store = self.new_store(function, input, self.config.log_lines_per_invocation);
+        let mut store = self.new_store(
+            function,
+            input,
+            data.clone(),
+            self.config.log_lines_per_invocation,
+        );
 
         let started = Instant::now();
         let run = self.instantiate(&mut store, function)?;
         let instantiated = Instant::now();
+        data.started(instantiated - started);
         let result = run.call(&mut store, ());
         let exec = instantiated.elapsed();
         let status = result.map_err(|e| self.failure(&store, function, &e))?;
@@ -420,8 +553,8 @@ impl Sandbox {
     /// Instantiates `function` in `store` and returns its entry point.
     fn instantiate(
         &self,
-        store: &mut wasmtime::Store<Invocation>,
-        function: &Compiled,
+        store: &mut wasmtime::Store<Invocation<D>>,
+        function: &Compiled<D>,
     ) -> Result<TypedFunc<(), i32>, RunError> {
         let instance = function
             .pre
@@ -437,10 +570,11 @@ impl Sandbox {
     /// A store for one instance of `function`, its host state bound to the function's tenant.
     fn new_store(
         &self,
-        function: &Compiled,
+        function: &Compiled<D>,
         input: Vec<u8>,
+        data: Arc<D>,
         log_lines: u32,
-    ) -> wasmtime::Store<Invocation> {
+    ) -> wasmtime::Store<Invocation<D>> {
         let state = Invocation {
             tenant: function.tenant,
             input,
@@ -448,7 +582,7 @@ impl Sandbox {
             kept: Vec::new(),
             scratch: Vec::new(),
             memory: None,
-            store: self.store.clone(),
+            data,
             limiter: Limiter {
                 memory_bytes: function.limits.memory_bytes,
                 denied: None,
@@ -476,8 +610,8 @@ impl Sandbox {
 
     fn failure(
         &self,
-        store: &wasmtime::Store<Invocation>,
-        function: &Compiled,
+        store: &wasmtime::Store<Invocation<D>>,
+        function: &Compiled<D>,
         e: &wasmtime::Error,
     ) -> RunError {
         if let Some(wanted) = store.data().limiter.denied {
@@ -513,16 +647,27 @@ impl Sandbox {
     /// Returns the store (drop it to free the slot) and the instance's memory.
     pub fn hold_instance(
         &self,
-        function: &Compiled,
+        function: &Compiled<D>,
         input: Vec<u8>,
-    ) -> Result<(wasmtime::Store<Invocation>, Option<Memory>), RunError> {
-        let mut store = self.new_store(function, input, 0);
+        data: Arc<D>,
+    ) -> Result<(wasmtime::Store<Invocation<D>>, Option<Memory>), RunError> {
+        let mut store = self.new_store(function, input, data, 0);
         let run = self.instantiate(&mut store, function)?;
         run.call(&mut store, ())
             .map_err(|e| self.failure(&store, function, &e))?;
         let memory = store.data().memory;
         Ok((store, memory))
     }
+}
+
+/// Checks a function's name: 1 to 128 characters, no '/' or control characters.
+pub fn check_function_name(name: &str) -> Result<(), DeployError> {
+    if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control() || c == '/') {
+        return Err(DeployError::BadLimits(format!(
+            "function name {name:?} must be 1 to 128 characters, without '/' or control characters"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks the exports a function needs and that every import is a host call.
@@ -566,9 +711,9 @@ fn check_interface(module: &Module, limits: FunctionLimits) -> Result<(), Deploy
 type HostResult<T> = wasmtime::Result<T>;
 
 /// The guest memory and the invocation state, borrowed together.
-fn split<'a>(
-    caller: &'a mut Caller<'_, Invocation>,
-) -> HostResult<(&'a mut [u8], &'a mut Invocation)> {
+fn split<'a, D: DataAccess>(
+    caller: &'a mut Caller<'_, Invocation<D>>,
+) -> HostResult<(&'a mut [u8], &'a mut Invocation<D>)> {
     let memory = caller
         .data()
         .memory
@@ -592,7 +737,7 @@ fn store_code(e: &StoreError) -> i64 {
         StoreError::KeyTooLarge { .. } | StoreError::EmptyKey => code::KEY_TOO_LARGE,
         StoreError::ValueTooLarge { .. } => code::VALUE_TOO_LARGE,
         StoreError::BatchTooLarge { .. } => code::QUOTA,
-        StoreError::Log(_) => code::UNAVAILABLE,
+        StoreError::Log(_) | StoreError::Remote(_) => code::UNAVAILABLE,
     }
 }
 
@@ -607,19 +752,19 @@ fn deliver(data: &mut [u8], buf: std::ops::Range<usize>, kept: &mut Vec<u8>, res
     result.len() as i64
 }
 
-fn host_interface(engine: &Engine) -> wasmtime::Result<Linker<Invocation>> {
+fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Invocation<D>>> {
     let mut linker = Linker::new(engine);
     linker.func_wrap(
         "sandstorm",
         "input_len",
-        |caller: Caller<'_, Invocation>| -> i32 {
+        |caller: Caller<'_, Invocation<D>>| -> i32 {
             i32::try_from(caller.data().input.len()).unwrap_or(i32::MAX)
         },
     )?;
     linker.func_wrap(
         "sandstorm",
         "input_read",
-        |mut caller: Caller<'_, Invocation>, ptr: i32, len: i32| -> HostResult<i32> {
+        |mut caller: Caller<'_, Invocation<D>>, ptr: i32, len: i32| -> HostResult<i32> {
             let (data, st) = split(&mut caller)?;
             let n = (len as u32 as usize).min(st.input.len());
             let dst = range(data.len(), ptr, n as i32)?;
@@ -630,7 +775,7 @@ fn host_interface(engine: &Engine) -> wasmtime::Result<Linker<Invocation>> {
     linker.func_wrap(
         "sandstorm",
         "output_write",
-        |mut caller: Caller<'_, Invocation>, ptr: i32, len: i32| -> HostResult<i32> {
+        |mut caller: Caller<'_, Invocation<D>>, ptr: i32, len: i32| -> HostResult<i32> {
             let (data, st) = split(&mut caller)?;
             let src = range(data.len(), ptr, len)?;
             if st.output.len() + src.len() > st.max_payload {
@@ -643,7 +788,7 @@ fn host_interface(engine: &Engine) -> wasmtime::Result<Linker<Invocation>> {
     linker.func_wrap(
         "sandstorm",
         "kv_get",
-        |mut caller: Caller<'_, Invocation>,
+        |mut caller: Caller<'_, Invocation<D>>,
          key: i32,
          key_len: i32,
          buf: i32,
@@ -658,7 +803,7 @@ fn host_interface(engine: &Engine) -> wasmtime::Result<Linker<Invocation>> {
             let timed = st.data_calls % TIME_EVERY == 1;
             let started = timed.then(Instant::now);
             let Invocation {
-                store,
+                data: store,
                 scratch,
                 kept,
                 tenant,
@@ -686,7 +831,7 @@ fn host_interface(engine: &Engine) -> wasmtime::Result<Linker<Invocation>> {
     linker.func_wrap(
         "sandstorm",
         "kv_put",
-        |mut caller: Caller<'_, Invocation>,
+        |mut caller: Caller<'_, Invocation<D>>,
          key: i32,
          key_len: i32,
          val: i32,
@@ -696,7 +841,7 @@ fn host_interface(engine: &Engine) -> wasmtime::Result<Linker<Invocation>> {
             let key = &data[range(data.len(), key, key_len)?];
             let value = &data[range(data.len(), val, val_len)?];
             st.data_calls += 1;
-            match st.store.put(st.tenant, key, value) {
+            match st.data.put(st.tenant, key, value) {
                 Ok(ack) => {
                     st.bytes_written += (key.len() + value.len()) as u64;
                     if ack.is_some() {
@@ -711,11 +856,11 @@ fn host_interface(engine: &Engine) -> wasmtime::Result<Linker<Invocation>> {
     linker.func_wrap(
         "sandstorm",
         "kv_delete",
-        |mut caller: Caller<'_, Invocation>, key: i32, key_len: i32| -> HostResult<i32> {
+        |mut caller: Caller<'_, Invocation<D>>, key: i32, key_len: i32| -> HostResult<i32> {
             let (data, st) = split(&mut caller)?;
             let key = &data[range(data.len(), key, key_len)?];
             st.data_calls += 1;
-            match st.store.delete(st.tenant, key) {
+            match st.data.delete(st.tenant, key) {
                 Ok((existed, ack)) => {
                     st.bytes_written += key.len() as u64;
                     if ack.is_some() {
@@ -730,7 +875,7 @@ fn host_interface(engine: &Engine) -> wasmtime::Result<Linker<Invocation>> {
     linker.func_wrap(
         "sandstorm",
         "kv_multi_get",
-        |mut caller: Caller<'_, Invocation>,
+        |mut caller: Caller<'_, Invocation<D>>,
          req: i32,
          req_len: i32,
          buf: i32,
@@ -749,7 +894,7 @@ fn host_interface(engine: &Engine) -> wasmtime::Result<Linker<Invocation>> {
             let mut encoded = std::mem::take(&mut st.kept);
             encoded.clear();
             let (mut found, mut bytes) = (0u64, 0u64);
-            let result = st.store.multi_get_with(st.tenant, &keys, |v| match v {
+            let result = st.data.multi_get_with(st.tenant, &keys, |v| match v {
                 None => encoded.extend_from_slice(&(-1i32).to_le_bytes()),
                 Some(v) => {
                     found += 1;
@@ -773,7 +918,7 @@ fn host_interface(engine: &Engine) -> wasmtime::Result<Linker<Invocation>> {
     linker.func_wrap(
         "sandstorm",
         "kv_scan",
-        |mut caller: Caller<'_, Invocation>,
+        |mut caller: Caller<'_, Invocation<D>>,
          prefix: i32,
          prefix_len: i32,
          limit: i32,
@@ -785,7 +930,7 @@ fn host_interface(engine: &Engine) -> wasmtime::Result<Linker<Invocation>> {
             let buf = range(data.len(), buf, cap)?;
             st.data_calls += 1;
             let limit = usize::try_from(limit).unwrap_or(0);
-            let pairs = match st.store.scan(st.tenant, &data[prefix], limit) {
+            let pairs = match st.data.scan(st.tenant, &data[prefix], limit) {
                 Ok(p) => p,
                 Err(e) => return Ok(store_code(&e)),
             };
@@ -808,7 +953,7 @@ fn host_interface(engine: &Engine) -> wasmtime::Result<Linker<Invocation>> {
     linker.func_wrap(
         "sandstorm",
         "result_read",
-        |mut caller: Caller<'_, Invocation>, ptr: i32, len: i32| -> HostResult<i32> {
+        |mut caller: Caller<'_, Invocation<D>>, ptr: i32, len: i32| -> HostResult<i32> {
             let (data, st) = split(&mut caller)?;
             let n = (len as u32 as usize).min(st.kept.len());
             let dst = range(data.len(), ptr, n as i32)?;
@@ -817,7 +962,7 @@ fn host_interface(engine: &Engine) -> wasmtime::Result<Linker<Invocation>> {
             Ok(n as i32)
         },
     )?;
-    linker.func_wrap("sandstorm", "log", |mut caller: Caller<'_, Invocation>, ptr: i32, len: i32| -> HostResult<()> {
+    linker.func_wrap("sandstorm", "log", |mut caller: Caller<'_, Invocation<D>>, ptr: i32, len: i32| -> HostResult<()> {
         let (data, st) = split(&mut caller)?;
         let src = range(data.len(), ptr, len)?;
         if st.logs_left == 0 {
@@ -836,10 +981,10 @@ fn host_interface(engine: &Engine) -> wasmtime::Result<Linker<Invocation>> {
 }
 
 /// Delivers an encoded result built in the `kept` buffer (taken out of `st` while it was built).
-fn finish(
+fn finish<D: DataAccess>(
     data: &mut [u8],
     buf: std::ops::Range<usize>,
-    st: &mut Invocation,
+    st: &mut Invocation<D>,
     encoded: Vec<u8>,
 ) -> i64 {
     let n = encoded.len() as i64;

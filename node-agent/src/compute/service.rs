@@ -1,0 +1,268 @@
+//! The compute node's gRPC service: `NodeAgent`, the same contract as the storage role's
+//! (deploy, remove, execute, stats stream), and [`run`], which serves a node until shutdown and
+//! reclaims idle warm containers meanwhile.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sandstorm_proto::v1 as pb;
+use sandstorm_proto::v1::node_agent_server::{NodeAgent, NodeAgentServer};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use super::{ComputeConfig, ComputeNode, ExecuteError, StartKind};
+use crate::edge::{cost_samples, function_limits, function_ref, micros, now_unix_us};
+use crate::stats::CpuSampler;
+
+impl From<ExecuteError> for Status {
+    fn from(e: ExecuteError) -> Self {
+        match e {
+            ExecuteError::UnknownFunction { .. } => Status::not_found(e.to_string()),
+            ExecuteError::Run(e) => e.into(),
+            ExecuteError::Container(_) => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+/// The service over one [`ComputeNode`].
+#[derive(Debug, Clone)]
+pub struct ComputeService {
+    node: Arc<ComputeNode>,
+    stats_interval: Duration,
+}
+
+type StatsStream = Pin<Box<dyn Stream<Item = Result<pb::NodeStats, Status>> + Send>>;
+
+/// Largest message: a 16 MiB module with room for the rest.
+const MAX_MESSAGE: usize = 17 << 20;
+
+#[tonic::async_trait]
+impl NodeAgent for ComputeService {
+    type StreamStatsStream = StatsStream;
+
+    async fn stream_stats(
+        &self,
+        request: Request<pb::StreamStatsRequest>,
+    ) -> Result<Response<StatsStream>, Status> {
+        let interval = match request.into_inner().interval_ms {
+            0 => self.stats_interval,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut cpus = CpuSampler::default();
+            cpus.sample();
+            loop {
+                ticker.tick().await;
+                if tx.send(Ok(node_stats(&node, &mut cpus))).await.is_err() {
+                    break; // The subscriber hung up.
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn deploy(
+        &self,
+        request: Request<pb::DeployRequest>,
+    ) -> Result<Response<pb::DeployResponse>, Status> {
+        let request = request.into_inner();
+        let (tenant, name) = function_ref(request.function)?;
+        let limits = function_limits(request.limits);
+        let node = self.node.clone();
+        let (module, command) = (request.module, request.command);
+        let deployed =
+            tokio::task::spawn_blocking(move || match (module.is_empty(), command.is_empty()) {
+                (false, true) => node.deploy_wasm(tenant, &name, &module, limits),
+                (true, false) => node.deploy_native(tenant, &name, command, limits),
+                (false, false) => Err(crate::sandbox::DeployError::BadLimits(
+                    "give either a WebAssembly module or a native command, not both".into(),
+                )),
+                (true, true) => Err(crate::sandbox::DeployError::BadLimits(
+                    "give a WebAssembly module or a native command".into(),
+                )),
+            })
+            .await
+            .map_err(|e| Status::internal(format!("deploy thread failed: {e}")))?;
+        let (function, replaced) = deployed?;
+        Ok(Response::new(pb::DeployResponse {
+            compile_us: micros(function.compile_time),
+            replaced,
+        }))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::RemoveResponse>, Status> {
+        let (tenant, name) = function_ref(request.into_inner().function)?;
+        let node = self.node.clone();
+        let existed = tokio::task::spawn_blocking(move || node.remove(tenant, &name))
+            .await
+            .map_err(|e| Status::internal(format!("remove thread failed: {e}")))?;
+        Ok(Response::new(pb::RemoveResponse { existed }))
+    }
+
+    async fn execute(
+        &self,
+        request: Request<pb::ExecuteRequest>,
+    ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let request = request.into_inner();
+        let (tenant, name) = function_ref(request.function)?;
+        let run = self.node.execute(tenant, &name, request.input).await?;
+        let record = pb::ExecutionRecord {
+            node: self.node.config().name.clone(),
+            tier: pb::Tier::Compute.into(),
+            start: match run.start_kind {
+                StartKind::Warm => pb::StartKind::Warm,
+                StartKind::Assembled => pb::StartKind::Assembled,
+                StartKind::Cold => pb::StartKind::Cold,
+            }
+            .into(),
+            core: 0,
+            invocation_id: request.invocation_id,
+            queue_us: 0,
+            start_us: micros(run.start),
+            exec_us: micros(run.exec),
+            durable_us: 0,
+            data_calls: run.data_calls,
+            keys_read: run.keys_read,
+            bytes_read: run.bytes_read,
+            bytes_written: run.bytes_written,
+        };
+        Ok(Response::new(pb::ExecuteResponse {
+            output: run.output,
+            record: Some(record),
+        }))
+    }
+}
+
+fn node_stats(node: &ComputeNode, cpus: &mut CpuSampler) -> pb::NodeStats {
+    let counters = node.counters();
+    let cores = cpus
+        .sample()
+        .into_iter()
+        .enumerate()
+        .map(|(i, busy)| {
+            // Invocations are processes on any CPU: node-wide counts ride on core 0.
+            let first = i == 0;
+            let count = |c: &std::sync::atomic::AtomicU64| {
+                if first { c.load(Ordering::Relaxed) } else { 0 }
+            };
+            pb::CoreStats {
+                core: u32::try_from(i).unwrap_or(u32::MAX),
+                busy,
+                queue_len: u32::try_from(count(&counters.in_flight)).unwrap_or(u32::MAX),
+                invocations: count(&counters.invocations),
+                instance_starts: count(&counters.assemblies),
+            }
+        })
+        .collect();
+    let pools = node
+        .pool_levels()
+        .into_iter()
+        .map(|(part, ready, target)| pb::PoolLevel {
+            part: part.to_owned(),
+            ready: u32::try_from(ready).unwrap_or(u32::MAX),
+            target: u32::try_from(target).unwrap_or(u32::MAX),
+        })
+        .collect();
+    pb::NodeStats {
+        node: node.config().name.clone(),
+        role: pb::Tier::Compute.into(),
+        at_unix_us: now_unix_us(),
+        cores,
+        samples: cost_samples(node.meter()),
+        keys: 0,
+        bytes: 0,
+        functions: u32::try_from(node.function_count()).unwrap_or(u32::MAX),
+        warm_containers: u32::try_from(node.warm_containers()).unwrap_or(u32::MAX),
+        pools,
+    }
+}
+
+/// Why a compute node could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// the machine lacks something, or a part could not be made
+    #[error("starting the compute node: {0}")]
+    Start(std::io::Error),
+    /// the address could not be bound
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// the gRPC server failed
+    #[error("serving gRPC: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Starts a compute node and serves it on `listen` until `shutdown` completes; calls `ready`
+/// with the bound address once it accepts connections. Idle warm containers are reclaimed
+/// every second.
+pub async fn run(
+    config: ComputeConfig,
+    listen: SocketAddr,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let stats_interval = Duration::from_millis(10);
+    let node = tokio::task::spawn_blocking(move || ComputeNode::start(config))
+        .await
+        .map_err(|e| RunError::Start(std::io::Error::other(e)))?
+        .map_err(RunError::Start)?;
+    let node = Arc::new(node);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let reaper = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let node = node.clone();
+                if let Ok(n) = tokio::task::spawn_blocking(move || node.reclaim_idle()).await
+                    && n > 0
+                {
+                    info!(containers = n, "reclaimed idle warm containers");
+                }
+            }
+        })
+    };
+    info!(node = %node.config().name, %addr, "compute node serving");
+    ready(addr);
+    let service = ComputeService {
+        node: node.clone(),
+        stats_interval,
+    };
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            NodeAgentServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    reaper.abort();
+    // Tear down containers and pools on a blocking thread (it waits for processes to die).
+    let _ = tokio::task::spawn_blocking(move || drop(node)).await;
+    Ok(served?)
+}

@@ -1,0 +1,88 @@
+//! The gRPC edge both roles share: request fields to domain types, domain errors to
+//! `tonic::Status`.
+
+use std::time::Duration;
+
+use sandstorm_naming::TenantId;
+use sandstorm_proto::v1 as pb;
+use tonic::Status;
+
+use crate::sandbox::{DeployError, FunctionLimits, RunError};
+use crate::stats::{CostKind, CostMeter};
+
+impl From<DeployError> for Status {
+    fn from(e: DeployError) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+impl From<RunError> for Status {
+    fn from(e: RunError) -> Self {
+        let message = e.to_string();
+        match e {
+            RunError::DeadlineExceeded { .. } => Status::deadline_exceeded(message),
+            RunError::MemoryLimit { .. } | RunError::NoSlot(_) => {
+                Status::resource_exhausted(message)
+            }
+            RunError::InputTooLarge { .. } => Status::invalid_argument(message),
+            RunError::Trap(_) | RunError::Failed(_) => Status::aborted(message),
+        }
+    }
+}
+
+/// The tenant and name of a request's function, or INVALID_ARGUMENT.
+pub fn function_ref(f: Option<pb::FunctionRef>) -> Result<(TenantId, String), Status> {
+    let f =
+        f.ok_or_else(|| Status::invalid_argument("`function` (tenant and name) is required"))?;
+    if f.name.is_empty() {
+        return Err(Status::invalid_argument("`function.name` is empty"));
+    }
+    Ok((TenantId(f.tenant), f.name))
+}
+
+/// A deploy request's limits, zeros meaning the defaults.
+pub fn function_limits(limits: Option<pb::FunctionLimits>) -> FunctionLimits {
+    let defaults = FunctionLimits::default();
+    let limits = limits.unwrap_or_default();
+    FunctionLimits {
+        deadline: match limits.deadline_ms {
+            0 => defaults.deadline,
+            ms => Duration::from_millis(u64::from(ms)),
+        },
+        memory_bytes: match limits.memory_bytes {
+            0 => defaults.memory_bytes,
+            b => usize::try_from(b).unwrap_or(usize::MAX),
+        },
+    }
+}
+
+/// Whole microseconds, saturating.
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The meter's current means as stats-stream samples.
+pub fn cost_samples(meter: &CostMeter) -> Vec<pb::CostSample> {
+    meter
+        .means()
+        .into_iter()
+        .map(|(kind, micros)| pb::CostSample {
+            kind: match kind {
+                CostKind::InstanceStart => pb::cost_sample::Kind::WasmStart,
+                CostKind::LocalAccess => pb::cost_sample::Kind::LocalAccess,
+                CostKind::Dispatch => pb::cost_sample::Kind::Dispatch,
+                CostKind::ContainerAssembly => pb::cost_sample::Kind::ContainerAssembly,
+                CostKind::WarmStart => pb::cost_sample::Kind::WarmStart,
+            }
+            .into(),
+            micros,
+        })
+        .collect()
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, micros)
+}
