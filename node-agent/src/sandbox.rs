@@ -506,47 +506,31 @@ impl<D: DataAccess> Sandbox<D> {
         input: Vec<u8>,
         data: &Arc<D>,
     ) -> Result<RunOutcome, RunError> {
-        if input.len() > self.config.max_payload_bytes {
-            return Err(RunError::InputTooLarge {
-                len: input.len(),
-                limit: self.config.max_payload_bytes,
-            });
-        }
+        self.prepare(function, data.clone())?.run(input)
+    }
+
+    /// Instantiates `function` ahead of its invocation, its data calls going to `data`: the
+    /// compute role's templates prepare the next instance before they fork, so an
+    /// invocation's process starts with it ready.
+    pub fn prepare<'a>(
+        &'a self,
+        function: &'a Compiled<D>,
+        data: Arc<D>,
+    ) -> Result<Prepared<'a, D>, RunError> {
         let mut store = self.new_store(
             function,
-            input,
-            data.clone(),
+            Vec::new(),
+            data,
             self.config.log_lines_per_invocation,
         );
-
         let started = Instant::now();
-        let run = self.instantiate(&mut store, function)?;
-        let instantiated = Instant::now();
-        data.started(instantiated - started);
-        let result = run.call(&mut store, ());
-        let exec = instantiated.elapsed();
-        let status = result.map_err(|e| self.failure(&store, function, &e))?;
-        // Dropping the instance returns its slot to the pool, which resets its memory: part of
-        // what every invocation costs, so it is timed too.
-        let finished = Instant::now();
-        let state = store.into_data();
-        let teardown = finished.elapsed();
-        if status != 0 {
-            return Err(RunError::Failed(
-                String::from_utf8_lossy(&state.output).into_owned(),
-            ));
-        }
-        Ok(RunOutcome {
-            output: state.output,
-            start: instantiated - started,
-            exec,
-            teardown,
-            data_calls: state.data_calls,
-            keys_read: state.keys_read,
-            bytes_read: state.bytes_read,
-            bytes_written: state.bytes_written,
-            local_access: state.local_access,
-            durable: state.durable,
+        let entry = self.instantiate(&mut store, function)?;
+        Ok(Prepared {
+            sandbox: self,
+            function,
+            store,
+            entry,
+            start: started.elapsed(),
         })
     }
 
@@ -657,6 +641,68 @@ impl<D: DataAccess> Sandbox<D> {
             .map_err(|e| self.failure(&store, function, &e))?;
         let memory = store.data().memory;
         Ok((store, memory))
+    }
+}
+
+/// An instance made ahead of its invocation: instantiated, `run` not called yet.
+pub struct Prepared<'a, D: DataAccess> {
+    sandbox: &'a Sandbox<D>,
+    function: &'a Compiled<D>,
+    store: wasmtime::Store<Invocation<D>>,
+    entry: TypedFunc<(), i32>,
+    start: Duration,
+}
+
+impl<D: DataAccess> std::fmt::Debug for Prepared<'_, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("function", &self.function.name)
+            .field("start", &self.start)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: DataAccess> Prepared<'_, D> {
+    /// Runs the invocation on `input`.
+    pub fn run(mut self, input: Vec<u8>) -> Result<RunOutcome, RunError> {
+        let config = &self.sandbox.config;
+        if input.len() > config.max_payload_bytes {
+            return Err(RunError::InputTooLarge {
+                len: input.len(),
+                limit: config.max_payload_bytes,
+            });
+        }
+        let (sandbox, function) = (self.sandbox, self.function);
+        let state = self.store.data_mut();
+        state.input = input;
+        state.data.started(self.start);
+        let instantiated = Instant::now();
+        let result = self.entry.call(&mut self.store, ());
+        let exec = instantiated.elapsed();
+        let store = self.store;
+        let status = result.map_err(|e| sandbox.failure(&store, function, &e))?;
+        // Dropping the instance returns its slot to the pool, which resets its memory: part of
+        // what every invocation costs, so it is timed too.
+        let finished = Instant::now();
+        let state = store.into_data();
+        let teardown = finished.elapsed();
+        if status != 0 {
+            return Err(RunError::Failed(
+                String::from_utf8_lossy(&state.output).into_owned(),
+            ));
+        }
+        Ok(RunOutcome {
+            output: state.output,
+            start: self.start,
+            exec,
+            teardown,
+            data_calls: state.data_calls,
+            keys_read: state.keys_read,
+            bytes_read: state.bytes_read,
+            bytes_written: state.bytes_written,
+            local_access: state.local_access,
+            durable: state.durable,
+        })
     }
 }
 

@@ -85,8 +85,10 @@ fn a_container_is_isolated_and_its_escapes_fail() {
         out.contains("rc=1") || out.contains("Operation not permitted"),
         "{outcome:?} {out}"
     );
-    // mount, unshare, module loading: refused.
+    // mount, ptrace (reading PID 1's memory needs ptrace access), unshare, module loading:
+    // refused.
     for (what, script) in [
+        ("ptrace", "head -c1 /proc/1/mem >/dev/null 2>&1; echo rc=$?"),
         ("mount", "mount -t tmpfs none /tmp 2>&1; echo rc=$?"),
         ("unshare", "unshare -n true 2>&1; echo rc=$?"),
         ("insmod", "insmod /tmp/none.ko 2>&1; echo rc=$?"),

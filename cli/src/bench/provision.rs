@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use sandstorm_naming::TenantId;
 use sandstorm_node_agent::compute::parts::ContainerLimits;
-use sandstorm_node_agent::compute::{ComputeConfig, ComputeNode};
+use sandstorm_node_agent::compute::{ComputeConfig, ComputeNode, Container};
+use sandstorm_node_agent::sandbox::FunctionLimits;
 
 use super::{BenchOutput, Better, CommonArgs, Figure, Peer, Row, Target, Unit};
 
@@ -51,65 +53,102 @@ pub fn run(args: &ProvisionBenchArgs) -> anyhow::Result<BenchOutput> {
         node.wait_pools_full(Duration::from_secs(60)),
         "the part pools did not fill in 60 s"
     );
-
-    // Warm: forks inside one container.
-    let warm_container = node.assemble(false)?;
-    let mut warm = Vec::new();
-    for _ in 0..args.iterations * 10 {
-        let r = warm_container.run(&PROGRAM, b"", DEADLINE)?;
+    let tenant = TenantId(1);
+    let module = sandstorm_guest_examples::module("echo").context("the echo example")?;
+    node.deploy_wasm(tenant, "echo", module, FunctionLimits::default())?;
+    let argv = PROGRAM.iter().map(|a| (*a).to_owned()).collect();
+    node.deploy_native(tenant, "echo-native", argv, FunctionLimits::default())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // WebAssembly: until the agent hears from the function's process that it runs (its
+    // instance is ready and `run` called); the output is checked too.
+    let wasm = |container: &Container| -> anyhow::Result<Instant> {
+        let run =
+            runtime.block_on(container.run_wasm(tenant, b"ready", DEADLINE, node.router()))?;
+        let output = run.result?;
+        anyhow::ensure!(output == b"ready", "unexpected output {output:?}");
+        run.link
+            .and_then(|l| l.stats.running_at)
+            .context("the function did not report running")
+    };
+    // Native: the request until the program writes its first byte.
+    let native = |container: &Container| -> anyhow::Result<Duration> {
+        let r = container.run(&PROGRAM, b"", DEADLINE)?;
         anyhow::ensure!(
             r.output == b"ready\n",
             "unexpected output {:?}",
             String::from_utf8_lossy(&r.output)
         );
-        warm.push(ms(r.first_byte.context("no output")?));
+        r.first_byte.context("no output")
+    };
+    let refill = || {
+        anyhow::ensure!(
+            node.wait_pools_full(Duration::from_secs(60)),
+            "the pools did not refill"
+        );
+        Ok(())
+    };
+
+    // Warm: a process forked inside the function's container.
+    let (mut warm, mut warm_native) = (Vec::new(), Vec::new());
+    let warm_wasm = node.assemble_function(tenant, "echo", false)?;
+    let warm_exec = node.assemble_function(tenant, "echo-native", false)?;
+    for _ in 0..args.iterations * 10 {
+        let started = Instant::now();
+        warm.push(ms(wasm(&warm_wasm)? - started));
+        warm_native.push(ms(native(&warm_exec)?));
     }
 
-    // Memory of extra concurrent invocations in the warm container.
-    let before = warm_container.memory_usage();
+    // Memory of extra concurrent invocations in a warm container.
+    let before = warm_exec.memory_usage();
     let mut running = Vec::new();
     for _ in 0..args.concurrent {
-        running.push(warm_container.spawn(&["/bin/sleep", "2"], DEADLINE)?);
+        running.push(warm_exec.spawn(&["/bin/sleep", "2"], DEADLINE)?);
     }
     std::thread::sleep(Duration::from_millis(500));
-    let during = warm_container.memory_usage();
+    let during = warm_exec.memory_usage();
     for (_stdout, exit) in running {
         exit.blocking_recv()
             .context("the warm container's template went away")?;
     }
     let fork_extra_kib = during.saturating_sub(before) as f64 / 1024.0 / args.concurrent as f64;
-    node.destroy(warm_container);
+    drop((warm_wasm, warm_exec));
 
     // Assembled from pools (the pools refill between runs, off the measured path).
-    let mut assembled = Vec::new();
+    let (mut assembled, mut assembled_native) = (Vec::new(), Vec::new());
     for _ in 0..args.iterations {
-        anyhow::ensure!(
-            node.wait_pools_full(Duration::from_secs(60)),
-            "the pools did not refill"
-        );
+        refill()?;
         let started = Instant::now();
-        let container = node.assemble(false)?;
+        let container = node.assemble_function(tenant, "echo", false)?;
+        assembled.push(ms(wasm(&container)? - started));
+        drop(container);
+        refill()?;
+        let started = Instant::now();
+        let container = node.assemble_function(tenant, "echo-native", false)?;
         let assembled_in = started.elapsed();
-        let r = container.run(&PROGRAM, b"", DEADLINE)?;
-        assembled.push(ms(assembled_in + r.first_byte.context("no output")?));
-        node.destroy(container);
+        assembled_native.push(ms(assembled_in + native(&container)?));
     }
 
     // Every part built on the critical path.
     let mut scratch = Vec::new();
     for _ in 0..args.slow_iterations {
         let started = Instant::now();
-        let container = node.assemble(true)?;
-        let assembled_in = started.elapsed();
-        let r = container.run(&PROGRAM, b"", DEADLINE)?;
-        scratch.push(ms(assembled_in + r.first_byte.context("no output")?));
-        node.destroy(container);
+        let container = node.assemble_function(tenant, "echo", true)?;
+        scratch.push(ms(wasm(&container)? - started));
     }
     drop(node);
 
     let runc = runc_runs(&state_dir, limits, args.slow_iterations)?;
 
     let warm = Figure::distribution("provision.warm", Unit::Milliseconds, &warm);
+    let warm_native =
+        Figure::distribution("provision.warm_native", Unit::Milliseconds, &warm_native);
+    let assembled_native = Figure::distribution(
+        "provision.assembled_native",
+        Unit::Milliseconds,
+        &assembled_native,
+    );
     let assembled = Figure::distribution("provision.assembled", Unit::Milliseconds, &assembled);
     let scratch = Figure::distribution("provision.from_scratch", Unit::Milliseconds, &scratch);
     let runc = Figure::distribution("provision.runc", Unit::Milliseconds, &runc);
@@ -139,6 +178,18 @@ pub fn run(args: &ProvisionBenchArgs) -> anyhow::Result<BenchOutput> {
                     better: Better::Lower,
                     value: 1.0_f64.min(runc_p50 / 40.0) + f64::EPSILON,
                 }),
+                peer: runc_peer(runc_p50),
+            },
+            Row {
+                figure: warm_native,
+                better: Better::Lower,
+                target: None,
+                peer: runc_peer(runc_p50),
+            },
+            Row {
+                figure: assembled_native,
+                better: Better::Lower,
+                target: None,
                 peer: runc_peer(runc_p50),
             },
             Row {
@@ -174,7 +225,9 @@ pub fn run(args: &ProvisionBenchArgs) -> anyhow::Result<BenchOutput> {
         ],
         notes: vec![
             format!(
-                "Request to the function running: until `{}` writes its first byte. Containers: netns (lo only), IPC, UTS, \
+                "warm, assembled, from_scratch: the `echo` WebAssembly example, from the request until the agent hears from \
+                 its process that it runs (instance ready, `run` called; the template holds the compiled code, so nothing \
+                 is exec'd). *_native and runc: `{}`, until the agent reads its first output byte. Containers: netns (lo only), IPC, UTS, \
                  mount (overlay of a busybox base + tmpfs layer, pivoted) and PID namespaces; cgroup memory {} MiB, pids {}, \
                  cpu {}/{} us; all capabilities dropped, uid 65534, no_new_privs, seccomp. runc: same root file system, \
                  namespaces, limits and user, run with `runc run`. Assembled is {ratio:.0}x faster than runc (target >= 40x).",

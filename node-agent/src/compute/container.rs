@@ -166,9 +166,7 @@ impl Container {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
-            return Err(io::Error::other(format!(
-                "the container's template is gone: {e}"
-            )));
+            return Err(io::Error::other(format!("{} ({e})", self.failure())));
         }
         Ok(rx)
     }
@@ -228,7 +226,7 @@ impl Container {
         }
         let exit = exit
             .blocking_recv()
-            .map_err(|_| io::Error::other("the container's template is gone"))?;
+            .map_err(|_| io::Error::other(self.failure()))?;
         Ok(RunResult {
             output,
             outcome: self.outcome(exit, memory_hits),
@@ -253,27 +251,31 @@ impl Container {
         drop(theirs);
         ours.set_nonblocking(true)?;
         let stream = tokio::net::UnixStream::from_std(ours)?;
-        let both = async {
-            // The link ends when the process reports or dies; the exit report follows.
-            let link = link::serve(stream, tenant, input, router).await;
-            (link, exit.await)
+        let serve = async {
+            match link::serve(stream, tenant, input, router).await {
+                // It reported: the result is known; the process's exit (its teardown takes a
+                // few hundred microseconds) is not waited for.
+                Ok(outcome) => (Ok(outcome), None),
+                // It died first: its exit report says how.
+                Err(e) => (Err(e), Some(exit.await)),
+            }
         };
         let grace = Duration::from_secs(2);
-        let (link, exit) = tokio::time::timeout(deadline + grace, both)
+        let (link, exit) = tokio::time::timeout(deadline + grace, serve)
             .await
             .map_err(|_| {
                 io::Error::other(format!(
-                    "the container did not report within {:?} of the deadline",
-                    grace
+                    "the container did not report within {grace:?} of the deadline"
                 ))
             })?;
-        let exit = exit.map_err(|_| io::Error::other("the container's template is gone"))?;
-        match link {
-            Ok(outcome) => Ok(WasmRun {
+        match (link, exit) {
+            (Ok(outcome), _) => Ok(WasmRun {
                 result: outcome.result.clone(),
                 link: Some(outcome),
             }),
-            Err(_) => {
+            (Err(_), None) => Err(io::Error::other("the link failed without an exit")),
+            (Err(_), Some(exit)) => {
+                let exit = exit.map_err(|_| io::Error::other(self.failure()))?;
                 let deadline_error = RunError::DeadlineExceeded { deadline };
                 let error = match self.outcome(exit, memory_hits) {
                     Outcome::DeadlineExceeded => deadline_error,
@@ -308,6 +310,29 @@ impl Container {
             }
             Exit::Signal(signal) => Outcome::Signaled(signal),
         }
+    }
+
+    /// Sends the forker parked in the container's cgroup its assembly order.
+    pub(super) fn send_to_forker(
+        &self,
+        message: &zygote::ToForker,
+        fds: &[std::os::fd::RawFd],
+    ) -> io::Result<()> {
+        zygote::send(self.parts.cgroup.forker.as_fd(), message, fds)
+    }
+
+    /// Why the container stopped answering: the forker's report if assembly failed.
+    pub fn failure(&self) -> String {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let forker = self.parts.cgroup.forker.as_fd();
+        let mut fds = [PollFd::new(forker, PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0
+            && let Ok(Some((zygote::FromZygote::Failed { error }, _))) =
+                zygote::recv::<zygote::FromZygote>(forker)
+        {
+            return format!("assembling the container failed: {error}");
+        }
+        "the container's template is gone".to_owned()
     }
 
     /// Memory the container's cgroup charges now, bytes.

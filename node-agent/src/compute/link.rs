@@ -61,25 +61,37 @@ fn read_frame<T: Message + Default>(mut stream: &UnixStream) -> io::Result<T> {
     T::decode(body.as_slice()).map_err(io::Error::other)
 }
 
-/// The function process's end of the link.
-#[derive(Debug)]
+/// The function process's end of the link. Made before its invocation exists (the template
+/// prepares an instance with it, then forks) and bound to the invocation's descriptor in the
+/// forked process.
+#[derive(Debug, Default)]
 pub struct AgentLink {
-    stream: UnixStream,
+    stream: std::sync::OnceLock<UnixStream>,
     limits: Limits,
 }
 
 impl AgentLink {
-    /// Wraps the descriptor the template received with the invocation.
-    pub fn new(stream: UnixStream) -> Self {
-        Self {
-            stream,
-            limits: Limits::default(),
-        }
+    /// A link not bound to a descriptor yet.
+    pub fn unbound() -> Self {
+        Self::default()
+    }
+
+    /// Binds the link to the descriptor the template received with the invocation.
+    pub fn bind(&self, stream: UnixStream) -> io::Result<()> {
+        self.stream
+            .set(stream)
+            .map_err(|_| io::Error::other("the link is already bound"))
+    }
+
+    fn stream(&self) -> io::Result<&UnixStream> {
+        self.stream
+            .get()
+            .ok_or_else(|| io::Error::other("the link is not bound to an invocation"))
     }
 
     /// The invocation's input, the agent's first frame.
     pub fn read_input(&self) -> io::Result<Vec<u8>> {
-        match read_frame::<ToFunction>(&self.stream)?.reply {
+        match read_frame::<ToFunction>(self.stream()?)?.reply {
             Some(Reply::Input(input)) => Ok(input),
             other => Err(io::Error::other(format!(
                 "expected the invocation's input first, got {other:?}"
@@ -107,14 +119,15 @@ impl AgentLink {
     }
 
     fn send(&self, call: Call) -> io::Result<()> {
-        (&self.stream).write_all(&encode_frame(&FromFunction { call: Some(call) }))
+        self.stream()?
+            .write_all(&encode_frame(&FromFunction { call: Some(call) }))
     }
 
     /// One data call and its reply.
     fn call(&self, call: Call) -> Result<Reply, StoreError> {
         let remote = |e: io::Error| StoreError::Remote(format!("the agent's link: {e}"));
         self.send(call).map_err(remote)?;
-        match read_frame::<ToFunction>(&self.stream)
+        match read_frame::<ToFunction>(self.stream().map_err(remote)?)
             .map_err(remote)?
             .reply
         {

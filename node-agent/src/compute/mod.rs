@@ -476,6 +476,42 @@ impl ComputeNode {
         self.assemble_for(from_scratch, None)
     }
 
+    /// Assembles a container for a deployed function (from pooled parts, or with
+    /// `from_scratch` from parts made now), outside the warm set: what an invocation that finds
+    /// no warm container waits for. For benchmarks and tests.
+    pub fn assemble_function(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        from_scratch: bool,
+    ) -> Result<Container, ExecuteError> {
+        let function = self.function(tenant, name)?;
+        match &function.code {
+            Code::Wasm { function, code } => {
+                self.assemble_for(from_scratch, Some((function, code)))
+            }
+            Code::Native { .. } => self.assemble_for(from_scratch, None),
+        }
+        .map_err(|e| ExecuteError::Container(e.to_string()))
+    }
+
+    /// Where WebAssembly functions' data calls go.
+    pub fn router(&self) -> &StorageRouter {
+        &self.router
+    }
+
+    fn function(&self, tenant: TenantId, name: &str) -> Result<Arc<Function>, ExecuteError> {
+        self.functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(tenant, name.to_owned()))
+            .cloned()
+            .ok_or_else(|| ExecuteError::UnknownFunction {
+                tenant,
+                name: name.to_owned(),
+            })
+    }
+
     /// Assembles a container; a WebAssembly one when given the function and its code's memfd.
     fn assemble_for(
         &self,
@@ -515,32 +551,32 @@ impl ComputeNode {
         if let Some((_, code)) = wasm {
             fds.push(code.as_raw_fd());
         }
-        // The forker parked in the cgroup does the work; the zygote is not involved.
-        let forker = &parts.cgroup.forker;
-        let assemble = ToForker::Assemble {
-            uid: self.config.uid,
-            gid: self.config.gid,
-            wasm: wasm.map(|(f, _)| f.clone()),
-        };
-        zygote::send(forker.as_fd(), &assemble, &fds)?;
-        let reply = reply(forker, "assembly");
-        drop(theirs);
-        match reply? {
-            FromZygote::Assembled { .. } => {}
-            other => return Err(io::Error::other(format!("assembly: unexpected {other:?}"))),
-        }
         let provenance = if all_pooled {
             Provenance::Pooled
         } else {
             Provenance::Built
         };
-        Container::new(
+        let assemble = ToForker::Assemble {
+            uid: self.config.uid,
+            gid: self.config.gid,
+            wasm: wasm.map(|(f, _)| f.clone()),
+        };
+        // The container (and its reader) exists before the template does; the descriptors
+        // stay valid, held by its parts.
+        let container = Container::new(
             ours,
             parts,
             provenance,
             wasm.map(|(f, _)| f.clone()),
             self.live.clone(),
-        )
+        )?;
+        // The forker parked in the cgroup does the work; the zygote is not involved. Its reply
+        // is not waited for: the first `Run` queues on the template's socket meanwhile, and
+        // if assembly fails the template's socket hangs up and the container reports the
+        // forker's error (`Container::failure`).
+        container.send_to_forker(&assemble, &fds)?;
+        drop(theirs);
+        Ok(container)
     }
 
     /// Tears a container down (what dropping it does).
@@ -703,16 +739,7 @@ impl ComputeNode {
         name: &str,
         input: Vec<u8>,
     ) -> Result<Execution, ExecuteError> {
-        let function = self
-            .functions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(tenant, name.to_owned()))
-            .cloned()
-            .ok_or_else(|| ExecuteError::UnknownFunction {
-                tenant,
-                name: name.to_owned(),
-            })?;
+        let function = self.function(tenant, name)?;
         let max_payload = self.sandbox.config().max_payload_bytes;
         if input.len() > max_payload {
             return Err(RunError::InputTooLarge {
@@ -846,11 +873,9 @@ impl ComputeNode {
         function: &Function,
     ) -> Result<(StartKind, Container), ExecuteError> {
         let started = Instant::now();
-        let container = tokio::task::block_in_place(|| match &function.code {
-            Code::Wasm { function, code } => self.assemble_for(false, Some((function, code))),
-            Code::Native { .. } => self.assemble_for(false, None),
-        })
-        .map_err(|e| ExecuteError::Container(e.to_string()))?;
+        let container = tokio::task::block_in_place(|| {
+            self.assemble_function(function.tenant, &function.name, false)
+        })?;
         self.counters.assemblies.fetch_add(1, Ordering::Relaxed);
         self.meter
             .record(CostKind::ContainerAssembly, started.elapsed());

@@ -5,18 +5,21 @@
 //!   that joins a pooled cgroup and waits. Joining a cgroup costs 10-20 ms the first time on
 //!   cgroup v1 (the kernel's threadgroup lock waits for an RCU grace period), so it is paid
 //!   here, and everything forked later from the forker starts inside the cgroup for free.
+//!   While it waits, the forker also gives up what it will not need (the capability bounding
+//!   set, no_new_privs, every seccomp rule but the one against `setns`): installing seccomp
+//!   filters costs the kernel about 100 us each, too much for the critical path.
 //! - On `Assemble` the forker enters the PID namespace and forks; the child joins the rest
 //!   (setns into network, IPC, UTS, and the mount namespace, whose root is already the
-//!   container's), drops every capability and its user to `nobody`, sets no_new_privs, loads
-//!   the seccomp filter compiled once at start, and becomes the container's **template**.
-//!   Nothing on that path creates a namespace, mounts, or moves a process between cgroups.
+//!   container's), changes its user to `nobody` (which clears its capabilities), installs the
+//!   one-rule filter against `setns`, and becomes the container's **template**. Nothing on that
+//!   path creates a namespace, mounts, or moves a process between cgroups.
 //! - The **template** (SAND's second level) lives inside the container for as long as it is
 //!   warm: on `Run` it forks a process per invocation, enforces its deadline (killing the
 //!   invocation's whole process group), and reports how it exited. A **native** template's
 //!   process execs the function's program; a **WebAssembly** template already holds the
 //!   function's compiled code (the zygote loaded it at deploy, so forkers parked since inherit
-//!   it), so its process just instantiates it and runs, its data calls going over a descriptor to
-//!   the agent ([`super::link`]). Nothing is exec'd.
+//!   it) and keeps the next instance prepared, so its process starts running at once, its data
+//!   calls going over a descriptor to the agent ([`super::link`]). Nothing is exec'd.
 //! - The **holder** (`sandstorm __holder BASE`): builds a root file system part (see
 //!   [`super::parts`]) and stays as PID 1 of its namespace.
 //!
@@ -183,9 +186,20 @@ pub fn recv<T: DeserializeOwned>(sock: BorrowedFd<'_>) -> io::Result<Option<(T, 
     Ok(Some((message, fds)))
 }
 
-/// The seccomp filter of every container process: these calls fail with EPERM (the rest of the
-/// kernel interface is allowed, as a deny list like Docker's refusals).
-fn compile_filter() -> io::Result<Vec<seccompiler::BpfProgram>> {
+/// The seccomp filters of every container process, compiled once in the zygote: these calls
+/// fail with EPERM (the rest of the kernel interface is allowed, as a deny list like Docker's
+/// refusals). Installing a filter costs the kernel a compilation (about 100 us each here), so
+/// all but `setns` are installed in the parked forker, off the critical path; `join` installs
+/// only the one-call filter that takes away `setns` once the parts are joined.
+#[derive(Debug)]
+struct Filters {
+    /// Installed by a forker when it parks (it still needs `setns`).
+    park: Vec<seccompiler::BpfProgram>,
+    /// Installed by the template after it joined the parts.
+    join: seccompiler::BpfProgram,
+}
+
+fn compile_filters() -> io::Result<Filters> {
     use seccompiler::{
         SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
     };
@@ -196,7 +210,6 @@ fn compile_filter() -> io::Result<Vec<seccompiler::BpfProgram>> {
         libc::SYS_chroot,
         libc::SYS_ptrace,
         libc::SYS_unshare,
-        libc::SYS_setns,
         libc::SYS_init_module,
         libc::SYS_finit_module,
         libc::SYS_delete_module,
@@ -257,26 +270,27 @@ fn compile_filter() -> io::Result<Vec<seccompiler::BpfProgram>> {
         );
     }
     rules.insert(libc::SYS_clone, clone_rules);
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        std::env::consts::ARCH
-            .try_into()
-            .map_err(io::Error::other)?,
-    )
-    .map_err(io::Error::other)?;
-    let deny: seccompiler::BpfProgram = filter.try_into().map_err(io::Error::other)?;
-    let clone3 = SeccompFilter::new(
-        [(libc::SYS_clone3, vec![])].into_iter().collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        std::env::consts::ARCH
-            .try_into()
-            .map_err(io::Error::other)?,
-    )
-    .map_err(io::Error::other)?;
-    Ok(vec![deny, clone3.try_into().map_err(io::Error::other)?])
+    // A filter that fails the calls of `rules` with `errno` and allows the rest.
+    let program = |rules: std::collections::BTreeMap<i64, Vec<SeccompRule>>, errno: i32| {
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(errno as u32),
+            std::env::consts::ARCH
+                .try_into()
+                .map_err(io::Error::other)?,
+        )
+        .map_err(io::Error::other)?;
+        seccompiler::BpfProgram::try_from(filter).map_err(io::Error::other)
+    };
+    let only = |call: i64| [(call, vec![])].into_iter().collect();
+    Ok(Filters {
+        park: vec![
+            program(rules, libc::EPERM)?,
+            program(only(libc::SYS_clone3), libc::ENOSYS)?,
+        ],
+        join: program(only(libc::SYS_setns), libc::EPERM)?,
+    })
 }
 
 /// A function's code as loaded, and its version.
@@ -285,7 +299,7 @@ type Loaded = (u64, std::sync::Arc<Compiled<AgentLink>>);
 /// What the zygote holds and every process forked from it inherits: the seccomp filter, the
 /// WebAssembly engine (no threads), and the code of every deployed WebAssembly function.
 struct Runtime {
-    filter: Vec<seccompiler::BpfProgram>,
+    filters: Filters,
     sandbox: Sandbox<AgentLink>,
     functions: HashMap<(u32, String), Loaded>,
 }
@@ -340,7 +354,7 @@ pub fn zygote_main() -> io::Result<()> {
     // SAFETY: descriptor 3 is the socket the agent passed; nothing else owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(3) };
     let mut runtime = Runtime {
-        filter: compile_filter()?,
+        filters: compile_filters()?,
         sandbox: Sandbox::for_templates(SandboxConfig::default()).map_err(io::Error::other)?,
         functions: HashMap::new(),
     };
@@ -424,6 +438,7 @@ fn forker_main(fds: &[OwnedFd], runtime: &Runtime) -> io::Result<()> {
         // "0" is the writing process.
         nix::unistd::write(cgroup, b"0")?;
     }
+    drop_privileges_off_path(&runtime.filters.park)?;
     send(sock, &FromZygote::Ready, &[])?;
     let Some((ToForker::Assemble { uid, gid, wasm }, parts)) = recv::<ToForker>(sock)? else {
         return Ok(()); // Destroyed without being used.
@@ -476,7 +491,7 @@ fn assemble(
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
             let sock = parts[5].as_fd();
-            match join(parts, uid, gid, &runtime.filter) {
+            match join(parts, uid, gid, &runtime.filters.join) {
                 Ok(()) => {
                     let wasm = wasm.map(|c| (&runtime.sandbox, c));
                     let code = match template_main(sock, wasm) {
@@ -500,12 +515,30 @@ fn assemble(
     }
 }
 
-/// Joins the parts and drops every privilege (in the forked child).
+/// What a parked forker gives up while it waits, off the critical path: the capability
+/// bounding set (it never execs, so it needs none), inheritable and ambient capabilities,
+/// the right to gain privileges, and every call of the deny list but `setns`. It keeps its
+/// effective capabilities: it and the template still enter namespaces.
+fn drop_privileges_off_path(filters: &[seccompiler::BpfProgram]) -> io::Result<()> {
+    for cap in caps::all() {
+        caps::drop(None, caps::CapSet::Bounding, cap).map_err(io::Error::other)?;
+    }
+    caps::clear(None, caps::CapSet::Inheritable).map_err(io::Error::other)?;
+    caps::clear(None, caps::CapSet::Ambient).map_err(io::Error::other)?;
+    nix::sys::prctl::set_no_new_privs()?;
+    for program in filters {
+        seccompiler::apply_filter(program).map_err(io::Error::other)?;
+    }
+    Ok(())
+}
+
+/// Joins the parts and drops the rest of its privileges (in the forked child; the forker
+/// dropped the others when it parked).
 fn join(
     parts: &[OwnedFd],
     uid: u32,
     gid: u32,
-    filter: &[seccompiler::BpfProgram],
+    setns_filter: &seccompiler::BpfProgram,
 ) -> io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     setns(&parts[0], CloneFlags::CLONE_NEWNET)?;
@@ -513,24 +546,17 @@ fn join(
     setns(&parts[2], CloneFlags::CLONE_NEWUTS)?;
     setns(&parts[3], CloneFlags::CLONE_NEWNS)?;
     chdir("/")?;
-    for cap in caps::all() {
-        caps::drop(None, caps::CapSet::Bounding, cap).map_err(io::Error::other)?;
-    }
     nix::unistd::setgroups(&[Gid::from_raw(gid)])?;
     nix::unistd::setgid(Gid::from_raw(gid))?;
+    // From root to another user: the kernel clears the permitted and effective sets.
     nix::unistd::setuid(Uid::from_raw(uid))?;
-    for set in [
-        caps::CapSet::Inheritable,
-        caps::CapSet::Ambient,
-        caps::CapSet::Effective,
-        caps::CapSet::Permitted,
-    ] {
-        caps::clear(None, set).map_err(io::Error::other)?;
+    if !caps::read(None, caps::CapSet::Permitted)
+        .map_err(io::Error::other)?
+        .is_empty()
+    {
+        return Err(io::Error::other("capabilities survived the change of user"));
     }
-    nix::sys::prctl::set_no_new_privs()?;
-    for program in filter {
-        seccompiler::apply_filter(program).map_err(io::Error::other)?;
-    }
+    seccompiler::apply_filter(setns_filter).map_err(io::Error::other)?;
     Ok(())
 }
 
@@ -546,8 +572,22 @@ struct Running {
 
 /// A container's template: forks one process per `Run`, until the agent hangs up.
 fn template_main(sock: BorrowedFd<'_>, wasm: Option<WasmTemplate<'_>>) -> io::Result<()> {
+    // An exit wakes the template at once (a signalfd polled beside the socket), so it is
+    // reported without waiting for the next timeout.
+    let mut sigchld = nix::sys::signal::SigSet::empty();
+    sigchld.add(Signal::SIGCHLD);
+    sigchld.thread_block()?;
+    let exits = nix::sys::signalfd::SignalFd::with_flags(
+        &sigchld,
+        nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+    )?;
     let mut running: HashMap<i32, Running> = HashMap::new();
+    // A WebAssembly template keeps its next instance ready, so a forked invocation starts
+    // running at once; it prepares the following one after the fork, off that invocation's path.
+    let mut next = wasm.map(prepare);
     loop {
+        // Drain the exit notifications (coalesced: waitpid below finds every exit).
+        while let Ok(Some(_)) = exits.read_signal() {}
         // Reap and report.
         loop {
             let (pid, code, signal) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -582,10 +622,16 @@ fn template_main(sock: BorrowedFd<'_>, wasm: Option<WasmTemplate<'_>>) -> io::Re
                 wait = wait.min(r.deadline.saturating_duration_since(now));
             }
         }
-        let mut fds = [PollFd::new(sock, PollFlags::POLLIN)];
+        let mut fds = [
+            PollFd::new(sock, PollFlags::POLLIN),
+            PollFd::new(exits.as_fd(), PollFlags::POLLIN),
+        ];
         let timeout = PollTimeout::from(wait.as_millis().clamp(1, 50) as u16);
         if poll(&mut fds, timeout)? == 0 {
             continue;
+        }
+        if fds[0].revents().is_none_or(|r| r.is_empty()) {
+            continue; // Only an exit: reaped at the top of the loop.
         }
         let Some((
             ToTemplate::Run {
@@ -603,7 +649,12 @@ fn template_main(sock: BorrowedFd<'_>, wasm: Option<WasmTemplate<'_>>) -> io::Re
         };
         let spawned = match (&program, wasm) {
             (Program::Exec { argv }, _) => spawn_exec(argv, &fds),
-            (Program::Wasm, Some(wasm)) => spawn_wasm(wasm, fds),
+            (Program::Wasm, Some(wasm)) => {
+                let ready = next.take().unwrap_or_else(|| prepare(wasm));
+                let spawned = spawn_wasm(ready, fds);
+                next = Some(prepare(wasm));
+                spawned
+            }
             (Program::Wasm, None) => Err(io::Error::other(
                 "this container runs native programs, not WebAssembly",
             )),
@@ -647,6 +698,10 @@ fn fork_invocation(child: impl FnOnce() -> i32) -> io::Result<Pid> {
             let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
             // If the template dies, so does the invocation.
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            // The template blocks SIGCHLD for its signalfd; the invocation gets the default.
+            let mut sigchld = nix::sys::signal::SigSet::empty();
+            sigchld.add(Signal::SIGCHLD);
+            let _ = sigchld.thread_unblock();
             std::process::exit(child());
         }
     }
@@ -676,20 +731,50 @@ fn spawn_exec(argv: &[String], stdio: &[OwnedFd]) -> io::Result<Pid> {
     })
 }
 
-/// Forks a process that runs the template's function over the link in `fds[0]`.
-fn spawn_wasm((sandbox, function): WasmTemplate<'_>, mut fds: Vec<OwnedFd>) -> io::Result<Pid> {
+/// An instance prepared for the next invocation (with its unbound link), or why it could not be.
+type Ready<'a> = Result<
+    (
+        std::sync::Arc<AgentLink>,
+        crate::sandbox::Prepared<'a, AgentLink>,
+    ),
+    crate::sandbox::RunError,
+>;
+
+/// Prepares an instance of the template's function with an unbound link.
+fn prepare<'a>((sandbox, function): WasmTemplate<'a>) -> Ready<'a> {
+    let link = std::sync::Arc::new(AgentLink::unbound());
+    sandbox
+        .prepare(function, link.clone())
+        .map(|prepared| (link, prepared))
+}
+
+/// Forks a process that runs the prepared instance over the link in `fds[0]`.
+fn spawn_wasm(ready: Ready<'_>, mut fds: Vec<OwnedFd>) -> io::Result<Pid> {
     if fds.is_empty() {
         return Err(io::Error::other(
             "Run of WebAssembly needs the link descriptor",
         ));
     }
-    let link = std::os::unix::net::UnixStream::from(fds.swap_remove(0));
+    let stream = std::os::unix::net::UnixStream::from(fds.swap_remove(0));
     fork_invocation(move || {
-        let link = std::sync::Arc::new(AgentLink::new(link));
-        let Ok(input) = link.read_input() else {
-            return 1;
+        let (link, result) = match ready {
+            Ok((link, prepared)) => {
+                if link.bind(stream).is_err() {
+                    return 1;
+                }
+                let Ok(input) = link.read_input() else {
+                    return 1;
+                };
+                (link, prepared.run(input))
+            }
+            Err(e) => {
+                let link = AgentLink::unbound();
+                if link.bind(stream).is_err() || link.read_input().is_err() {
+                    return 1;
+                }
+                (std::sync::Arc::new(link), Err(e))
+            }
         };
-        let result = sandbox.run(function, input, &link);
         match link.done(result) {
             Ok(()) => 0,
             Err(_) => 1,
@@ -805,6 +890,76 @@ pub fn holder_main(base: &Path) -> io::Result<()> {
             io::stdout().flush()?;
             let _ = waitpid(child, None);
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter every container process runs under, applied in a forked child (no root
+    /// needed: no_new_privs allows it): each escape hatch fails with the errno it should.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn the_seccomp_filter_refuses_escape_hatches() {
+        let filters = compile_filters().unwrap();
+        let filter: Vec<_> = filters.park.iter().chain([&filters.join]).collect();
+        // SAFETY: the child only makes system calls and exits; it touches no lock another
+        // test thread could hold (no allocation after fork).
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                // The errno of a call, read right after it.
+                let errno = |r: libc::c_long| {
+                    if r == -1 {
+                        io::Error::last_os_error().raw_os_error().unwrap_or(0)
+                    } else {
+                        0
+                    }
+                };
+                if nix::sys::prctl::set_no_new_privs().is_err() {
+                    std::process::exit(100);
+                }
+                for program in &filter {
+                    if seccompiler::apply_filter(program).is_err() {
+                        std::process::exit(101);
+                    }
+                }
+                // SAFETY: raw system calls with valid (or null) arguments.
+                let results = unsafe {
+                    [
+                        errno(libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0)) == libc::EPERM,
+                        errno(libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS)) == libc::EPERM,
+                        errno(libc::syscall(libc::SYS_chroot, c"/".as_ptr())) == libc::EPERM,
+                        errno(libc::syscall(
+                            libc::SYS_mount,
+                            c"none".as_ptr(),
+                            c"/tmp".as_ptr(),
+                            c"tmpfs".as_ptr(),
+                            0,
+                            0,
+                        )) == libc::EPERM,
+                        errno(libc::syscall(libc::SYS_init_module, 0, 0, 0)) == libc::EPERM,
+                        errno(libc::syscall(libc::SYS_clone3, 0, 0)) == libc::ENOSYS,
+                        errno(libc::syscall(libc::SYS_setns, 0, 0)) == libc::EPERM,
+                    ]
+                };
+                let mut failures = 0;
+                for (i, refused) in results.into_iter().enumerate() {
+                    if !refused {
+                        failures |= 1 << i;
+                    }
+                }
+                std::process::exit(failures);
+            }
+            ForkResult::Parent { child } => {
+                let status = waitpid(child, None).unwrap();
+                assert_eq!(
+                    status,
+                    WaitStatus::Exited(child, 0),
+                    "exit code: bit i set = check i (ptrace, unshare, chroot, mount, init_module, clone3, setns) was not refused as expected; 100/101 = the filter could not be applied"
+                );
+            }
         }
     }
 }
