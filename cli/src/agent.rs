@@ -33,6 +33,9 @@ pub struct AgentArgs {
     /// Worker cores that run functions (default: every core of the machine).
     #[arg(long)]
     cores: Option<usize>,
+    /// Register with the scheduler at ADDR (`host:port`) and keep registering every second.
+    #[arg(long)]
+    scheduler: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -74,6 +77,16 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let data_dir = config.data_dir.clone();
+    let registration = args
+        .scheduler
+        .clone()
+        .map(|scheduler| crate::register::Registration {
+            scheduler,
+            name: args.name.clone(),
+            role: sandstorm_proto::v1::Tier::Storage,
+            listen: config.listen,
+            cores: u32::try_from(config.worker_cores).unwrap_or(u32::MAX),
+        });
     runtime.block_on(storage::run(
         config,
         move |addr| {
@@ -82,6 +95,9 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
                 None => println!("no data directory: data is held only in memory"),
             }
             println!("listening on {addr}");
+            if let Some(r) = registration {
+                crate::register::spawn(crate::register::Registration { listen: addr, ..r });
+            }
         },
         shutdown_signal(),
     ))?;
