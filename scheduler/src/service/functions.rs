@@ -225,7 +225,7 @@ impl Scheduler {
 
     pub fn list_functions(&self, tenant: TenantId) -> pb::ListFunctionsResponse {
         let inner = self.lock();
-        let functions = inner
+        let mut functions: Vec<pb::FunctionInfo> = inner
             .catalog
             .functions_of(tenant)
             .filter_map(|spec| inner.functions.get(&spec.id))
@@ -255,6 +255,8 @@ impl Scheduler {
                 }
             })
             .collect();
+        // By name: the same order before and after a restart.
+        functions.sort_by(|a, b| a.name.cmp(&b.name));
         pb::ListFunctionsResponse { functions }
     }
 

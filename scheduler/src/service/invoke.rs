@@ -151,7 +151,22 @@ impl Scheduler {
         let mut failed: Vec<pb::FailedAttempt> = Vec::new();
         let mut redeployed = false;
         loop {
-            let mut placed = self.place(id, f, &request.keys, &excluded)?;
+            let mut placed = match self.place(id, f, &request.keys, &excluded) {
+                Ok(placed) => placed,
+                // Every node that could take it failed: name them and what happened.
+                Err(ApiError::NoNode(others)) if !failed.is_empty() => {
+                    let nodes: Vec<&str> = failed.iter().map(|a| a.node.as_str()).collect();
+                    let errors: Vec<&str> = failed.iter().map(|a| a.error.as_str()).collect();
+                    return Err(ApiError::NodeFailed {
+                        node: nodes.join(", "),
+                        message: format!(
+                            "{}; no other node can take the invocation ({others})",
+                            errors.join("; ")
+                        ),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
             let deadline = Duration::from_millis(u64::from(match f.limits.deadline_ms {
                 0 => 1_000,
                 ms => ms,
@@ -310,7 +325,12 @@ impl Scheduler {
             decision
         };
         let names = |id: u32| inner.node_name(id);
-        let candidates = record::candidates(&decision, names);
+        let mut candidates = record::candidates(&decision, names);
+        for c in &mut candidates {
+            if excluded.contains(&NodeId(c.node_id)) {
+                c.reason = "excluded: an earlier attempt of this invocation failed there".into();
+            }
+        }
         let Some(choice) = decision.chosen else {
             let reasons = if candidates.is_empty() {
                 "no node has registered".to_owned()
