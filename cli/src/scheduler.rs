@@ -22,6 +22,7 @@ use tonic::transport::Channel;
 #[derive(Debug, Subcommand)]
 pub enum SchedulerCommand {
     Scheduler(ServeArgs),
+    /// Manage tenants (with the admin token).
     #[command(subcommand)]
     Tenant(TenantCommand),
     Deploy(DeployArgs),

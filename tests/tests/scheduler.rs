@@ -169,7 +169,7 @@ fn check_record(record: &pb::InvocationRecord, function: &str) {
     assert_eq!(record.start, pb::StartKind::Assembled as i32);
     assert_eq!(record.policy, "cost-aware");
     assert!(record.invocation_id > 0);
-    assert!(record.exec_us > 0 && record.total_us >= record.exec_us);
+    assert!(record.total_us >= record.exec_us, "{record:?}");
     assert_eq!(record.bytes_moved, 0, "data read in place");
     let chosen: Vec<_> = record
         .candidates
