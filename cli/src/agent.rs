@@ -50,6 +50,9 @@ pub struct AgentArgs {
     /// Compute role: where the base root file system is built (default /run/sandstorm/NAME).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Register with the scheduler at ADDR (`host:port`) and keep registering every second.
+    #[arg(long)]
+    scheduler: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,6 +101,16 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let data_dir = config.data_dir.clone();
+    let registration = args
+        .scheduler
+        .clone()
+        .map(|scheduler| crate::register::Registration {
+            scheduler,
+            name: args.name(),
+            role: sandstorm_proto::v1::Tier::Storage,
+            listen: config.listen,
+            cores: u32::try_from(config.worker_cores).unwrap_or(u32::MAX),
+        });
     runtime.block_on(storage::run(
         config,
         move |addr| {
@@ -106,6 +119,9 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
                 None => println!("no data directory: data is held only in memory"),
             }
             println!("listening on {addr}");
+            if let Some(r) = registration {
+                crate::register::spawn(crate::register::Registration { listen: addr, ..r });
+            }
         },
         shutdown_signal(),
     ))?;
@@ -131,10 +147,26 @@ fn run_compute(args: &AgentArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let registration = args
+        .scheduler
+        .clone()
+        .map(|scheduler| crate::register::Registration {
+            scheduler,
+            name: args.name(),
+            role: sandstorm_proto::v1::Tier::Compute,
+            listen: args.listen,
+            cores: std::thread::available_parallelism()
+                .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+        });
     runtime.block_on(compute::service::run(
         config,
         args.listen,
-        |addr| println!("listening on {addr}"),
+        |addr| {
+            println!("listening on {addr}");
+            if let Some(r) = registration {
+                crate::register::spawn(crate::register::Registration { listen: addr, ..r });
+            }
+        },
         shutdown_signal(),
     ))?;
     Ok(())

@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod register;
+mod scheduler;
 mod sim;
 
 /// Sandstorm: a serverless platform whose scheduler knows what isolation and data movement cost.
@@ -30,6 +32,8 @@ enum Command {
         base: std::path::PathBuf,
     },
     Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Scheduler(scheduler::SchedulerCommand),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
             sandstorm_node_agent::compute::zygote::holder_main(&base).map_err(Into::into)
         }
         Command::Bench(args) => bench::run(&args),
+        Command::Scheduler(command) => scheduler::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

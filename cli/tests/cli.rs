@@ -39,7 +39,20 @@ fn assert_mentions(text: &str, needles: &[&str]) {
 #[test]
 fn top_level_help_lists_commands() {
     let text = help(&["--help"]);
-    assert_mentions(&text, &["Usage: sandstorm", "sim", "bench"]);
+    assert_mentions(
+        &text,
+        &[
+            "Usage: sandstorm",
+            "sim",
+            "bench",
+            "agent",
+            "scheduler",
+            "tenant",
+            "deploy",
+            "invoke",
+            "status",
+        ],
+    );
 }
 
 #[test]

@@ -30,17 +30,20 @@ pub enum SampleKind {
     ContainerCold,
     /// One in-memory access inside a storage node, us.
     LocalAccess,
+    /// Starting an invocation in a warm container (a fork of its template), us.
+    WarmStart,
 }
 
 impl SampleKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [SampleKind; 6] = [
+    pub const ALL: [SampleKind; 7] = [
         SampleKind::RoundTrip,
         SampleKind::Dispatch,
         SampleKind::WasmStart,
         SampleKind::ContainerAssembly,
         SampleKind::ContainerCold,
         SampleKind::LocalAccess,
+        SampleKind::WarmStart,
     ];
 
     fn param(self, params: &mut CostParams) -> &mut f64 {
@@ -51,6 +54,7 @@ impl SampleKind {
             SampleKind::ContainerAssembly => &mut params.container_assembled_us,
             SampleKind::ContainerCold => &mut params.container_cold_us,
             SampleKind::LocalAccess => &mut params.local_access_us,
+            SampleKind::WarmStart => &mut params.zygote_fork_us,
         }
     }
 }

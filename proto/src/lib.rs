@@ -15,3 +15,7 @@
 pub mod v1 {
     tonic::include_proto!("sandstorm.v1");
 }
+
+/// The encoded `FileDescriptorSet` of every Sandstorm `.proto` file, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sandstorm_descriptor.bin"));

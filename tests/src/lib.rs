@@ -386,6 +386,8 @@ pub struct Service {
     /// The address it printed in its `listening on ADDR` line.
     pub addr: std::net::SocketAddr,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Every stdout line so far, and a signal for each new one.
+    stdout: std::sync::Arc<(std::sync::Mutex<Vec<String>>, std::sync::Condvar)>,
 }
 
 impl Service {
@@ -425,9 +427,15 @@ impl Service {
         }
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let seen: std::sync::Arc<(std::sync::Mutex<Vec<String>>, std::sync::Condvar)> =
+            std::sync::Arc::default();
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
+                    seen.0
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(line.clone());
                     if let Some(addr) = line.strip_prefix("listening on ") {
                         break addr
                             .trim()
@@ -442,12 +450,54 @@ impl Service {
                 }
             }
         };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining stdout so the child never blocks on a full pipe, and keep its lines.
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                sink.1.notify_all();
+            }
+        });
         Service {
             child,
             addr,
             stderr,
+            stdout: seen,
+        }
+    }
+
+    /// Every line the process printed to stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Blocks until the process has printed `count` stdout lines containing `needle`, and returns
+    /// the last of them. Panics (with its logs) if that has not happened after 60 s: a bound on a
+    /// broken run, not a timing assertion.
+    pub fn wait_for_stdout(&self, needle: &str, count: usize) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (lines, signal) = &*self.stdout;
+        let mut guard = lines.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let matching: Vec<&String> = guard.iter().filter(|l| l.contains(needle)).collect();
+            if matching.len() >= count {
+                return matching[count - 1].clone();
+            }
+            let now = std::time::Instant::now();
+            assert!(
+                now < deadline,
+                "no {count} lines with {needle:?} on stdout:\n{}\n--- stderr\n{}",
+                guard.join("\n"),
+                self.stderr()
+            );
+            guard = signal
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 

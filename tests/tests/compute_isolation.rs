@@ -113,9 +113,14 @@ fn a_container_is_isolated_and_its_escapes_fail() {
         "{}",
         String::from_utf8_lossy(&r.output)
     );
-    // A fork bomb is contained by the pids limit (and stopped at its deadline).
+    // A fork bomb is contained by the pids limit (and stopped at its deadline: the shell that
+    // started it waits, so the bomb is not cut short when it exits).
     let r = c
-        .run(&sh("b() { b | b & }; b"), b"", Duration::from_millis(1500))
+        .run(
+            &sh("b() { b | b & }; b; sleep 10"),
+            b"",
+            Duration::from_millis(1500),
+        )
         .unwrap();
     assert!(r.hit_pids_limit, "{:?}", r.outcome);
     // An endless loop is stopped at its deadline.

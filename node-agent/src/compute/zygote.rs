@@ -870,11 +870,18 @@ pub fn holder_main(base: &Path) -> io::Result<()> {
             }
             let _ = nix::unistd::write(&ready_w, b"1");
             drop(ready_w);
-            // PID 1: adopt and reap orphans until killed.
+            // PID 1: adopt and reap orphans until killed, at once (zombies count against the
+            // pids limit): woken by SIGCHLD even while it has no children to wait for.
+            let mut sigchld = nix::sys::signal::SigSet::empty();
+            sigchld.add(Signal::SIGCHLD);
+            let _ = sigchld.thread_block();
             loop {
-                if waitpid(None, None).is_err() {
-                    std::thread::sleep(Duration::from_secs(1));
+                while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    if status == WaitStatus::StillAlive {
+                        break;
+                    }
                 }
+                let _ = sigchld.wait();
             }
         }
         ForkResult::Parent { child } => {

@@ -1,0 +1,419 @@
+//! `sandstorm scheduler` (run the scheduler) and the client commands that talk to any scheduler:
+//! `sandstorm tenant create`, `sandstorm deploy`, `sandstorm invoke`, `sandstorm put`,
+//! `sandstorm status`.
+//!
+//! Clients find the scheduler with `--scheduler ADDR` (or `SANDSTORM_SCHEDULER`, default
+//! `127.0.0.1:7100`) and authenticate with `--token` (or `SANDSTORM_TOKEN`; `tenant create` also
+//! reads `--admin-token-file`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use sandstorm_proto::v1 as pb;
+use sandstorm_proto::v1::admin_client::AdminClient;
+use sandstorm_proto::v1::scheduler_client::SchedulerClient;
+use sandstorm_scheduler::service::{self, SchedulerConfig};
+use tonic::transport::Channel;
+
+/// The scheduler and the commands that talk to it.
+#[derive(Debug, Subcommand)]
+pub enum SchedulerCommand {
+    Scheduler(ServeArgs),
+    /// Manage tenants (with the admin token).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    Deploy(DeployArgs),
+    Invoke(InvokeArgs),
+    Put(PutArgs),
+    Status(StatusArgs),
+}
+
+/// Run the scheduler: the client API (functions, data, invocations), the cluster API agents
+/// register with, health checking and server reflection, all on one gRPC port.
+///
+/// Prints `listening on ADDR` once it accepts connections; on first start it generates the admin
+/// token into the data directory and prints it.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to serve gRPC on (`127.0.0.1:0` picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    listen: SocketAddr,
+    /// Where tenants, tokens, functions and nodes are kept.
+    #[arg(long, default_value = "sandstorm-data/scheduler")]
+    data_dir: PathBuf,
+    /// Declare a node dead after this many milliseconds without statistics.
+    #[arg(long, default_value_t = 2000)]
+    node_timeout_ms: u64,
+    /// Placement policy (cost-aware, always-storage, always-compute, least-loaded, random,
+    /// hash-home, data-affinity, first-fit).
+    #[arg(long, default_value = "cost-aware")]
+    policy: String,
+}
+
+/// Where a client finds the scheduler and who it is.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// The scheduler's address (default: `SANDSTORM_SCHEDULER`, or 127.0.0.1:7100).
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Bearer token (default: `SANDSTORM_TOKEN`).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant (admin); prints its token.
+    Create {
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+        /// Read the admin token from this file (the scheduler's `DATA_DIR/admin-token`).
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+    },
+}
+
+/// Deploy a function (a `.wasm` file, or one of the bundled examples).
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The function's name.
+    name: String,
+    /// The module to deploy.
+    #[arg(long, conflicts_with = "example")]
+    wasm: Option<PathBuf>,
+    /// A bundled example (echo, kv-sum, graph-walk, hash-chain, counter).
+    #[arg(long)]
+    example: Option<String>,
+    /// Deadline of one invocation, ms (default 1000).
+    #[arg(long, default_value_t = 0)]
+    deadline_ms: u32,
+    /// Memory of one instance, MiB (default 16).
+    #[arg(long, default_value_t = 0)]
+    memory_mb: u32,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// Invoke a function (or, with several `--then`, a chain) and print its output.
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    function: String,
+    /// The input (default empty).
+    #[arg(default_value = "")]
+    input: String,
+    /// Functions to run after it, each on the previous one's output.
+    #[arg(long = "then")]
+    then: Vec<String>,
+    /// A key the function will touch (placement hint); repeatable.
+    #[arg(long = "key")]
+    keys: Vec<String>,
+    /// Safe to run again on another node if its node fails.
+    #[arg(long)]
+    retryable: bool,
+    /// Also print the invocation record (where it ran, times, every candidate's cost).
+    #[arg(long)]
+    record: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// Store a value under a key of the calling tenant.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    key: String,
+    value: String,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// Show the cluster as the scheduler sees it.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    connection: Connection,
+}
+
+pub fn run(command: SchedulerCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match command {
+            SchedulerCommand::Scheduler(args) => serve(args).await,
+            SchedulerCommand::Tenant(TenantCommand::Create {
+                name,
+                connection,
+                admin_token_file,
+            }) => {
+                let token = match (&connection.token, admin_token_file) {
+                    (Some(t), _) => t.clone(),
+                    (None, Some(file)) => std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?
+                        .trim()
+                        .to_owned(),
+                    (None, None) => token(&connection)?,
+                };
+                let channel = channel(&connection).await?;
+                let mut admin = AdminClient::new(channel);
+                let r = admin
+                    .create_tenant(authed(pb::CreateTenantRequest { name }, &token)?)
+                    .await?
+                    .into_inner();
+                println!("tenant {} created; token: {}", r.tenant_id, r.token);
+                Ok(())
+            }
+            SchedulerCommand::Deploy(args) => deploy(args).await,
+            SchedulerCommand::Invoke(args) => invoke(args).await,
+            SchedulerCommand::Put(args) => {
+                let (mut client, token) = client(&args.connection).await?;
+                let r = client
+                    .put_data(authed(
+                        pb::PutDataRequest {
+                            key: args.key.into_bytes(),
+                            value: args.value.into_bytes(),
+                        },
+                        &token,
+                    )?)
+                    .await?
+                    .into_inner();
+                println!("stored on {}", r.node);
+                Ok(())
+            }
+            SchedulerCommand::Status(args) => status(args).await,
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let policy = args.policy.parse()?;
+    let config = SchedulerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        node_timeout: Duration::from_millis(args.node_timeout_ms.max(1)),
+        policy,
+        ..SchedulerConfig::default()
+    };
+    service::run(
+        config,
+        |ready| {
+            println!("data directory {}", args.data_dir.display());
+            match &ready.new_admin_token {
+                Some(token) => {
+                    println!("admin token: {token}");
+                    println!("(saved in {})", ready.admin_token_file.display());
+                }
+                None => println!("admin token in {}", ready.admin_token_file.display()),
+            }
+            println!("listening on {}", ready.addr);
+        },
+        crate::agent::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+fn token(connection: &Connection) -> anyhow::Result<String> {
+    match &connection.token {
+        Some(t) => Ok(t.clone()),
+        None => std::env::var("SANDSTORM_TOKEN")
+            .map_err(|_| anyhow::anyhow!("no token: pass --token or set SANDSTORM_TOKEN")),
+    }
+}
+
+async fn channel(connection: &Connection) -> anyhow::Result<Channel> {
+    let addr = connection
+        .scheduler
+        .clone()
+        .or_else(|| std::env::var("SANDSTORM_SCHEDULER").ok())
+        .unwrap_or_else(|| "127.0.0.1:7100".to_owned());
+    let url = if addr.contains("://") {
+        addr.clone()
+    } else {
+        format!("http://{addr}")
+    };
+    tonic::transport::Endpoint::from_shared(url)?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(120))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the scheduler at {addr}"))
+}
+
+async fn client(connection: &Connection) -> anyhow::Result<(SchedulerClient<Channel>, String)> {
+    let token = token(connection)?;
+    let max = 64 << 20;
+    let client = SchedulerClient::new(channel(connection).await?)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    Ok((client, token))
+}
+
+fn authed<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .context("the token is not valid metadata")?,
+    );
+    Ok(request)
+}
+
+async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    let module = match (&args.wasm, &args.example) {
+        (Some(path), _) => {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        (None, Some(name)) => sandstorm_guest_examples::module(name)
+            .with_context(|| format!("no bundled example {name:?}"))?
+            .to_vec(),
+        (None, None) => bail!("pass --wasm FILE or --example NAME"),
+    };
+    let (mut client, token) = client(&args.connection).await?;
+    let request = pb::DeployFunctionRequest {
+        name: args.name.clone(),
+        module,
+        limits: Some(pb::Limits {
+            deadline_ms: args.deadline_ms,
+            memory_mb: args.memory_mb,
+            max_payload_bytes: 0,
+        }),
+    };
+    let r = client
+        .deploy_function(authed(request, &token)?)
+        .await?
+        .into_inner();
+    println!(
+        "{} {} on {} node(s){}",
+        if r.replaced { "replaced" } else { "deployed" },
+        args.name,
+        r.deployed_on.len(),
+        if r.deployed_on.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", r.deployed_on.join(", "))
+        }
+    );
+    Ok(())
+}
+
+async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
+    let (mut client, token) = client(&args.connection).await?;
+    let keys: Vec<Vec<u8>> = args.keys.iter().map(|k| k.clone().into_bytes()).collect();
+    let (output, records) = if args.then.is_empty() {
+        let request = pb::InvokeRequest {
+            function: args.function.clone(),
+            input: args.input.into_bytes(),
+            keys,
+            retryable: args.retryable,
+        };
+        let r = client.invoke(authed(request, &token)?).await?.into_inner();
+        (r.output, r.record.into_iter().collect::<Vec<_>>())
+    } else {
+        let steps = std::iter::once(args.function.clone())
+            .chain(args.then.iter().cloned())
+            .collect();
+        let request = pb::InvokeChainRequest {
+            steps,
+            input: args.input.into_bytes(),
+            keys,
+            retryable: args.retryable,
+        };
+        let r = client
+            .invoke_chain(authed(request, &token)?)
+            .await?
+            .into_inner();
+        (r.output, r.records)
+    };
+    println!("{}", String::from_utf8_lossy(&output));
+    if args.record {
+        for r in &records {
+            print_record(r);
+        }
+    }
+    Ok(())
+}
+
+fn print_record(r: &pb::InvocationRecord) {
+    let tier = pb::Tier::try_from(r.tier).map_or("?", |t| t.as_str_name());
+    let start = pb::StartKind::try_from(r.start).map_or("?", |s| s.as_str_name());
+    println!(
+        "inv-{} {} on {} ({tier}, {start}): queue {} us, start {} us, exec {} us, durable {} us, \
+         schedule {} us, total {} us; {} data calls, {} keys, {} B read, {} B written, {} B moved",
+        r.invocation_id,
+        r.function,
+        r.node,
+        r.queue_us,
+        r.start_us,
+        r.exec_us,
+        r.durable_us,
+        r.schedule_us,
+        r.total_us,
+        r.data_calls,
+        r.keys_read,
+        r.bytes_read,
+        r.bytes_written,
+        r.bytes_moved
+    );
+    if let Some(hop) = &r.hop {
+        let path = pb::chain_hop::Path::try_from(hop.path).map_or("?", |p| p.as_str_name());
+        println!(
+            "  hop {}: {} -> {} via {path} ({} B)",
+            hop.step, hop.from_node, hop.to_node, hop.bytes
+        );
+    }
+    for c in &r.candidates {
+        let objective = c.cost.map_or(0.0, |c| c.objective);
+        let verdict =
+            pb::candidate_cost::Verdict::try_from(c.verdict).map_or("?", |v| v.as_str_name());
+        println!(
+            "  {} {verdict} objective {objective:.2} score {:.2} {}",
+            c.node, c.score, c.reason
+        );
+    }
+    for a in &r.failed_attempts {
+        println!("  failed on {}: {}", a.node, a.error);
+    }
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let (mut client, token) = client(&args.connection).await?;
+    let s = client
+        .cluster_status(authed(pb::ClusterStatusRequest {}, &token)?)
+        .await?
+        .into_inner();
+    println!(
+        "policy {}; {} tenants, {} functions",
+        s.policy, s.tenants, s.functions
+    );
+    println!(
+        "{:<16} {:<8} {:<6} {:>5} {:>6} {:>6} {:>6} {:>10}  address",
+        "node", "role", "alive", "cores", "load", "busy", "queue", "silent_ms"
+    );
+    for n in &s.nodes {
+        let role = match pb::Tier::try_from(n.role) {
+            Ok(pb::Tier::Storage) => "storage",
+            Ok(pb::Tier::Compute) => "compute",
+            _ => "?",
+        };
+        println!(
+            "{:<16} {:<8} {:<6} {:>5} {:>6} {:>6.2} {:>6} {:>10}  {}",
+            n.name, role, n.alive, n.cores, n.load, n.busy, n.queue_len, n.silent_ms, n.address
+        );
+    }
+    for p in &s.params {
+        println!(
+            "  {} = {:.3} us ({} samples{})",
+            p.name,
+            p.micros,
+            p.samples,
+            if p.samples == 0 { ", default" } else { "" }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! The gRPC services over [`Scheduler`]: `Scheduler` (the client API), `Admin` and `Cluster`.
+//! Each handler authenticates, calls one method of the scheduler and converts its error with the
+//! single `ApiError -> Status` mapping; handlers hold no logic of their own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandstorm_proto::v1 as pb;
+use sandstorm_proto::v1::admin_server::Admin;
+use sandstorm_proto::v1::cluster_server::Cluster;
+use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+
+use super::auth::Caller;
+use super::results;
+use super::state::Scheduler;
+
+/// Longest `WaitResult` wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// `WaitResult` wait when the request says 0.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
+/// The services, sharing one scheduler.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub scheduler: Arc<Scheduler>,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+impl Api {
+    fn tenant<T>(
+        &self,
+        request: &Request<T>,
+        action: &'static str,
+    ) -> Result<sandstorm_naming::TenantId, Status> {
+        Ok(self
+            .scheduler
+            .authenticate(request.metadata())?
+            .tenant(action)?)
+    }
+
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        Ok(self.scheduler.authenticate(request.metadata())?)
+    }
+}
+
+fn ok<T>(value: T) -> Reply<T> {
+    Ok(Response::new(value))
+}
+
+#[tonic::async_trait]
+impl pb::scheduler_server::Scheduler for Api {
+    async fn deploy_function(
+        &self,
+        request: Request<pb::DeployFunctionRequest>,
+    ) -> Reply<pb::DeployFunctionResponse> {
+        let tenant = self.tenant(&request, "deploy functions")?;
+        ok(self
+            .scheduler
+            .deploy_function(tenant, request.into_inner())
+            .await?)
+    }
+
+    async fn list_functions(
+        &self,
+        request: Request<pb::ListFunctionsRequest>,
+    ) -> Reply<pb::ListFunctionsResponse> {
+        let tenant = self.tenant(&request, "list functions")?;
+        ok(self.scheduler.list_functions(tenant))
+    }
+
+    async fn remove_function(
+        &self,
+        request: Request<pb::RemoveFunctionRequest>,
+    ) -> Reply<pb::RemoveFunctionResponse> {
+        let tenant = self.tenant(&request, "remove functions")?;
+        let existed = self
+            .scheduler
+            .remove_function(tenant, &request.into_inner().name)
+            .await?;
+        ok(pb::RemoveFunctionResponse { existed })
+    }
+
+    async fn put_data(&self, request: Request<pb::PutDataRequest>) -> Reply<pb::PutDataResponse> {
+        let tenant = self.tenant(&request, "write data")?;
+        ok(self
+            .scheduler
+            .put_data(tenant, request.into_inner())
+            .await?)
+    }
+
+    async fn get_data(&self, request: Request<pb::GetDataRequest>) -> Reply<pb::GetDataResponse> {
+        let tenant = self.tenant(&request, "read data")?;
+        ok(self
+            .scheduler
+            .get_data(tenant, request.into_inner())
+            .await?)
+    }
+
+    async fn delete_data(
+        &self,
+        request: Request<pb::DeleteDataRequest>,
+    ) -> Reply<pb::DeleteDataResponse> {
+        let tenant = self.tenant(&request, "delete data")?;
+        ok(self
+            .scheduler
+            .delete_data(tenant, request.into_inner())
+            .await?)
+    }
+
+    async fn scan_data(
+        &self,
+        request: Request<pb::ScanDataRequest>,
+    ) -> Reply<pb::ScanDataResponse> {
+        let tenant = self.tenant(&request, "scan data")?;
+        ok(self
+            .scheduler
+            .scan_data(tenant, request.into_inner())
+            .await?)
+    }
+
+    async fn invoke(&self, request: Request<pb::InvokeRequest>) -> Reply<pb::InvokeResponse> {
+        let tenant = self.tenant(&request, "invoke functions")?;
+        ok(self
+            .scheduler
+            .invoke(tenant, request.into_inner(), None)
+            .await?)
+    }
+
+    async fn invoke_async(
+        &self,
+        request: Request<pb::InvokeRequest>,
+    ) -> Reply<pb::InvokeAsyncResponse> {
+        let tenant = self.tenant(&request, "invoke functions")?;
+        let request = request.into_inner();
+        // Bad input is an error of this call, not of the result fetched later.
+        self.scheduler.lock().function(tenant, &request.function)?;
+        let id = self.scheduler.next_invocation_id();
+        let tx = self.scheduler.results.start(tenant, id);
+        let scheduler = self.scheduler.clone();
+        let span = tracing::info_span!("invoke_async", async_id = id, tenant = tenant.0);
+        tokio::spawn(
+            async move {
+                let outcome = scheduler
+                    .invoke_as(id, tenant, request, None)
+                    .await
+                    .map_err(|e| {
+                        let status = Status::from(e);
+                        (status.code() as i32, status.message().to_owned())
+                    });
+                tx.send_replace(Some(outcome));
+            }
+            .instrument(span),
+        );
+        ok(pb::InvokeAsyncResponse { invocation_id: id })
+    }
+
+    async fn wait_result(
+        &self,
+        request: Request<pb::WaitResultRequest>,
+    ) -> Reply<pb::ResultResponse> {
+        let tenant = self.tenant(&request, "fetch results")?;
+        let r = request.into_inner();
+        let wait = match r.timeout_ms {
+            0 => DEFAULT_WAIT,
+            ms => Duration::from_millis(u64::from(ms)).min(MAX_WAIT),
+        };
+        let outcome = self
+            .scheduler
+            .results
+            .wait(tenant, r.invocation_id, wait)
+            .await?;
+        ok(results::response(r.invocation_id, outcome))
+    }
+
+    async fn get_result(
+        &self,
+        request: Request<pb::GetResultRequest>,
+    ) -> Reply<pb::ResultResponse> {
+        let tenant = self.tenant(&request, "fetch results")?;
+        let id = request.into_inner().invocation_id;
+        ok(results::response(
+            id,
+            self.scheduler.results.get(tenant, id)?,
+        ))
+    }
+
+    async fn invoke_chain(
+        &self,
+        request: Request<pb::InvokeChainRequest>,
+    ) -> Reply<pb::InvokeChainResponse> {
+        let tenant = self.tenant(&request, "invoke functions")?;
+        ok(self
+            .scheduler
+            .invoke_chain(tenant, request.into_inner())
+            .await?)
+    }
+
+    async fn cluster_status(
+        &self,
+        request: Request<pb::ClusterStatusRequest>,
+    ) -> Reply<pb::ClusterStatusResponse> {
+        self.caller(&request)?;
+        ok(self.scheduler.status())
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for Api {
+    async fn create_tenant(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Reply<pb::CreateTenantResponse> {
+        self.caller(&request)?.admin("creating tenants")?;
+        ok(self.scheduler.create_tenant(&request.into_inner().name)?)
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<pb::ListTenantsRequest>,
+    ) -> Reply<pb::ListTenantsResponse> {
+        self.caller(&request)?.admin("listing tenants")?;
+        ok(self.scheduler.list_tenants())
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for Api {
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Reply<pb::RegisterResponse> {
+        ok(self.scheduler.register(request.into_inner()).await?)
+    }
+}

@@ -1,0 +1,463 @@
+//! The live cluster: agents register, the scheduler dials each back, consumes its `StreamStats`
+//! and folds every message into the placement view (per-core load), liveness (a node silent
+//! longer than the node timeout is declared dead) and the cost model's calibration (the measured
+//! cost samples). On every (re)registration it deploys every function to the node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandstorm_cost_model::SampleKind;
+use sandstorm_naming::{NodeId, NodeRole};
+use sandstorm_proto::v1 as pb;
+use tracing::{info, warn};
+
+use super::error::ApiError;
+use super::state::{
+    DEFAULT_NODE_MEMORY_MB, FunctionEntry, LastStats, NodeEntry, Scheduler, node_channels,
+};
+use super::store::NodeRecord;
+use crate::placement::NodeView;
+
+/// Folds a node's reported load into its view.
+///
+/// The view's `load` and backlog count the invocations this scheduler placed there and has not
+/// seen finish. The node reports what actually occupies its cores: `busy_cores` (sum of the
+/// cores' busy fractions) and `queued` (waiting in its run queues). What exceeds the scheduler's
+/// own count is work it did not place (data requests from clients and compute nodes, another
+/// scheduler's invocations): it becomes `remote_requests`, each costed at `work_per_request_us`,
+/// replacing the previous report's share of the backlog (`previous_external_us`). Returns the
+/// new share.
+pub fn fold_stats(
+    node: &mut NodeView,
+    previous_external_us: f64,
+    busy_cores: f64,
+    queued: u32,
+    work_per_request_us: f64,
+) -> f64 {
+    let occupied = busy_cores.max(0.0).round() as u32 + queued;
+    let external = occupied.saturating_sub(node.load);
+    let external_us = f64::from(external) * work_per_request_us.max(0.0);
+    node.remote_requests = external;
+    node.backlog_us = (node.backlog_us - previous_external_us).max(0.0) + external_us;
+    external_us
+}
+
+fn sample_kind(kind: i32) -> Option<SampleKind> {
+    use pb::cost_sample::Kind;
+    match Kind::try_from(kind).ok()? {
+        Kind::RoundTrip => Some(SampleKind::RoundTrip),
+        Kind::Dispatch => Some(SampleKind::Dispatch),
+        Kind::WasmStart => Some(SampleKind::WasmStart),
+        Kind::ContainerAssembly => Some(SampleKind::ContainerAssembly),
+        Kind::LocalAccess => Some(SampleKind::LocalAccess),
+        Kind::WarmStart => Some(SampleKind::WarmStart),
+        Kind::Unspecified => None,
+    }
+}
+
+fn role(tier: i32) -> Result<NodeRole, ApiError> {
+    match pb::Tier::try_from(tier) {
+        Ok(pb::Tier::Storage) => Ok(NodeRole::Storage),
+        Ok(pb::Tier::Compute) => Ok(NodeRole::Compute),
+        _ => Err(ApiError::InvalidArgument(format!(
+            "register: role {tier} is neither TIER_STORAGE nor TIER_COMPUTE"
+        ))),
+    }
+}
+
+impl Scheduler {
+    /// A node agent (re)registers. Deploys every function to it before answering.
+    pub async fn register(
+        self: &Arc<Self>,
+        r: pb::RegisterRequest,
+    ) -> Result<pb::RegisterResponse, ApiError> {
+        super::error::check_name("node", &r.name)?;
+        let role = role(r.role)?;
+        if r.cores == 0 {
+            return Err(ApiError::InvalidArgument(format!(
+                "register: node {} has 0 cores",
+                r.name
+            )));
+        }
+        if r.address.is_empty() {
+            return Err(ApiError::InvalidArgument(format!(
+                "register: node {} gave no address",
+                r.name
+            )));
+        }
+        let memory_mb = if r.memory_mb == 0 {
+            DEFAULT_NODE_MEMORY_MB
+        } else {
+            r.memory_mb
+        };
+        let (id, session, agent) = {
+            let mut inner = self.lock();
+            let known = inner.catalog.node_by_name(&r.name).map(|n| (n.id, n.role));
+            let id = match known {
+                Some((id, known_role)) => {
+                    if known_role != role {
+                        return Err(ApiError::InvalidArgument(format!(
+                            "register: node {} registered before as a {known_role} node, now as {role}",
+                            r.name
+                        )));
+                    }
+                    let entry = &inner.nodes[id.0 as usize];
+                    let streaming = entry.stats_task.as_ref().is_some_and(|t| !t.is_finished());
+                    if entry.session != 0
+                        && entry.address == r.address
+                        && entry.incarnation == r.incarnation
+                        && streaming
+                    {
+                        // Already live: a periodic re-registration.
+                        return Ok(pb::RegisterResponse {
+                            node_id: id.0,
+                            new_session: false,
+                            functions_deployed: 0,
+                        });
+                    }
+                    id
+                }
+                None => {
+                    let (agent, kv) = node_channels(&r.address, self.config.connect_timeout)?;
+                    let entry = NodeEntry {
+                        address: r.address.clone(),
+                        agent,
+                        kv,
+                        session: 0,
+                        incarnation: r.incarnation,
+                        stats_task: None,
+                        last: None,
+                        external_work_us: 0.0,
+                    };
+                    inner.add_node(&r.name, role, r.cores, memory_mb, entry)?
+                }
+            };
+            let (agent, kv) = node_channels(&r.address, self.config.connect_timeout)?;
+            let entry = &mut inner.nodes[id.0 as usize];
+            if let Some(task) = entry.stats_task.take() {
+                task.abort();
+            }
+            entry.address = r.address.clone();
+            entry.incarnation = r.incarnation;
+            entry.agent = agent.clone();
+            entry.kv = kv;
+            entry.session += 1;
+            let session = entry.session;
+            if let Some(view) = inner.view.node_mut(id) {
+                view.cores = r.cores;
+                view.memory_mb = memory_mb;
+            }
+            let now = self.now_us();
+            inner.liveness.heartbeat(id, now);
+            (id, session, agent)
+        };
+        self.store.put_node(&NodeRecord {
+            id: id.0,
+            name: r.name.clone(),
+            role: role.to_string(),
+            address: r.address.clone(),
+            cores: r.cores,
+            memory_mb,
+        })?;
+        let task = tokio::spawn(self.clone().consume_stats(id, session, agent.clone()));
+        {
+            let mut inner = self.lock();
+            let entry = &mut inner.nodes[id.0 as usize];
+            if entry.session == session {
+                entry.stats_task = Some(task.abort_handle());
+            } else {
+                task.abort();
+            }
+        }
+        let functions: Vec<FunctionEntry> = self.lock().functions.values().cloned().collect();
+        let mut deployed = 0;
+        for f in &functions {
+            match self.deploy_to(&agent, f).await {
+                Ok(()) => deployed += 1,
+                Err(e) => {
+                    warn!(node = %r.name, function = %f.name, tenant = f.tenant.0, error = %e, "deploying to a registering node failed")
+                }
+            }
+        }
+        info!(node = %r.name, node_id = id.0, %role, address = %r.address, cores = r.cores, deployed, "node registered");
+        Ok(pb::RegisterResponse {
+            node_id: id.0,
+            new_session: true,
+            functions_deployed: deployed,
+        })
+    }
+
+    /// Deploys `f` to the node behind `agent`.
+    pub async fn deploy_to(
+        &self,
+        agent: &sandstorm_proto::v1::node_agent_client::NodeAgentClient<tonic::transport::Channel>,
+        f: &FunctionEntry,
+    ) -> Result<(), tonic::Status> {
+        let request = pb::DeployRequest {
+            function: Some(pb::FunctionRef {
+                tenant: f.tenant.0,
+                name: f.name.clone(),
+            }),
+            module: f.module.as_ref().clone(),
+            limits: Some(pb::FunctionLimits {
+                deadline_ms: f.limits.deadline_ms,
+                memory_bytes: u64::from(f.limits.memory_mb) << 20,
+            }),
+            ..Default::default()
+        };
+        let mut agent = agent.clone();
+        match tokio::time::timeout(self.config.deploy_timeout, agent.deploy(request)).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "deploy did not answer within {} ms",
+                self.config.deploy_timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Consumes one node's stats stream for one registration session, reconnecting after a
+    /// broken stream, until the node registers again (a newer session takes over).
+    async fn consume_stats(
+        self: Arc<Self>,
+        node: NodeId,
+        session: u64,
+        mut agent: sandstorm_proto::v1::node_agent_client::NodeAgentClient<
+            tonic::transport::Channel,
+        >,
+    ) {
+        let interval_ms = u32::try_from(self.config.stats_interval.as_millis()).unwrap_or(u32::MAX);
+        let silence = self.config.node_timeout;
+        loop {
+            let open = tokio::time::timeout(
+                silence,
+                agent.stream_stats(pb::StreamStatsRequest { interval_ms }),
+            )
+            .await;
+            match open {
+                Ok(Ok(stream)) => {
+                    let mut stream = stream.into_inner();
+                    loop {
+                        match tokio::time::timeout(silence, stream.message()).await {
+                            Ok(Ok(Some(stats))) => self.apply_stats(node, &stats),
+                            Ok(Ok(None)) => break,
+                            Ok(Err(e)) => {
+                                warn!(node_id = node.0, error = %e, "stats stream broke");
+                                break;
+                            }
+                            Err(_) => {
+                                warn!(
+                                    node_id = node.0,
+                                    "stats stream silent for the node timeout; reconnecting"
+                                );
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    warn!(node_id = node.0, error = %e, "could not open the stats stream")
+                }
+                Err(_) => warn!(node_id = node.0, "opening the stats stream timed out"),
+            }
+            if self
+                .lock()
+                .nodes
+                .get(node.0 as usize)
+                .is_none_or(|n| n.session != session)
+            {
+                return;
+            }
+            // Retry at the stats interval: a node that comes back is seen again quickly.
+            tokio::time::sleep(self.config.stats_interval.max(Duration::from_millis(50))).await;
+        }
+    }
+
+    /// One stats message: liveness, the view's load, calibration.
+    fn apply_stats(&self, node: NodeId, stats: &pb::NodeStats) {
+        let now = self.now_us();
+        let mut inner = self.lock();
+        inner.liveness.heartbeat(node, now);
+        let busy: f64 = stats.cores.iter().map(|c| c.busy).sum();
+        let queued: u32 = stats.cores.iter().map(|c| c.queue_len).sum();
+        let per_request = inner.placer.config().params.dispatch_us;
+        let previous = inner
+            .nodes
+            .get(node.0 as usize)
+            .map_or(0.0, |n| n.external_work_us);
+        let external = match inner.view.node_mut(node) {
+            Some(view) => {
+                view.alive = true;
+                fold_stats(view, previous, busy, queued, per_request)
+            }
+            None => return,
+        };
+        if let Some(entry) = inner.nodes.get_mut(node.0 as usize) {
+            entry.external_work_us = external;
+            entry.last = Some(LastStats {
+                busy,
+                queue_len: queued,
+                functions: stats.functions,
+                keys: stats.keys,
+            });
+        }
+        let mut calibrated = false;
+        for sample in &stats.samples {
+            if let Some(kind) = sample_kind(sample.kind) {
+                // A bad sample (negative, NaN) is dropped: the previous estimate stands.
+                calibrated |= inner.calibrator.observe(kind, sample.micros).is_ok();
+            }
+        }
+        if calibrated {
+            let params = *inner.calibrator.params();
+            inner.placer.set_params(params);
+        }
+    }
+
+    /// Periodically copies liveness into the view and logs nodes that went silent or came back.
+    pub async fn watch_liveness(self: Arc<Self>) {
+        let period = (self.config.node_timeout / 4).max(Duration::from_millis(10));
+        let mut was_alive: Vec<bool> = Vec::new();
+        loop {
+            tokio::time::sleep(period).await;
+            let now = self.now_us();
+            let mut inner = self.lock();
+            inner.refresh_alive(now);
+            was_alive.resize(inner.view.len(), false);
+            for (i, node) in inner.view.nodes().iter().enumerate() {
+                if node.alive != was_alive[i] {
+                    let name = inner.node_name(i as u32);
+                    if node.alive {
+                        info!(node = %name, "node alive");
+                    } else {
+                        let silent_ms = inner
+                            .liveness
+                            .last_seen(node.id)
+                            .map_or(0, |t| now.saturating_sub(t) / 1000);
+                        warn!(node = %name, silent_ms, "node declared dead: silent longer than the node timeout");
+                    }
+                    was_alive[i] = node.alive;
+                }
+            }
+        }
+    }
+
+    /// The cluster as the scheduler sees it.
+    pub fn status(&self) -> pb::ClusterStatusResponse {
+        let now = self.now_us();
+        let mut inner = self.lock();
+        inner.refresh_alive(now);
+        let nodes = inner
+            .catalog
+            .nodes()
+            .iter()
+            .map(|spec| {
+                let entry = &inner.nodes[spec.id.0 as usize];
+                let view = inner.view.node(spec.id);
+                let last = entry.last.unwrap_or_default();
+                pb::NodeStatus {
+                    name: spec.name.clone(),
+                    node_id: spec.id.0,
+                    role: super::record::role_tier(spec.role).into(),
+                    address: entry.address.clone(),
+                    cores: spec.cores,
+                    alive: view.is_some_and(|v| v.alive),
+                    silent_ms: inner
+                        .liveness
+                        .last_seen(spec.id)
+                        .map_or(0, |t| now.saturating_sub(t) / 1000),
+                    load: view.map_or(0, |v| v.load),
+                    busy: last.busy / f64::from(spec.cores.max(1)),
+                    queue_len: last.queue_len,
+                    functions: last.functions,
+                    keys: last.keys,
+                }
+            })
+            .collect();
+        let params = inner.calibrator.params();
+        let named = [
+            ("rtt_us", params.rtt_us, SampleKind::RoundTrip),
+            ("dispatch_us", params.dispatch_us, SampleKind::Dispatch),
+            ("wasm_start_us", params.wasm_start_us, SampleKind::WasmStart),
+            (
+                "container_assembled_us",
+                params.container_assembled_us,
+                SampleKind::ContainerAssembly,
+            ),
+            (
+                "container_cold_us",
+                params.container_cold_us,
+                SampleKind::ContainerCold,
+            ),
+            (
+                "local_access_us",
+                params.local_access_us,
+                SampleKind::LocalAccess,
+            ),
+        ];
+        let params = named
+            .into_iter()
+            .map(|(name, micros, kind)| pb::CalibratedParam {
+                name: name.into(),
+                micros,
+                samples: inner.calibrator.samples(kind),
+            })
+            .collect();
+        pb::ClusterStatusResponse {
+            nodes,
+            policy: inner.placer.policy().name().into(),
+            params,
+            tenants: u32::try_from(inner.catalog.tenants().len()).unwrap_or(u32::MAX),
+            functions: u32::try_from(inner.catalog.function_count()).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reported_load_beyond_the_schedulers_own_becomes_remote_requests() {
+        let mut node = NodeView::new(NodeId(0), NodeRole::Storage, 4, 1024);
+        // The scheduler placed 2 invocations worth 100 us of backlog.
+        node.load = 2;
+        node.backlog_us = 100.0;
+        // (busy cores, queued, remote requests, backlog): external work is what the node
+        // reports beyond the scheduler's 2, at 10 us each, and replaces the previous report's.
+        let table = [
+            (2.0, 0, 0, 100.0), // exactly ours: nothing external
+            (3.4, 2, 3, 130.0), // round(3.4) + 2 = 5 occupied, 3 external -> 100 + 30
+            (1.0, 0, 0, 100.0), // less than ours (some finished): nothing external
+            (4.0, 6, 8, 180.0), // 10 occupied, 8 external -> 100 + 80
+        ];
+        let mut previous = 0.0;
+        for (busy, queued, remote, backlog) in table {
+            previous = fold_stats(&mut node, previous, busy, queued, 10.0);
+            assert_eq!(node.remote_requests, remote, "busy {busy} queued {queued}");
+            assert!(
+                (node.backlog_us - backlog).abs() < 1e-9,
+                "{} != {backlog}",
+                node.backlog_us
+            );
+        }
+        // Once the node reports 8 external requests on 4 cores, a new invocation would queue.
+        assert!(node.queue_us() > 0.0);
+    }
+
+    #[test]
+    fn sample_kinds_map_to_calibrated_parameters() {
+        use pb::cost_sample::Kind;
+        assert_eq!(
+            sample_kind(Kind::WasmStart as i32),
+            Some(SampleKind::WasmStart)
+        );
+        assert_eq!(
+            sample_kind(Kind::LocalAccess as i32),
+            Some(SampleKind::LocalAccess)
+        );
+        assert_eq!(sample_kind(Kind::Unspecified as i32), None);
+        assert_eq!(sample_kind(99), None);
+        assert!(role(99).is_err());
+        assert_eq!(role(pb::Tier::Compute as i32).ok(), Some(NodeRole::Compute));
+    }
+}

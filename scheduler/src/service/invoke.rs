@@ -1,0 +1,553 @@
+//! The invocation path: catalog lookup -> placement (`Placer::place_recorded`, the same core the
+//! simulator runs) -> `NodeAgent.Execute` on the chosen node over its long-lived channel -> the
+//! record, the profile and the view's release. Chains run step by step through it.
+//!
+//! Failures: every call to a node has a deadline (the function's plus slack). A node that cannot
+//! be reached, or refuses for lack of room, never started the invocation: it is placed again
+//! without that node. A node that fails mid-invocation is an UNAVAILABLE error naming it, unless
+//! the caller marked the invocation retryable. Either way the reservation is released.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sandstorm_naming::{InvocationId, NodeId, TenantId};
+use sandstorm_profiler::Observation;
+use sandstorm_proto::v1 as pb;
+use sandstorm_proto::v1::node_agent_client::NodeAgentClient;
+use tonic::Code;
+use tonic::transport::Channel;
+use tracing::{Instrument as _, debug, info_span, warn};
+
+use super::error::ApiError;
+use super::record;
+use super::state::{FunctionEntry, Scheduler};
+use crate::placement::{PlacementRequest, Reservation};
+
+/// Most steps in a chain.
+pub const MAX_CHAIN_STEPS: usize = 16;
+/// Most attempts of one invocation (on distinct nodes).
+pub const MAX_ATTEMPTS: usize = 3;
+/// Most hint keys per invocation.
+pub const MAX_HINT_KEYS: usize = 64;
+
+/// A placement the scheduler holds until the node answers.
+struct Placed {
+    node: NodeId,
+    name: String,
+    agent: NodeAgentClient<Channel>,
+    reservation: Option<Reservation>,
+    record: pb::InvocationRecord,
+}
+
+/// How a failed attempt ended.
+enum Failure {
+    /// The node does not have the function (it restarted): deploy and try again there.
+    NotDeployed,
+    /// The invocation never started there (unreachable, or no room): another node may take it.
+    NeverStarted(String),
+    /// The node failed while the invocation may have been running.
+    MidRun(String),
+    /// No answer within the deadline.
+    Timeout(u64),
+    /// The node answered with an error about the invocation itself (the function failed, ...).
+    Function(Code, String),
+}
+
+fn classify(status: &tonic::Status) -> Failure {
+    let message = status.message().to_owned();
+    match status.code() {
+        Code::NotFound => Failure::NotDeployed,
+        // The node's run queues are full: it took nothing.
+        Code::ResourceExhausted if message.contains("queue") => Failure::NeverStarted(message),
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal => {
+            let lower = message.to_ascii_lowercase();
+            if ["connect error", "trying to connect", "refused", "dns error"]
+                .iter()
+                .any(|m| lower.contains(m))
+            {
+                Failure::NeverStarted(message)
+            } else {
+                Failure::MidRun(message)
+            }
+        }
+        code => Failure::Function(code, message),
+    }
+}
+
+/// Owners of the hint keys, with the share of the keys each holds (most first).
+fn data_shares(owners: impl Iterator<Item = NodeId>) -> Vec<(NodeId, f64)> {
+    let mut counts: Vec<(NodeId, u32)> = Vec::new();
+    let mut total = 0u32;
+    for node in owners {
+        total += 1;
+        match counts.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((node, 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    counts
+        .into_iter()
+        .map(|(n, c)| (n, f64::from(c) / f64::from(total.max(1))))
+        .collect()
+}
+
+impl Scheduler {
+    /// Checks an input against the function's limit.
+    fn check_payload(&self, f: &FunctionEntry, what: String, size: usize) -> Result<(), ApiError> {
+        let limit = match f.limits.max_payload_bytes {
+            0 => self.config.max_payload_bytes,
+            n => (n as usize).min(self.config.max_payload_bytes),
+        };
+        if size > limit {
+            return Err(ApiError::TooLarge { what, size, limit });
+        }
+        Ok(())
+    }
+
+    /// Runs one invocation of `function` of `tenant`.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        request: pb::InvokeRequest,
+        hop: Option<pb::ChainHop>,
+    ) -> Result<pb::InvokeResponse, ApiError> {
+        let id = self.next_invocation_id();
+        self.invoke_as(id, tenant, request, hop).await
+    }
+
+    /// [`Scheduler::invoke`] with an invocation id handed out earlier (async invocations).
+    pub async fn invoke_as(
+        self: &Arc<Self>,
+        id: u64,
+        tenant: TenantId,
+        request: pb::InvokeRequest,
+        hop: Option<pb::ChainHop>,
+    ) -> Result<pb::InvokeResponse, ApiError> {
+        let f = self.lock().function(tenant, &request.function)?.clone();
+        self.check_payload(&f, format!("input of {}", f.name), request.input.len())?;
+        if request.keys.len() > MAX_HINT_KEYS {
+            return Err(ApiError::InvalidArgument(format!(
+                "{} key hints; at most {MAX_HINT_KEYS}",
+                request.keys.len()
+            )));
+        }
+        let span = info_span!("invoke", invocation_id = id, tenant = tenant.0, function = %f.name);
+        self.run_invocation(id, &f, request, hop)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_invocation(
+        self: &Arc<Self>,
+        id: u64,
+        f: &FunctionEntry,
+        request: pb::InvokeRequest,
+        hop: Option<pb::ChainHop>,
+    ) -> Result<pb::InvokeResponse, ApiError> {
+        let received = Instant::now();
+        let arrival_us = self.now_us();
+        let mut excluded: Vec<NodeId> = Vec::new();
+        let mut failed: Vec<pb::FailedAttempt> = Vec::new();
+        let mut redeployed = false;
+        loop {
+            let mut placed = match self.place(id, f, &request.keys, &excluded) {
+                Ok(placed) => placed,
+                // Every node that could take it failed: name them and what happened.
+                Err(ApiError::NoNode(others)) if !failed.is_empty() => {
+                    let nodes: Vec<&str> = failed.iter().map(|a| a.node.as_str()).collect();
+                    let errors: Vec<&str> = failed.iter().map(|a| a.error.as_str()).collect();
+                    return Err(ApiError::NodeFailed {
+                        node: nodes.join(", "),
+                        message: format!(
+                            "{}; no other node can take the invocation ({others})",
+                            errors.join("; ")
+                        ),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            let deadline = Duration::from_millis(u64::from(match f.limits.deadline_ms {
+                0 => 1_000,
+                ms => ms,
+            })) + self.config.execute_slack;
+            let call = pb::ExecuteRequest {
+                function: Some(pb::FunctionRef {
+                    tenant: f.tenant.0,
+                    name: f.name.clone(),
+                }),
+                input: request.input.clone(),
+                invocation_id: id,
+            };
+            let mut agent = placed.agent.clone();
+            let mut tonic_request = tonic::Request::new(call);
+            tonic_request.set_timeout(deadline);
+            let outcome = tokio::time::timeout(deadline, agent.execute(tonic_request)).await;
+            let failure = match outcome {
+                Ok(Ok(response)) => {
+                    let response = response.into_inner();
+                    let exec = response.record.unwrap_or_default();
+                    self.finish(f, &placed, &exec, arrival_us);
+                    let mut rec = placed.record;
+                    record::merge_execution(&mut rec, &exec);
+                    if rec.node.is_empty() {
+                        rec.node = placed.name.clone();
+                    }
+                    rec.invocation_id = id;
+                    rec.failed_attempts = failed;
+                    rec.total_us =
+                        u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    rec.hop = hop.map(|mut h| {
+                        h.to_node = rec.node.clone();
+                        h
+                    });
+                    debug!(node = %rec.node, total_us = rec.total_us, "invocation done");
+                    return Ok(pb::InvokeResponse {
+                        output: response.output,
+                        record: Some(rec),
+                    });
+                }
+                Ok(Err(status)) => classify(&status),
+                Err(_) => Failure::Timeout(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)),
+            };
+            self.release(&placed);
+            let node = std::mem::take(&mut placed.name);
+            let retry_elsewhere = |message: String,
+                                   failed: &mut Vec<pb::FailedAttempt>,
+                                   excluded: &mut Vec<NodeId>| {
+                warn!(%node, error = %message, "attempt failed; placing again without the node");
+                failed.push(pb::FailedAttempt {
+                    node: node.clone(),
+                    error: message,
+                });
+                excluded.push(placed.node);
+            };
+            match failure {
+                Failure::NotDeployed if !redeployed => {
+                    redeployed = true;
+                    warn!(%node, "node does not have the function; deploying it again");
+                    if let Err(e) = self.deploy_to(&placed.agent, f).await {
+                        retry_elsewhere(
+                            format!("redeploy failed: {}", e.message()),
+                            &mut failed,
+                            &mut excluded,
+                        );
+                    }
+                }
+                Failure::NotDeployed => retry_elsewhere(
+                    "the node lost the function again after a redeploy".into(),
+                    &mut failed,
+                    &mut excluded,
+                ),
+                Failure::NeverStarted(message) => {
+                    retry_elsewhere(message, &mut failed, &mut excluded)
+                }
+                Failure::MidRun(message) if request.retryable => {
+                    retry_elsewhere(message, &mut failed, &mut excluded)
+                }
+                Failure::MidRun(message) => {
+                    return Err(ApiError::NodeFailed {
+                        node,
+                        message: format!(
+                            "{message} (the invocation may have run; not retried: it was not marked retryable)"
+                        ),
+                    });
+                }
+                Failure::Timeout(ms) if request.retryable => retry_elsewhere(
+                    format!("no answer within {ms} ms"),
+                    &mut failed,
+                    &mut excluded,
+                ),
+                Failure::Timeout(ms) => return Err(ApiError::NodeTimeout { node, ms }),
+                Failure::Function(code, message) => {
+                    return Err(ApiError::Node {
+                        node,
+                        code,
+                        message,
+                    });
+                }
+            }
+            if failed.len() >= MAX_ATTEMPTS {
+                let last = failed
+                    .last()
+                    .map(|a| format!("{}: {}", a.node, a.error))
+                    .unwrap_or_default();
+                return Err(ApiError::NodeFailed {
+                    node: failed
+                        .iter()
+                        .map(|a| a.node.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    message: format!("{} attempts failed; last {last}", failed.len()),
+                });
+            }
+        }
+    }
+
+    /// Places the invocation with the placement core, on the live view (or, when retrying, a
+    /// copy of it without the nodes that failed, the reservation then applied to the live one).
+    fn place(
+        &self,
+        id: u64,
+        f: &FunctionEntry,
+        keys: &[Vec<u8>],
+        excluded: &[NodeId],
+    ) -> Result<Placed, ApiError> {
+        let started = Instant::now();
+        let now = self.now_us();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.refresh_alive(now);
+        let data = data_shares(keys.iter().filter_map(|k| inner.ring.owner(f.tenant, k)));
+        let request = PlacementRequest {
+            invocation: InvocationId(id),
+            tenant: f.tenant,
+            function: f.id,
+            app: sandstorm_naming::AppId(f.id.0),
+            workload: inner.profiler.workload(f.id),
+            memory_mb: f.limits.memory_mb.max(1),
+            data: &data,
+            warm: &[],
+        };
+        let decision = if excluded.is_empty() {
+            inner.placer.place_recorded(&mut inner.view, &request)
+        } else {
+            let mut view = inner.view.clone();
+            for node in excluded {
+                if let Some(n) = view.node_mut(*node) {
+                    n.alive = false;
+                }
+            }
+            let decision = inner.placer.place_recorded(&mut view, &request);
+            if let Some(r) = decision.chosen.and_then(|c| c.reservation) {
+                inner.view.reserve(r);
+            }
+            decision
+        };
+        let names = |id: u32| inner.node_name(id);
+        let mut candidates = record::candidates(&decision, names);
+        for c in &mut candidates {
+            if excluded.contains(&NodeId(c.node_id)) {
+                c.reason = "excluded: an earlier attempt of this invocation failed there".into();
+            }
+        }
+        let Some(choice) = decision.chosen else {
+            let reasons = if candidates.is_empty() {
+                "no node has registered".to_owned()
+            } else {
+                candidates
+                    .iter()
+                    .map(|c| format!("{}: {}", c.node, c.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            return Err(ApiError::NoNode(reasons));
+        };
+        let name = inner.node_name(choice.node.0);
+        let agent = inner.nodes[choice.node.0 as usize].agent.clone();
+        let record = pb::InvocationRecord {
+            invocation_id: id,
+            function: f.name.clone(),
+            node: name.clone(),
+            tier: record::tier(choice.tier).into(),
+            start: record::start(choice.start).into(),
+            policy: decision.policy.name().into(),
+            candidates,
+            unscored: decision.unscored,
+            schedule_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            ..Default::default()
+        };
+        Ok(Placed {
+            node: choice.node,
+            name,
+            agent,
+            reservation: choice.reservation,
+            record,
+        })
+    }
+
+    /// The invocation ran: release its hold on the view, profile it.
+    fn finish(
+        &self,
+        f: &FunctionEntry,
+        placed: &Placed,
+        exec: &pb::ExecutionRecord,
+        arrival_us: u64,
+    ) {
+        let mut inner = self.lock();
+        if let Some(r) = placed.reservation {
+            inner.view.complete(r.node, r.work_us);
+        }
+        // The profile holds native compute: undo the sandbox slowdown of a run in a storage node.
+        let slowdown = if exec.tier == i32::from(pb::Tier::Storage) {
+            inner.placer.config().params.wasm_slowdown.max(1.0)
+        } else {
+            1.0
+        };
+        let observation = Observation {
+            arrival_us,
+            duration_us: exec.start_us + exec.exec_us,
+            cpu_us: (exec.exec_us as f64 / slowdown) as u64,
+            accesses: u32::try_from(exec.keys_read.max(exec.data_calls)).unwrap_or(u32::MAX),
+            rounds: u32::try_from(exec.data_calls).unwrap_or(u32::MAX),
+            bytes: exec.bytes_read + exec.bytes_written,
+        };
+        inner.profiler.record(f.id, &observation);
+    }
+
+    /// The invocation did not complete: give its reservation back.
+    fn release(&self, placed: &Placed) {
+        if let Some(r) = placed.reservation {
+            self.lock().view.unreserve(r);
+        }
+    }
+
+    /// Runs a chain: validates every step first, then runs them in order, each step's output
+    /// the next one's input.
+    pub async fn invoke_chain(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        request: pb::InvokeChainRequest,
+    ) -> Result<pb::InvokeChainResponse, ApiError> {
+        let steps = validate_chain(&request.steps)?;
+        {
+            let inner = self.lock();
+            for (i, step) in steps.iter().enumerate() {
+                inner.function(tenant, step).map_err(|e| match e {
+                    ApiError::UnknownFunction { .. } => ApiError::MalformedChain(format!(
+                        "step {i} names function {step:?}, which {tenant} does not have"
+                    )),
+                    e => e,
+                })?;
+            }
+        }
+        let mut input = request.input;
+        let mut records = Vec::with_capacity(steps.len());
+        let mut previous_node = String::new();
+        for (i, step) in steps.iter().enumerate() {
+            let hop = pb::ChainHop {
+                step: i as u32,
+                from_node: previous_node.clone(),
+                to_node: String::new(),
+                // The local bus is not built yet: every hand-off goes through the scheduler.
+                path: if i == 0 {
+                    pb::chain_hop::Path::Client
+                } else {
+                    pb::chain_hop::Path::Global
+                }
+                .into(),
+                bytes: input.len() as u64,
+            };
+            let response = self
+                .invoke(
+                    tenant,
+                    pb::InvokeRequest {
+                        function: step.clone(),
+                        input,
+                        keys: if i == 0 {
+                            request.keys.clone()
+                        } else {
+                            Vec::new()
+                        },
+                        retryable: request.retryable,
+                    },
+                    Some(hop),
+                )
+                .await
+                .map_err(|e| match e {
+                    ApiError::TooLarge { what, size, limit } => ApiError::TooLarge {
+                        what: format!("chain step {i}: {what}"),
+                        size,
+                        limit,
+                    },
+                    e => e,
+                })?;
+            let record = response.record.unwrap_or_default();
+            previous_node = record.node.clone();
+            records.push(record);
+            input = response.output;
+        }
+        Ok(pb::InvokeChainResponse {
+            output: input,
+            records,
+        })
+    }
+}
+
+/// Checks a chain's shape: 1 to [`MAX_CHAIN_STEPS`] steps, each a valid function name.
+pub fn validate_chain(steps: &[String]) -> Result<&[String], ApiError> {
+    if steps.is_empty() {
+        return Err(ApiError::MalformedChain("it has no steps".into()));
+    }
+    if steps.len() > MAX_CHAIN_STEPS {
+        return Err(ApiError::MalformedChain(format!(
+            "{} steps; at most {MAX_CHAIN_STEPS}",
+            steps.len()
+        )));
+    }
+    for (i, step) in steps.iter().enumerate() {
+        super::error::check_name("function", step)
+            .map_err(|e| ApiError::MalformedChain(format!("step {i}: {e}")))?;
+    }
+    Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chains_are_checked_before_anything_runs() {
+        let ok: Vec<String> = vec!["kv-sum".into(), "echo".into()];
+        assert!(validate_chain(&ok).is_ok());
+        let long: Vec<String> = (0..17).map(|i| format!("f{i}")).collect();
+        // (steps, what the message says)
+        let table: [(&[String], &str); 3] = [
+            (&[], "malformed chain: it has no steps"),
+            (&long, "malformed chain: 17 steps; at most 16"),
+            (
+                &["echo".into(), String::new()],
+                "malformed chain: step 1: invalid function name \"\": it is empty",
+            ),
+        ];
+        for (steps, says) in table {
+            let e = validate_chain(steps).expect_err(says);
+            assert_eq!(e.to_string(), says);
+        }
+    }
+
+    #[test]
+    fn data_shares_count_owners() {
+        let (a, b) = (NodeId(0), NodeId(1));
+        assert!(data_shares(std::iter::empty()).is_empty());
+        // 3 of 4 keys on b, 1 on a: b first.
+        assert_eq!(
+            data_shares([a, b, b, b].into_iter()),
+            vec![(b, 0.75), (a, 0.25)]
+        );
+    }
+
+    #[test]
+    fn failures_are_classified_by_whether_the_invocation_started() {
+        let never = tonic::Status::unavailable("tcp connect error: Connection refused");
+        assert!(matches!(classify(&never), Failure::NeverStarted(_)));
+        let mid =
+            tonic::Status::unavailable("error reading a body from connection: connection reset");
+        assert!(matches!(classify(&mid), Failure::MidRun(_)));
+        let full = tonic::Status::resource_exhausted("run queue of core 0 is full");
+        assert!(matches!(classify(&full), Failure::NeverStarted(_)));
+        let memory = tonic::Status::resource_exhausted("memory limit of 16 MiB");
+        assert!(matches!(
+            classify(&memory),
+            Failure::Function(Code::ResourceExhausted, _)
+        ));
+        assert!(matches!(
+            classify(&tonic::Status::not_found("no fn")),
+            Failure::NotDeployed
+        ));
+        assert!(matches!(
+            classify(&tonic::Status::aborted("trap")),
+            Failure::Function(Code::Aborted, _)
+        ));
+    }
+}

@@ -1,0 +1,256 @@
+//! The scheduler service: the only part of this crate that does I/O.
+//!
+//! It owns the running system of DESIGN.md around the pure placement core:
+//! - [`api`]: the gRPC services on one port: `Scheduler` (the client API: functions, data,
+//!   invocations, chains, cluster status), `Admin` (tenants and tokens) and `Cluster` (agents
+//!   register), plus gRPC health checking and server reflection;
+//! - [`auth`]: bearer tokens (`t<ID>.<SECRET>`, `admin.<SECRET>`), stored only as hashes;
+//! - [`store`]: tenants, tokens, functions with their modules and limits, and nodes, in an
+//!   embedded redb database under the data directory;
+//! - [`state`]: the in-memory state behind one lock: catalog, node channels, the placement
+//!   `ClusterView`, liveness, key ring, calibrated cost model, profiles;
+//! - [`cluster`]: registration, the per-node stats streams folded into the view, liveness and
+//!   calibration;
+//! - [`invoke`]: the invocation path (place with `Placer::place_recorded`, execute on the chosen
+//!   node, record, profile; retries) and chains;
+//! - [`data`]: tenant data routed by the key ring to the owning storage node;
+//! - [`functions`]: tenants and functions (deploy, list, remove);
+//! - [`record`]: invocation records from placement decisions and node measurements;
+//! - [`results`]: async invocations' results; [`error`]: the one `ApiError -> Status` mapping.
+//!
+//! The placement core is used exactly as the simulator uses it: the service builds a
+//! `PlacementRequest` and calls `place_recorded` on its `ClusterView`; nothing here changes how a
+//! node is chosen. Not built yet (slots are ready): chains handing off through a node's local bus
+//! (the record's `ChainHop.path` says which path each hop took; today always the global path),
+//! the periodic re-provisioner, warm compute contexts in placement requests, `/metrics`.
+
+pub mod api;
+pub mod auth;
+pub mod cluster;
+pub mod data;
+pub mod error;
+pub mod functions;
+pub mod invoke;
+pub mod record;
+pub mod results;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sandstorm_proto::v1::admin_server::AdminServer;
+use sandstorm_proto::v1::cluster_server::ClusterServer;
+use sandstorm_proto::v1::scheduler_server::SchedulerServer;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::placement::{PlacerConfig, Policy};
+pub use api::Api;
+pub use state::Scheduler;
+
+/// The admin token's file in the data directory (mode 0600).
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// How the scheduler runs. Defaults are documented per field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Address of the gRPC port (client, admin and cluster APIs, health, reflection).
+    /// Default `127.0.0.1:7100`.
+    pub listen: SocketAddr,
+    /// Where the store and the admin token live. Default `sandstorm-data/scheduler`.
+    pub data_dir: PathBuf,
+    /// A node silent this long is declared dead. Default 2 s.
+    #[serde(with = "millis")]
+    pub node_timeout: Duration,
+    /// Interval the scheduler asks nodes to push statistics at. Default 100 ms.
+    #[serde(with = "millis")]
+    pub stats_interval: Duration,
+    /// Placement policy. Default `cost-aware`.
+    pub policy: Policy,
+    /// The placement core's tunables (cost-model defaults until calibrated).
+    pub placer: PlacerConfig,
+    /// Largest invocation input, bytes. Default 4 MiB (the storage node's limit).
+    pub max_payload_bytes: usize,
+    /// Largest module, bytes. Default 16 MiB (the storage node's limit).
+    pub max_module_bytes: usize,
+    /// Deadline of data calls and removals sent to nodes. Default 5 s.
+    #[serde(with = "millis")]
+    pub rpc_timeout: Duration,
+    /// Deadline of one deploy (compilation) on a node. Default 30 s.
+    #[serde(with = "millis")]
+    pub deploy_timeout: Duration,
+    /// Time allowed beyond a function's own deadline before the scheduler gives up on the node.
+    /// Default 2 s.
+    #[serde(with = "millis")]
+    pub execute_slack: Duration,
+    /// Deadline of dialling a node. Default 1 s.
+    #[serde(with = "millis")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            data_dir: PathBuf::from("sandstorm-data/scheduler"),
+            node_timeout: Duration::from_secs(2),
+            stats_interval: Duration::from_millis(100),
+            policy: Policy::CostAware,
+            placer: PlacerConfig::default(),
+            max_payload_bytes: 4 << 20,
+            max_module_bytes: 16 << 20,
+            rpc_timeout: Duration::from_secs(5),
+            deploy_timeout: Duration::from_secs(30),
+            execute_slack: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// Why the scheduler could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("loading the stored state: {0}")]
+    Load(#[from] error::ApiError),
+    #[error("admin token file {path}: {source}")]
+    AdminToken {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no randomness for the admin token: {0}")]
+    Random(getrandom::Error),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("serving gRPC: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// What the scheduler reports once it accepts connections.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub addr: SocketAddr,
+    /// The admin token when it was generated by this start (first start only).
+    pub new_admin_token: Option<String>,
+    pub admin_token_file: PathBuf,
+}
+
+/// Reads the admin token's hash, generating the token (written to its file, mode 0600) on
+/// first start.
+fn admin_token(
+    store: &store::Store,
+    stored: Option<auth::TokenHash>,
+    dir: &Path,
+) -> Result<(auth::TokenHash, Option<String>), StartError> {
+    if let Some(hash) = stored {
+        return Ok((hash, None));
+    }
+    let token = auth::admin_token(&auth::new_secret().map_err(StartError::Random)?);
+    let path = dir.join(ADMIN_TOKEN_FILE);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path)?;
+        writeln!(file, "{token}")?;
+        file.sync_all()
+    };
+    write().map_err(|source| StartError::AdminToken {
+        path: path.clone(),
+        source,
+    })?;
+    let hash = auth::hash(&token);
+    store.set_admin_hash(&hash)?;
+    Ok((hash, Some(token)))
+}
+
+/// Runs the scheduler until `shutdown` completes. `ready` is called once the port accepts
+/// connections.
+pub async fn run(
+    config: SchedulerConfig,
+    ready: impl FnOnce(&Ready),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let store = store::Store::open(&config.data_dir)?;
+    let loaded = store.load()?;
+    let (admin_hash, new_admin_token) = admin_token(&store, loaded.admin_hash, &config.data_dir)?;
+    info!(
+        tenants = loaded.tenants.len(),
+        functions = loaded.functions.len(),
+        nodes = loaded.nodes.len(),
+        data_dir = %config.data_dir.display(),
+        "scheduler state loaded"
+    );
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let admin_token_file = config.data_dir.join(ADMIN_TOKEN_FILE);
+    let max_message = config.max_module_bytes.max(config.max_payload_bytes) + (1 << 20);
+    let scheduler = Scheduler::new(config, store, loaded, admin_hash)?;
+    tokio::spawn(scheduler.clone().watch_liveness());
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<SchedulerServer<Api>>().await;
+    health.set_serving::<AdminServer<Api>>().await;
+    health.set_serving::<ClusterServer<Api>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sandstorm_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let api = Api { scheduler };
+    info!(%addr, "scheduler serving");
+    ready(&Ready {
+        addr,
+        new_admin_token,
+        admin_token_file,
+    });
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            SchedulerServer::new(api.clone())
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+        )
+        .add_service(AdminServer::new(api.clone()))
+        .add_service(ClusterServer::new(api))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! The scheduler's state: what is deployed (mirrored from the store), the live cluster (nodes,
+//! their channels, the placement view, liveness, the key ring), the calibrated cost model and the
+//! profiles. One mutex guards it; it is never held across an `.await`: every path copies what it
+//! needs (a function's module, a node's channel) and lets go before talking to a node.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sandstorm_cost_model::{Calibrator, Workload};
+use sandstorm_naming::catalog::Catalog;
+use sandstorm_naming::liveness::Liveness;
+use sandstorm_naming::ring::KeyRing;
+use sandstorm_naming::{FunctionId, NodeId, NodeRole, TenantId};
+use sandstorm_profiler::Profiler;
+use sandstorm_proto::v1::key_value_client::KeyValueClient;
+use sandstorm_proto::v1::node_agent_client::NodeAgentClient;
+use tonic::transport::{Channel, Endpoint};
+
+use super::SchedulerConfig;
+use super::auth::{self, Caller, Presented, TokenHash};
+use super::error::ApiError;
+use super::results::Results;
+use super::store::{FunctionLimits, Loaded, Store};
+use crate::placement::{ClusterView, NodeView, Placer};
+
+/// The workload assumed for a function never invoked: 1 ms of compute, one access of 1 KiB.
+/// Deliberately modest (DESIGN.md's 0.7 s trace prior describes whole Azure functions, not the
+/// small data functions this platform runs); the first record replaces it.
+pub const PRIOR_WORKLOAD: Workload = Workload {
+    compute_us: 1_000.0,
+    accesses: 1.0,
+    rounds: 1.0,
+    bytes: 1024.0,
+};
+
+/// Memory assumed for a node that did not say, MiB.
+pub const DEFAULT_NODE_MEMORY_MB: u64 = 16 * 1024;
+
+/// A deployed function, with what the catalog does not hold.
+#[derive(Debug, Clone)]
+pub struct FunctionEntry {
+    pub id: FunctionId,
+    pub tenant: TenantId,
+    pub name: String,
+    pub limits: FunctionLimits,
+    pub module: Arc<Vec<u8>>,
+    pub sha256: String,
+}
+
+/// What the scheduler keeps about one node besides its catalog entry and view.
+#[derive(Debug)]
+pub struct NodeEntry {
+    pub address: String,
+    pub agent: NodeAgentClient<Channel>,
+    pub kv: KeyValueClient<Channel>,
+    /// Registration session: bumped when the node (re)registers; 0 before it registered with
+    /// this scheduler process.
+    pub session: u64,
+    /// The agent process's incarnation at its last registration.
+    pub incarnation: u64,
+    /// The task consuming its stats stream.
+    pub stats_task: Option<tokio::task::AbortHandle>,
+    /// The latest statistics.
+    pub last: Option<LastStats>,
+    /// Backlog added to the view for work the scheduler did not place (see `cluster::fold_stats`).
+    pub external_work_us: f64,
+}
+
+/// The latest statistics of a node, summed over its cores.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LastStats {
+    pub busy: f64,
+    pub queue_len: u32,
+    pub functions: u32,
+    pub keys: u64,
+}
+
+/// Everything behind the lock.
+#[derive(Debug)]
+pub struct Inner {
+    pub catalog: Catalog,
+    /// Token hash per tenant, indexed by `TenantId.0`.
+    pub tokens: Vec<TokenHash>,
+    pub admin_hash: TokenHash,
+    pub functions: HashMap<FunctionId, FunctionEntry>,
+    /// Indexed by `NodeId.0`, like the catalog's nodes and the view.
+    pub nodes: Vec<NodeEntry>,
+    pub view: ClusterView,
+    pub ring: KeyRing,
+    pub liveness: Liveness,
+    pub calibrator: Calibrator,
+    pub placer: Placer,
+    pub profiler: Profiler,
+}
+
+impl Inner {
+    /// The function `name` of `tenant`.
+    pub fn function(&self, tenant: TenantId, name: &str) -> Result<&FunctionEntry, ApiError> {
+        self.catalog
+            .function_by_name(tenant, name)
+            .and_then(|spec| self.functions.get(&spec.id))
+            .ok_or_else(|| ApiError::UnknownFunction {
+                tenant,
+                name: name.chars().take(80).collect(),
+            })
+    }
+
+    pub fn node_name(&self, id: u32) -> String {
+        self.catalog
+            .node(NodeId(id))
+            .map_or_else(|| format!("node-{id}"), |n| n.name.clone())
+    }
+
+    /// Copies liveness into the view: a node is placeable only while it is heard from.
+    pub fn refresh_alive(&mut self, now_us: u64) {
+        for i in 0..self.view.len() {
+            let id = NodeId(i as u32);
+            let alive = self.liveness.is_alive(id, now_us);
+            if let Some(node) = self.view.node_mut(id) {
+                node.alive = alive;
+            }
+        }
+    }
+
+    /// Adds a node to the catalog, the view and (storage) the ring.
+    pub fn add_node(
+        &mut self,
+        name: &str,
+        role: NodeRole,
+        cores: u32,
+        memory_mb: u64,
+        entry: NodeEntry,
+    ) -> Result<NodeId, ApiError> {
+        let id = self
+            .catalog
+            .add_node(name, role, cores, memory_mb)
+            .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        let mut nodes = self.view.nodes().to_vec();
+        let mut view = NodeView::new(id, role, cores, memory_mb);
+        view.alive = false;
+        nodes.push(view);
+        self.view = ClusterView::new(nodes);
+        if role == NodeRole::Storage {
+            self.ring.add_node(id);
+        }
+        self.nodes.push(entry);
+        Ok(id)
+    }
+}
+
+/// Channels to a node at `address`, connected lazily (the first call dials; a broken
+/// connection is re-dialled by the channel itself).
+pub fn node_channels(
+    address: &str,
+    connect_timeout: Duration,
+) -> Result<(NodeAgentClient<Channel>, KeyValueClient<Channel>), ApiError> {
+    let url = if address.starts_with("http://") || address.starts_with("https://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    let channel = Endpoint::from_shared(url)
+        .map_err(|e| ApiError::InvalidArgument(format!("node address {address:?}: {e}")))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let max = 64 << 20;
+    Ok((
+        NodeAgentClient::new(channel.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        KeyValueClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+    ))
+}
+
+/// The scheduler: configuration, store, state, async results.
+#[derive(Debug)]
+pub struct Scheduler {
+    pub config: SchedulerConfig,
+    pub store: Store,
+    inner: Mutex<Inner>,
+    started: Instant,
+    next_invocation: AtomicU64,
+    pub results: Results,
+}
+
+impl Scheduler {
+    /// The scheduler over what `store` holds. Must run inside a tokio runtime (node channels).
+    pub fn new(
+        config: SchedulerConfig,
+        store: Store,
+        loaded: Loaded,
+        admin_hash: TokenHash,
+    ) -> Result<Arc<Self>, ApiError> {
+        let mut inner = Inner {
+            catalog: Catalog::new(),
+            tokens: Vec::new(),
+            admin_hash,
+            functions: HashMap::new(),
+            nodes: Vec::new(),
+            view: ClusterView::default(),
+            ring: KeyRing::default(),
+            liveness: Liveness::new(
+                u64::try_from(config.node_timeout.as_micros()).unwrap_or(u64::MAX),
+            ),
+            calibrator: Calibrator::new(config.placer.params),
+            placer: Placer::new(config.policy, config.placer),
+            profiler: Profiler::new(PRIOR_WORKLOAD),
+        };
+        for t in loaded.tenants {
+            let id = inner
+                .catalog
+                .add_tenant(t.name.clone())
+                .map_err(|e| ApiError::InvalidArgument(format!("stored tenant {}: {e}", t.name)))?;
+            if id.0 != t.id {
+                return Err(ApiError::InvalidArgument(format!(
+                    "stored tenant {} has id {} but loads as {id}: the store is inconsistent",
+                    t.name, t.id
+                )));
+            }
+            inner.tokens.push(t.token_sha256);
+        }
+        for f in loaded.functions {
+            let tenant = TenantId(f.tenant);
+            let id = inner
+                .catalog
+                .add_function(
+                    tenant,
+                    sandstorm_naming::AppId(0),
+                    f.name.clone(),
+                    f.limits.memory_mb.max(1),
+                )
+                .map_err(|e| {
+                    ApiError::InvalidArgument(format!("stored function {}: {e}", f.name))
+                })?;
+            let sha256 = auth::hex(&auth::hash_bytes(&f.module));
+            inner.functions.insert(
+                id,
+                FunctionEntry {
+                    id,
+                    tenant,
+                    name: f.name,
+                    limits: f.limits,
+                    module: Arc::new(f.module),
+                    sha256,
+                },
+            );
+        }
+        for n in loaded.nodes {
+            let role = if n.role == "compute" {
+                NodeRole::Compute
+            } else {
+                NodeRole::Storage
+            };
+            let (agent, kv) = node_channels(&n.address, config.connect_timeout)?;
+            let entry = NodeEntry {
+                address: n.address,
+                agent,
+                kv,
+                session: 0,
+                incarnation: 0,
+                stats_task: None,
+                last: None,
+                external_work_us: 0.0,
+            };
+            inner.add_node(&n.name, role, n.cores, n.memory_mb, entry)?;
+        }
+        let unix_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1));
+        Ok(Arc::new(Self {
+            config,
+            store,
+            inner: Mutex::new(inner),
+            started: Instant::now(),
+            // Ids from the start time onwards: distinct across restarts, so a stale id from a
+            // previous run never names a new invocation.
+            next_invocation: AtomicU64::new(unix_us),
+            results: Results::default(),
+        }))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; carry on with it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Microseconds since the scheduler started (its clock for liveness and profiles).
+    pub fn now_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    pub fn next_invocation_id(&self) -> u64 {
+        self.next_invocation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Checks a call's token.
+    pub fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Caller, ApiError> {
+        let presented = auth::presented(metadata)?;
+        let inner = self.lock();
+        match presented {
+            Presented::Admin { token } => {
+                if auth::matches(&token, &inner.admin_hash) {
+                    Ok(Caller::Admin)
+                } else {
+                    Err(ApiError::BadToken {
+                        who: "the admin".into(),
+                    })
+                }
+            }
+            Presented::Tenant { tenant, token } => {
+                let stored = inner
+                    .tokens
+                    .get(tenant.0 as usize)
+                    .ok_or(ApiError::UnknownTenant(tenant))?;
+                if auth::matches(&token, stored) {
+                    Ok(Caller::Tenant(tenant))
+                } else {
+                    Err(ApiError::BadToken {
+                        who: tenant.to_string(),
+                    })
+                }
+            }
+        }
+    }
+}
