@@ -439,15 +439,30 @@ fn forker_main(fds: &[OwnedFd], runtime: &Runtime) -> io::Result<()> {
         nix::unistd::write(cgroup, b"0")?;
     }
     drop_privileges_off_path(&runtime.filters.park)?;
+    // An instance of each function it holds (up to a few), made while it waits: the template
+    // of whichever function it is assembled for starts with its first instance ready.
+    let mut prepared: HashMap<&(u32, String), (u64, Ready<'_>)> = runtime
+        .functions
+        .iter()
+        .take(PREPARED_PER_FORKER)
+        .map(|(key, (version, compiled))| (key, (*version, prepare((&runtime.sandbox, compiled)))))
+        .collect();
     send(sock, &FromZygote::Ready, &[])?;
     let Some((ToForker::Assemble { uid, gid, wasm }, parts)) = recv::<ToForker>(sock)? else {
         return Ok(()); // Destroyed without being used.
     };
     let assembled = match &wasm {
-        None => assemble(&parts, uid, gid, runtime, None),
+        None => assemble(&parts, uid, gid, runtime, None, None),
         Some(function) => runtime
             .function(function, parts.get(6))
-            .and_then(|compiled| assemble(&parts, uid, gid, runtime, Some(&compiled))),
+            .and_then(|compiled| {
+                let first = prepared
+                    .remove(&(function.tenant, function.name.clone()))
+                    .filter(|(version, _)| *version == function.version)
+                    .map(|(_, ready)| ready);
+                drop(prepared);
+                assemble(&parts, uid, gid, runtime, Some(&compiled), first)
+            }),
     };
     let reply = match assembled {
         Ok(pid) => FromZygote::Assembled { pid: pid.as_raw() },
@@ -463,6 +478,9 @@ fn forker_main(fds: &[OwnedFd], runtime: &Runtime) -> io::Result<()> {
     Ok(())
 }
 
+/// Instances a parked forker prepares, at most (one per function it holds).
+const PREPARED_PER_FORKER: usize = 16;
+
 fn reap_quietly() {
     while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
         if status == WaitStatus::StillAlive {
@@ -477,6 +495,7 @@ fn assemble(
     gid: u32,
     runtime: &Runtime,
     wasm: Option<&Compiled<AgentLink>>,
+    first: Option<Ready<'_>>,
 ) -> io::Result<Pid> {
     if parts.len() < 6 {
         return Err(io::Error::other(format!(
@@ -494,7 +513,7 @@ fn assemble(
             match join(parts, uid, gid, &runtime.filters.join) {
                 Ok(()) => {
                     let wasm = wasm.map(|c| (&runtime.sandbox, c));
-                    let code = match template_main(sock, wasm) {
+                    let code = match template_main(sock, wasm, first) {
                         Ok(()) => 0,
                         Err(_) => 1,
                     };
@@ -571,7 +590,11 @@ struct Running {
 }
 
 /// A container's template: forks one process per `Run`, until the agent hangs up.
-fn template_main(sock: BorrowedFd<'_>, wasm: Option<WasmTemplate<'_>>) -> io::Result<()> {
+fn template_main<'a>(
+    sock: BorrowedFd<'_>,
+    wasm: Option<WasmTemplate<'a>>,
+    first: Option<Ready<'a>>,
+) -> io::Result<()> {
     // An exit wakes the template at once (a signalfd polled beside the socket), so it is
     // reported without waiting for the next timeout.
     let mut sigchld = nix::sys::signal::SigSet::empty();
@@ -584,7 +607,7 @@ fn template_main(sock: BorrowedFd<'_>, wasm: Option<WasmTemplate<'_>>) -> io::Re
     let mut running: HashMap<i32, Running> = HashMap::new();
     // A WebAssembly template keeps its next instance ready, so a forked invocation starts
     // running at once; it prepares the following one after the fork, off that invocation's path.
-    let mut next = wasm.map(prepare);
+    let mut next = first.or_else(|| wasm.map(prepare));
     loop {
         // Drain the exit notifications (coalesced: waitpid below finds every exit).
         while let Ok(Some(_)) = exits.read_signal() {}
