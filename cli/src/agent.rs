@@ -50,6 +50,9 @@ pub struct AgentArgs {
     /// Compute role: where the base root file system is built (default /run/sandstorm/NAME).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Where Prometheus scrapes `/metrics` (`127.0.0.1:0` picks a free port; printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    metrics: SocketAddr,
     /// Register with the scheduler at ADDR (`host:port`) and keep registering every second.
     #[arg(long)]
     scheduler: Option<String>,
@@ -111,6 +114,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
             listen: config.listen,
             cores: u32::try_from(config.worker_cores).unwrap_or(u32::MAX),
         });
+    runtime.block_on(crate::telemetry::serve(args.metrics))?;
     runtime.block_on(storage::run(
         config,
         move |addr| {
@@ -158,6 +162,7 @@ fn run_compute(args: &AgentArgs) -> anyhow::Result<()> {
             cores: std::thread::available_parallelism()
                 .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
         });
+    runtime.block_on(crate::telemetry::serve(args.metrics))?;
     runtime.block_on(compute::service::run(
         config,
         args.listen,

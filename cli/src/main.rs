@@ -7,20 +7,33 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod dev;
 mod register;
 mod scheduler;
 mod sim;
+mod telemetry;
 
 /// Sandstorm: a serverless platform whose scheduler knows what isolation and data movement cost.
 #[derive(Debug, Parser)]
 #[command(name = "sandstorm", version, propagate_version = true)]
 struct Cli {
+    /// Log format on stderr: `text` for people, `json` (one object per line) for log pipelines.
+    /// The level comes from `RUST_LOG` (default `warn`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    Dev(dev::DevArgs),
     Sim(sim::SimArgs),
     Agent(agent::AgentArgs),
     /// (internal) the compute node's zygote; started by the agent.
@@ -37,17 +50,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
         // Colours only for a person at a terminal: piped logs stay plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let cli = Cli::parse();
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     let result = match cli.command {
+        Command::Dev(args) => dev::run(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Agent(args) => agent::run(&args),
         Command::Zygote => sandstorm_node_agent::compute::zygote::zygote_main().map_err(Into::into),

@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// hash-home, data-affinity, first-fit).
     #[arg(long, default_value = "cost-aware")]
     policy: String,
+    /// Where Prometheus scrapes `/metrics` (`127.0.0.1:0` picks a free port; printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    metrics: SocketAddr,
 }
 
 /// Where a client finds the scheduler and who it is.
@@ -191,6 +194,7 @@ pub fn run(command: SchedulerCommand) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let policy = args.policy.parse()?;
+    crate::telemetry::serve(args.metrics).await?;
     let config = SchedulerConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
@@ -225,7 +229,7 @@ fn token(connection: &Connection) -> anyhow::Result<String> {
     }
 }
 
-async fn channel(connection: &Connection) -> anyhow::Result<Channel> {
+pub(crate) async fn channel(connection: &Connection) -> anyhow::Result<Channel> {
     let addr = connection
         .scheduler
         .clone()
@@ -253,7 +257,7 @@ async fn client(connection: &Connection) -> anyhow::Result<(SchedulerClient<Chan
     Ok((client, token))
 }
 
-fn authed<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+pub(crate) fn authed<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(
         "authorization",

@@ -86,3 +86,36 @@ pub fn now_unix_us() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, micros)
 }
+
+/// How long open calls may run on after a shutdown signal: a scheduler's stats stream never
+/// ends on its own, so a graceful shutdown that waited for every call would wait forever.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs a server built by `serve` (given the future that tells it to stop) until `shutdown`
+/// completes and then at most [`SHUTDOWN_GRACE`] more.
+pub async fn serve_until<F, E>(
+    serve: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), E>
+where
+    F: Future<Output = Result<(), E>>,
+{
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let server = serve(Box::pin(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result,
+        () = shutdown => {
+            let _ = stop.send(true);
+            match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::info!("calls still open {SHUTDOWN_GRACE:?} after the shutdown signal; stopping anyway");
+                    Ok(())
+                }
+            }
+        }
+    }
+}

@@ -16,3 +16,4 @@ pub mod edge;
 pub mod sandbox;
 pub mod stats;
 pub mod storage;
+pub mod telemetry;

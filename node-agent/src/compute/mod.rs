@@ -750,8 +750,15 @@ impl ComputeNode {
         }
         self.counters.invocations.fetch_add(1, Ordering::Relaxed);
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let result = self.execute_in_container(&function, input).await;
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let start = result.as_ref().ok().map(|e| match e.start_kind {
+            StartKind::Warm => "warm",
+            StartKind::Assembled => "assembled",
+            StartKind::Cold => "cold",
+        });
+        crate::telemetry::execution("compute", started, start);
         result
     }
 

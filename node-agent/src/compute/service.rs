@@ -238,10 +238,16 @@ pub async fn run(
             loop {
                 tick.tick().await;
                 let node = node.clone();
-                if let Ok(n) = tokio::task::spawn_blocking(move || node.reclaim_idle()).await
+                let reclaimer = node.clone();
+                if let Ok(n) = tokio::task::spawn_blocking(move || reclaimer.reclaim_idle()).await
                     && n > 0
                 {
                     info!(containers = n, "reclaimed idle warm containers");
+                }
+                crate::telemetry::gauge("sandstorm_warm_containers", node.warm_containers() as f64);
+                crate::telemetry::gauge("sandstorm_functions", node.function_count() as f64);
+                for (part, ready, target) in node.pool_levels() {
+                    crate::telemetry::pool_level(part, ready, target);
                 }
             }
         })
@@ -252,15 +258,20 @@ pub async fn run(
         node: node.clone(),
         stats_interval,
     };
-    let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(
-            NodeAgentServer::new(service)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+    let served = crate::edge::serve_until(
+        |stop| {
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(
+                    NodeAgentServer::new(service)
+                        .max_decoding_message_size(MAX_MESSAGE)
+                        .max_encoding_message_size(MAX_MESSAGE),
+                )
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+        },
+        shutdown,
+    )
+    .await;
     reaper.abort();
     // Tear down containers and pools on a blocking thread (it waits for processes to die).
     let _ = tokio::task::spawn_blocking(move || drop(node)).await;

@@ -276,6 +276,19 @@ impl StorageNode {
         name: &str,
         input: Vec<u8>,
     ) -> Result<Execution, ExecuteError> {
+        let started = Instant::now();
+        let result = self.execute_on_worker(tenant, name, input).await;
+        let start = result.as_ref().ok().map(|_| "assembled");
+        crate::telemetry::execution("storage", started, start);
+        result
+    }
+
+    async fn execute_on_worker(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        input: Vec<u8>,
+    ) -> Result<Execution, ExecuteError> {
         let received = Instant::now();
         let function = self.lookup(tenant, name)?;
         let reply = self.workers.submit(function, input)?;
@@ -328,11 +341,24 @@ pub async fn run(
         source,
     })?;
     info!(node = %config.name, %addr, durable = node.store().is_durable(), cores = config.worker_cores, "storage node serving");
-    ready(addr);
-    service::serve(node, listener, shutdown)
-        .await
-        .map_err(|e| StartError::Io {
-            what: "serving gRPC",
-            source: std::io::Error::other(e),
+    let gauges = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let (keys, bytes) = node.store().size();
+                crate::telemetry::gauge("sandstorm_store_keys", keys as f64);
+                crate::telemetry::gauge("sandstorm_store_bytes", bytes as f64);
+                crate::telemetry::gauge("sandstorm_functions", node.function_count() as f64);
+            }
         })
+    };
+    ready(addr);
+    let served = service::serve(node, listener, shutdown).await;
+    gauges.abort();
+    served.map_err(|e| StartError::Io {
+        what: "serving gRPC",
+        source: std::io::Error::other(e),
+    })
 }

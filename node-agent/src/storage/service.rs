@@ -287,20 +287,25 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let service = StorageService::new(node);
     let max = service.max_message();
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(
-            NodeAgentServer::new(service.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .add_service(
-            KeyValueServer::new(service)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+    crate::edge::serve_until(
+        |stop| {
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(
+                    NodeAgentServer::new(service.clone())
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                )
+                .add_service(
+                    KeyValueServer::new(service)
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                )
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+        },
+        shutdown,
+    )
+    .await
 }
 
 /// The address a client dials for a node listening on `addr` (`0.0.0.0` becomes loopback).

@@ -14,6 +14,7 @@ use tracing::Instrument as _;
 use super::auth::Caller;
 use super::results;
 use super::state::Scheduler;
+use super::telemetry;
 
 /// Longest `WaitResult` wait.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -122,10 +123,17 @@ impl pb::scheduler_server::Scheduler for Api {
 
     async fn invoke(&self, request: Request<pb::InvokeRequest>) -> Reply<pb::InvokeResponse> {
         let tenant = self.tenant(&request, "invoke functions")?;
-        ok(self
+        let started = std::time::Instant::now();
+        let result = self
             .scheduler
             .invoke(tenant, request.into_inner(), None)
-            .await?)
+            .await;
+        telemetry::invocation(
+            "invoke",
+            started,
+            result.as_ref().ok().and_then(|r| r.record.as_ref()),
+        );
+        ok(result?)
     }
 
     async fn invoke_async(
@@ -142,13 +150,17 @@ impl pb::scheduler_server::Scheduler for Api {
         let span = tracing::info_span!("invoke_async", async_id = id, tenant = tenant.0);
         tokio::spawn(
             async move {
-                let outcome = scheduler
-                    .invoke_as(id, tenant, request, None)
-                    .await
-                    .map_err(|e| {
-                        let status = Status::from(e);
-                        (status.code() as i32, status.message().to_owned())
-                    });
+                let started = std::time::Instant::now();
+                let outcome = scheduler.invoke_as(id, tenant, request, None).await;
+                telemetry::invocation(
+                    "async",
+                    started,
+                    outcome.as_ref().ok().and_then(|r| r.record.as_ref()),
+                );
+                let outcome = outcome.map_err(|e| {
+                    let status = Status::from(e);
+                    (status.code() as i32, status.message().to_owned())
+                });
                 tx.send_replace(Some(outcome));
             }
             .instrument(span),
@@ -191,10 +203,17 @@ impl pb::scheduler_server::Scheduler for Api {
         request: Request<pb::InvokeChainRequest>,
     ) -> Reply<pb::InvokeChainResponse> {
         let tenant = self.tenant(&request, "invoke functions")?;
-        ok(self
+        let started = std::time::Instant::now();
+        let result = self
             .scheduler
             .invoke_chain(tenant, request.into_inner())
-            .await?)
+            .await;
+        telemetry::invocation(
+            "chain",
+            started,
+            result.as_ref().ok().and_then(|r| r.records.last()),
+        );
+        ok(result?)
     }
 
     async fn cluster_status(

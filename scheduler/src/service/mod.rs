@@ -16,7 +16,8 @@
 //! - [`data`]: tenant data routed by the key ring to the owning storage node;
 //! - [`functions`]: tenants and functions (deploy, list, remove);
 //! - [`record`]: invocation records from placement decisions and node measurements;
-//! - [`results`]: async invocations' results; [`error`]: the one `ApiError -> Status` mapping.
+//! - [`results`]: async invocations' results; [`error`]: the one `ApiError -> Status` mapping;
+//! - [`telemetry`]: what it reports to Prometheus (`metrics` facade).
 //!
 //! The placement core is used exactly as the simulator uses it: the service builds a
 //! `PlacementRequest` and calls `place_recorded` on its `ClusterView`; nothing here changes how a
@@ -35,6 +36,7 @@ pub mod record;
 pub mod results;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -223,6 +225,7 @@ pub async fn run(
     let max_message = config.max_module_bytes.max(config.max_payload_bytes) + (1 << 20);
     let scheduler = Scheduler::new(config, store, loaded, admin_hash)?;
     tokio::spawn(scheduler.clone().watch_liveness());
+    tokio::spawn(telemetry::export_cluster(scheduler.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SchedulerServer<Api>>().await;
