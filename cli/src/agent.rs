@@ -38,7 +38,8 @@ pub struct AgentArgs {
     #[arg(long)]
     cores: Option<usize>,
     /// Compute role: a storage node (`host:port`) functions read their data from; repeat for
-    /// several (keys are spread over them by consistent hashing, in the order given).
+    /// several (keys are spread over them by consistent hashing, in the order given). With
+    /// `--scheduler` not needed: the scheduler's storage nodes replace these once it knows any.
     #[arg(long = "storage", value_name = "ADDR")]
     storage: Vec<String>,
     /// Compute role: parts of each kind kept ready in the pools.
@@ -113,6 +114,8 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
             role: sandstorm_proto::v1::Tier::Storage,
             listen: config.listen,
             cores: u32::try_from(config.worker_cores).unwrap_or(u32::MAX),
+            keep_alive_ms: 0,
+            router: None,
         });
     runtime.block_on(crate::telemetry::serve(args.metrics))?;
     runtime.block_on(storage::run(
@@ -142,7 +145,7 @@ fn run_compute(args: &AgentArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.state_dir {
         config.state_dir = dir.clone();
     }
-    if config.storage.is_empty() {
+    if config.storage.is_empty() && args.scheduler.is_none() {
         eprintln!(
             "warning: no --storage node given: WebAssembly functions' data calls will fail with UNAVAILABLE"
         );
@@ -161,6 +164,8 @@ fn run_compute(args: &AgentArgs) -> anyhow::Result<()> {
             listen: args.listen,
             cores: std::thread::available_parallelism()
                 .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+            keep_alive_ms: u64::try_from(config.keep_alive.as_millis()).unwrap_or(u64::MAX),
+            router: Some(config.router.clone()),
         });
     runtime.block_on(crate::telemetry::serve(args.metrics))?;
     runtime.block_on(compute::service::run(

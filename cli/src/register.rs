@@ -6,10 +6,20 @@
 //! node (which lost its deployments) from a periodic call. Prints
 //! `registered with the scheduler at ADDR as node-N (...)` whenever a registration started a new
 //! session; logs failures once per outage.
+//!
+//! A compute agent also learns the storage nodes from every answer: the scheduler's key ring
+//! (node ids and addresses). When it differs from what the agent routes with, the agent's
+//! [`StorageRouter`] is replaced and it prints `storage nodes: node-ID=ADDR ...`, so the agent
+//! and the scheduler agree on which storage node owns each key, and a storage node that joins or
+//! moves is used within a second.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use sandstorm_naming::NodeId;
+use sandstorm_node_agent::compute::StorageRouter;
 use sandstorm_proto::v1 as pb;
 use sandstorm_proto::v1::cluster_client::ClusterClient;
 
@@ -26,6 +36,10 @@ pub struct Registration {
     pub role: pb::Tier,
     pub listen: SocketAddr,
     pub cores: u32,
+    /// Compute role: how long an idle warm container is kept, ms (0 for storage nodes).
+    pub keep_alive_ms: u64,
+    /// Compute role: the router to keep in step with the scheduler's storage nodes.
+    pub router: Option<Arc<StorageRouter>>,
 }
 
 /// `http://host:port` for `addr`, with an unspecified address as loopback.
@@ -63,6 +77,7 @@ async fn register_forever(r: Registration) {
         cores: r.cores,
         memory_mb: 0,
         incarnation,
+        keep_alive_ms: r.keep_alive_ms,
     };
     let mut failing = false;
     loop {
@@ -88,6 +103,9 @@ async fn register_forever(r: Registration) {
                         r.scheduler, response.node_id, response.functions_deployed
                     );
                 }
+                if let Some(router) = &r.router {
+                    follow_storage(router, &response);
+                }
             }
             Ok(Err(error)) if !failing => {
                 failing = true;
@@ -100,5 +118,39 @@ async fn register_forever(r: Registration) {
             _ => {}
         }
         tokio::time::sleep(PERIOD).await;
+    }
+}
+
+/// Replaces `router`'s routes with the scheduler's storage nodes when they differ. An empty list
+/// (the scheduler knows no storage node yet) leaves the routes alone: `--storage` seeds stay
+/// usable until the scheduler has something to say.
+fn follow_storage(router: &StorageRouter, response: &pb::RegisterResponse) {
+    if response.storage.is_empty() {
+        return;
+    }
+    let mut nodes: Vec<(NodeId, String)> = response
+        .storage
+        .iter()
+        .map(|s| (NodeId(s.node_id), s.address.clone()))
+        .collect();
+    nodes.sort();
+    if nodes == router.nodes() {
+        return;
+    }
+    let vnodes = match response.ring_vnodes {
+        0 => sandstorm_naming::ring::DEFAULT_VNODES_PER_NODE,
+        n => n,
+    };
+    match router.replace(&nodes, vnodes) {
+        Ok(()) => {
+            let list: Vec<String> = nodes
+                .iter()
+                .map(|(id, addr)| format!("node-{}={addr}", id.0))
+                .collect();
+            println!("storage nodes: {}", list.join(" "));
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the scheduler named a storage node this agent cannot dial")
+        }
     }
 }

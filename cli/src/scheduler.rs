@@ -117,11 +117,23 @@ pub struct InvokeArgs {
     /// Safe to run again on another node if its node fails.
     #[arg(long)]
     retryable: bool,
+    /// Run it only on nodes of this tier (default: wherever the policy places it).
+    #[arg(long, value_enum)]
+    tier: Option<TierArg>,
     /// Also print the invocation record (where it ran, times, every candidate's cost).
     #[arg(long)]
     record: bool,
     #[command(flatten)]
     connection: Connection,
+}
+
+/// A tier an invocation can be restricted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TierArg {
+    /// Inside a storage node, next to the data.
+    Storage,
+    /// On a compute node, in a container.
+    Compute,
 }
 
 /// Store a value under a key of the calling tenant.
@@ -315,6 +327,12 @@ async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
             input: args.input.into_bytes(),
             keys,
             retryable: args.retryable,
+            tier: match args.tier {
+                Some(TierArg::Storage) => pb::Tier::Storage,
+                Some(TierArg::Compute) => pb::Tier::Compute,
+                None => pb::Tier::Unspecified,
+            }
+            .into(),
         };
         let r = client.invoke(authed(request, &token)?).await?.into_inner();
         (r.output, r.record.into_iter().collect::<Vec<_>>())

@@ -398,9 +398,37 @@ impl Service {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::start_in(None, args)
+    }
+
+    /// [`Service::start`] inside the network namespace `netns` (one `ip netns add` made, under
+    /// `/run/netns/`). Entered with `nsenter --net=...`, which switches only the network
+    /// namespace: `ip netns exec` would also remount `/sys`, hiding the cgroup hierarchies a
+    /// compute node needs. Needs root.
+    pub fn start_in_netns<I, S>(netns: &str, args: I) -> Service
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Self::start_in(Some(netns), args)
+    }
+
+    fn start_in<I, S>(netns: Option<&str>, args: I) -> Service
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         use std::io::{BufRead, BufReader, Read};
         let bin = built_sandstorm_bin();
-        let mut child = Command::new(&bin)
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
             .args(args)
             .current_dir(workspace_root())
             .env("RUST_LOG", "info")

@@ -104,6 +104,7 @@ impl Tenant {
             input: input.into(),
             keys: input.split(' ').map(|k| k.as_bytes().to_vec()).collect(),
             retryable: false,
+            ..Default::default()
         };
         self.client
             .invoke(authed(request, &self.token))
@@ -302,6 +303,7 @@ async fn every_example_and_a_chain_run_through_the_scheduler_with_records() {
         input: "a c".into(),
         keys: vec![],
         retryable: true,
+        ..Default::default()
     };
     let id = t
         .client
@@ -432,6 +434,7 @@ async fn one_tenant_never_sees_or_touches_anothers_functions_data_or_results() {
                 input: "secret".into(),
                 keys: vec![],
                 retryable: false,
+                ..Default::default()
             },
             &acme.token,
         ))
@@ -547,6 +550,7 @@ async fn bad_input_gets_a_distinct_status_and_the_scheduler_keeps_serving() {
         input,
         keys: vec![],
         retryable: false,
+        ..Default::default()
     };
     let mut client = t.client.clone();
     // (what, status, words the message must contain)
@@ -665,6 +669,7 @@ async fn bad_input_gets_a_distinct_status_and_the_scheduler_keeps_serving() {
             cores: 1,
             memory_mb: 0,
             incarnation: 1,
+            ..Default::default()
         })
         .await
         .unwrap_err();

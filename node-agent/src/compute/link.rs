@@ -17,7 +17,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use sandstorm_naming::ring::KeyRing;
+use sandstorm_naming::ring::{DEFAULT_VNODES_PER_NODE, KeyRing};
 use sandstorm_naming::{NodeId, TenantId};
 use sandstorm_proto::v1::{
     DeleteRequest, FromFunction, FunctionDone, GetRequest, GetResponse, MaybeValue,
@@ -245,43 +245,102 @@ impl DataAccess for AgentLink {
 }
 
 /// The storage nodes a compute node's functions read from, and which keys each owns.
-#[derive(Debug, Clone)]
+///
+/// Replaceable while invocations run: a compute node registered with a scheduler learns the
+/// scheduler's key ring (its storage nodes' ids and addresses) from every registration answer
+/// and [`StorageRouter::replace`]s its routes when they change; an invocation keeps the routes it
+/// started with. Standalone (`--storage ADDR`...) the nodes are numbered in the order given.
+#[derive(Debug, Default)]
 pub struct StorageRouter {
+    routes: std::sync::RwLock<std::sync::Arc<Routes>>,
+}
+
+/// One version of the routes: the ring and a lazily connected channel per storage node.
+#[derive(Debug, Clone, Default)]
+struct Routes {
     ring: KeyRing,
     clients: HashMap<NodeId, (String, KeyValueClient<Channel>)>,
 }
 
-/// Virtual nodes per storage node on the ring (as the scheduler's catalog uses).
-const VNODES: u32 = 64;
-
 impl StorageRouter {
     /// Storage nodes at `addrs` (`host:port`), numbered in order. Connections open on first use.
     pub fn new(addrs: &[String]) -> Result<Self, String> {
-        let mut ring = KeyRing::new(VNODES);
+        let router = Self::default();
+        let nodes = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let id = u32::try_from(i).map_err(|_| "too many storage nodes".to_owned())?;
+                Ok((NodeId(id), addr.clone()))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        router.replace(&nodes, DEFAULT_VNODES_PER_NODE)?;
+        Ok(router)
+    }
+
+    /// Routes keys over `nodes` (id, `host:port` or `http://host:port`) on a ring of
+    /// `vnodes_per_node` points each, as the scheduler's ring does. Channels to nodes whose
+    /// address did not change are kept. On a bad address nothing changes.
+    pub fn replace(&self, nodes: &[(NodeId, String)], vnodes_per_node: u32) -> Result<(), String> {
+        let current = self.snapshot();
+        let mut ring = KeyRing::new(vnodes_per_node);
         let mut clients = HashMap::new();
-        for (i, addr) in addrs.iter().enumerate() {
-            let node = NodeId(u32::try_from(i).map_err(|_| "too many storage nodes")?);
-            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| format!("storage node address {addr:?}: {e}"))?
-                .connect_timeout(Duration::from_secs(2));
-            ring.add_node(node);
-            clients.insert(
-                node,
-                (
-                    addr.clone(),
+        for (node, addr) in nodes {
+            let client = match current.clients.get(node) {
+                Some((known, client)) if known == addr => client.clone(),
+                _ => {
+                    let url = if addr.starts_with("http://") || addr.starts_with("https://") {
+                        addr.clone()
+                    } else {
+                        format!("http://{addr}")
+                    };
+                    let endpoint = Endpoint::from_shared(url)
+                        .map_err(|e| format!("storage node address {addr:?}: {e}"))?
+                        .connect_timeout(Duration::from_secs(2))
+                        .tcp_nodelay(true);
                     KeyValueClient::new(endpoint.connect_lazy())
-                        .max_decoding_message_size(MAX_FRAME),
-                ),
-            );
+                        .max_decoding_message_size(MAX_FRAME)
+                }
+            };
+            ring.add_node(*node);
+            clients.insert(*node, (addr.clone(), client));
         }
-        Ok(Self { ring, clients })
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) =
+            std::sync::Arc::new(Routes { ring, clients });
+        Ok(())
+    }
+
+    /// The storage nodes known now, by id, with their addresses.
+    pub fn nodes(&self) -> Vec<(NodeId, String)> {
+        let routes = self.snapshot();
+        let mut nodes: Vec<(NodeId, String)> = routes
+            .clients
+            .iter()
+            .map(|(id, (addr, _))| (*id, addr.clone()))
+            .collect();
+        nodes.sort();
+        nodes
     }
 
     /// Whether any storage node is known.
     pub fn is_empty(&self) -> bool {
-        self.clients.is_empty()
+        self.snapshot().clients.is_empty()
     }
 
+    fn snapshot(&self) -> std::sync::Arc<Routes> {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn forward(&self, tenant: TenantId, call: Call, stats: &mut LinkStats) -> Reply {
+        let routes = self.snapshot();
+        routes.forward(tenant, call, stats).await
+    }
+}
+
+impl Routes {
     fn client(&self, node: NodeId) -> Result<KeyValueClient<Channel>, String> {
         self.clients
             .get(&node)
@@ -291,7 +350,7 @@ impl StorageRouter {
 
     fn owner(&self, tenant: TenantId, key: &[u8]) -> Result<KeyValueClient<Channel>, String> {
         let node = self.ring.owner(tenant, key).ok_or(
-            "this compute node knows no storage node (start it with --storage ADDR)".to_owned(),
+            "this compute node knows no storage node (register it with a scheduler that has one, or start it with --storage ADDR)".to_owned(),
         )?;
         self.client(node)
     }

@@ -36,7 +36,8 @@ use sandstorm_naming::TenantId;
 
 use self::container::Parts;
 pub use self::container::{Container, Exit, Outcome, Provenance, RunResult, WasmRun};
-use self::link::{AgentLink, StorageRouter};
+use self::link::AgentLink;
+pub use self::link::StorageRouter;
 use self::parts::{Cgroup, ContainerLimits, IpcUts, NetNs, RootFs};
 use self::pool::Pool;
 use self::zygote::{FromZygote, ToForker, ToZygote, WasmFunction};
@@ -64,6 +65,10 @@ pub struct ComputeConfig {
     pub keep_alive: Duration,
     /// Storage nodes (`host:port`) that own the data functions read, in ring order.
     pub storage: Vec<String>,
+    /// Where functions' data calls are routed. Shared with whoever keeps it current: the agent's
+    /// registration replaces its routes with the scheduler's key ring. Seeded from `storage`
+    /// when that is not empty.
+    pub router: Arc<StorageRouter>,
 }
 
 impl ComputeConfig {
@@ -79,6 +84,7 @@ impl ComputeConfig {
             gid: 65534,
             keep_alive: Duration::from_secs(600),
             storage: Vec::new(),
+            router: Arc::default(),
         }
     }
 }
@@ -347,7 +353,7 @@ pub struct ComputeNode {
     live: Arc<AtomicU64>,
     /// Compiles modules for the templates (same engine configuration as the zygote's).
     sandbox: Sandbox<AgentLink>,
-    router: StorageRouter,
+    router: Arc<StorageRouter>,
     functions: RwLock<HashMap<FunctionKey, Arc<Function>>>,
     warm: Mutex<HashMap<FunctionKey, Arc<WarmSlot>>>,
     next_version: AtomicU64,
@@ -366,7 +372,16 @@ impl ComputeNode {
         }
         std::fs::create_dir_all(&config.state_dir)?;
         let base = build_base(&config.state_dir)?;
-        let router = StorageRouter::new(&config.storage).map_err(io::Error::other)?;
+        let router = config.router.clone();
+        if !config.storage.is_empty() {
+            let nodes: Vec<(sandstorm_naming::NodeId, String)> = (0u32..)
+                .map(sandstorm_naming::NodeId)
+                .zip(config.storage.iter().cloned())
+                .collect();
+            router
+                .replace(&nodes, sandstorm_naming::ring::DEFAULT_VNODES_PER_NODE)
+                .map_err(io::Error::other)?;
+        }
         let sandbox = Sandbox::for_templates(SandboxConfig::default()).map_err(io::Error::other)?;
         let zygote = Arc::new(Mutex::new(Zygote::start(&config.exe)?));
         let parker = zygote.clone();

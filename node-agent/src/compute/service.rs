@@ -147,12 +147,19 @@ impl NodeAgent for ComputeService {
 
 fn node_stats(node: &ComputeNode, cpus: &mut CpuSampler) -> pb::NodeStats {
     let counters = node.counters();
-    let cores = cpus
-        .sample()
+    let busy = cpus.sample();
+    // Invocations are processes on any CPU, not queued behind a core: only those beyond one per
+    // core wait (the scheduler adds `queue_len` to the busy cores, so counting the running ones
+    // here would count them twice).
+    let waiting = counters
+        .in_flight
+        .load(Ordering::Relaxed)
+        .saturating_sub(busy.len() as u64);
+    let cores = busy
         .into_iter()
         .enumerate()
         .map(|(i, busy)| {
-            // Invocations are processes on any CPU: node-wide counts ride on core 0.
+            // Node-wide counts ride on core 0.
             let first = i == 0;
             let count = |c: &std::sync::atomic::AtomicU64| {
                 if first { c.load(Ordering::Relaxed) } else { 0 }
@@ -160,7 +167,11 @@ fn node_stats(node: &ComputeNode, cpus: &mut CpuSampler) -> pb::NodeStats {
             pb::CoreStats {
                 core: u32::try_from(i).unwrap_or(u32::MAX),
                 busy,
-                queue_len: u32::try_from(count(&counters.in_flight)).unwrap_or(u32::MAX),
+                queue_len: if first {
+                    u32::try_from(waiting).unwrap_or(u32::MAX)
+                } else {
+                    0
+                },
                 invocations: count(&counters.invocations),
                 instance_starts: count(&counters.assemblies),
             }

@@ -1,7 +1,11 @@
 //! The live cluster: agents register, the scheduler dials each back, consumes its `StreamStats`
-//! and folds every message into the placement view (per-core load), liveness (a node silent
-//! longer than the node timeout is declared dead) and the cost model's calibration (the measured
-//! cost samples). On every (re)registration it deploys every function to the node.
+//! and folds every message into the placement view (per-core load; on compute nodes also the
+//! part pools' level, which decides whether a new container is assembled or cold, and the warm
+//! container count, which corrects the warm table), liveness (a node silent longer than the node
+//! timeout is declared dead) and the cost model's calibration (the measured cost samples). On
+//! every (re)registration it deploys every function to the node. Every registration answer,
+//! periodic ones included, lists the storage nodes on the key ring with their addresses: that
+//! is how compute nodes learn where data lives, by the scheduler's own node ids.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,6 +117,8 @@ impl Scheduler {
                             node_id: id.0,
                             new_session: false,
                             functions_deployed: 0,
+                            storage: inner.storage_addresses(),
+                            ring_vnodes: inner.ring.vnodes_per_node(),
                         });
                     }
                     id
@@ -133,6 +139,13 @@ impl Scheduler {
                 }
             };
             let (agent, kv) = node_channels(&r.address, self.config.connect_timeout)?;
+            if inner.nodes[id.0 as usize].incarnation != r.incarnation {
+                // A new agent process: its containers (and deployments) are gone.
+                inner.warm.forget_node(id);
+            }
+            inner
+                .warm
+                .set_keep_alive(id, r.keep_alive_ms.saturating_mul(1000));
             let entry = &mut inner.nodes[id.0 as usize];
             if let Some(task) = entry.stats_task.take() {
                 task.abort();
@@ -180,10 +193,16 @@ impl Scheduler {
             }
         }
         info!(node = %r.name, node_id = id.0, %role, address = %r.address, cores = r.cores, deployed, "node registered");
+        let (storage, ring_vnodes) = {
+            let inner = self.lock();
+            (inner.storage_addresses(), inner.ring.vnodes_per_node())
+        };
         Ok(pb::RegisterResponse {
             node_id: id.0,
             new_session: true,
             functions_deployed: deployed,
+            storage,
+            ring_vnodes,
         })
     }
 
@@ -284,13 +303,22 @@ impl Scheduler {
             .nodes
             .get(node.0 as usize)
             .map_or(0.0, |n| n.external_work_us);
+        let compute = stats.role == i32::from(pb::Tier::Compute);
         let external = match inner.view.node_mut(node) {
             Some(view) => {
                 view.alive = true;
+                if compute {
+                    // A container can be assembled while every part pool has a part ready.
+                    view.pool_ready = stats.pools.iter().map(|p| p.ready).min().unwrap_or(0);
+                }
                 fold_stats(view, previous, busy, queued, per_request)
             }
             None => return,
         };
+        if compute && stats.warm_containers == 0 {
+            // It reclaimed them all (keep-alive) or lost them: nothing is warm there.
+            inner.warm.forget_node(node);
+        }
         if let Some(entry) = inner.nodes.get_mut(node.0 as usize) {
             entry.external_work_us = external;
             entry.last = Some(LastStats {

@@ -194,6 +194,7 @@ impl Scheduler {
                 inner.catalog.remove_function(old);
                 inner.functions.remove(&old);
                 inner.profiler.forget(old);
+                inner.warm.forget_function(old);
             }
             let id = inner
                 .catalog
@@ -276,6 +277,7 @@ impl Scheduler {
             inner.catalog.remove_function(id);
             inner.functions.remove(&id);
             inner.profiler.forget(id);
+            inner.warm.forget_function(id);
             inner.nodes.iter().map(|n| n.agent.clone()).collect()
         };
         for mut agent in agents {

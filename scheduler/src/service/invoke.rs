@@ -151,7 +151,7 @@ impl Scheduler {
         let mut failed: Vec<pb::FailedAttempt> = Vec::new();
         let mut redeployed = false;
         loop {
-            let mut placed = match self.place(id, f, &request.keys, &excluded) {
+            let mut placed = match self.place(id, f, &request.keys, &excluded, request.tier) {
                 Ok(placed) => placed,
                 // Every node that could take it failed: name them and what happened.
                 Err(ApiError::NoNode(others)) if !failed.is_empty() => {
@@ -292,6 +292,7 @@ impl Scheduler {
         f: &FunctionEntry,
         keys: &[Vec<u8>],
         excluded: &[NodeId],
+        tier: i32,
     ) -> Result<Placed, ApiError> {
         let started = Instant::now();
         let now = self.now_us();
@@ -299,6 +300,7 @@ impl Scheduler {
         let inner = &mut *guard;
         inner.refresh_alive(now);
         let data = data_shares(keys.iter().filter_map(|k| inner.ring.owner(f.tenant, k)));
+        let (warm, placer) = (inner.warm_nodes(f.id, now), inner.placer_for(tier));
         let request = PlacementRequest {
             invocation: InvocationId(id),
             tenant: f.tenant,
@@ -307,10 +309,10 @@ impl Scheduler {
             workload: inner.profiler.workload(f.id),
             memory_mb: f.limits.memory_mb.max(1),
             data: &data,
-            warm: &[],
+            warm: &warm,
         };
         let decision = if excluded.is_empty() {
-            inner.placer.place_recorded(&mut inner.view, &request)
+            placer.place_recorded(&mut inner.view, &request)
         } else {
             let mut view = inner.view.clone();
             for node in excluded {
@@ -318,7 +320,7 @@ impl Scheduler {
                     n.alive = false;
                 }
             }
-            let decision = inner.placer.place_recorded(&mut view, &request);
+            let decision = placer.place_recorded(&mut view, &request);
             if let Some(r) = decision.chosen.and_then(|c| c.reservation) {
                 inner.view.reserve(r);
             }
@@ -378,6 +380,7 @@ impl Scheduler {
         if let Some(r) = placed.reservation {
             inner.view.complete(r.node, r.work_us);
         }
+        inner.note_execution(placed.node, f.id, exec, self.now_us());
         // The profile holds native compute: undo the sandbox slowdown of a run in a storage node.
         let slowdown = if exec.tier == i32::from(pb::Tier::Storage) {
             inner.placer.config().params.wasm_slowdown.max(1.0)
@@ -450,6 +453,7 @@ impl Scheduler {
                             Vec::new()
                         },
                         retryable: request.retryable,
+                        ..Default::default()
                     },
                     Some(hop),
                 )

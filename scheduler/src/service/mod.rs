@@ -8,9 +8,12 @@
 //! - [`store`]: tenants, tokens, functions with their modules and limits, and nodes, in an
 //!   embedded redb database under the data directory;
 //! - [`state`]: the in-memory state behind one lock: catalog, node channels, the placement
-//!   `ClusterView`, liveness, key ring, calibrated cost model, profiles;
-//! - [`cluster`]: registration, the per-node stats streams folded into the view, liveness and
-//!   calibration;
+//!   `ClusterView`, liveness, key ring, warm compute containers, calibrated cost model, profiles;
+//! - [`cluster`]: registration (answered with the storage nodes' addresses, so compute nodes
+//!   route data calls by the same key ring), the per-node stats streams (storage and compute
+//!   alike) folded into the view, liveness and calibration;
+//! - [`warm`]: which compute nodes hold a warm container of which function, inferred from
+//!   execution records and each node's keep-alive window: the placement request's `warm` list;
 //! - [`invoke`]: the invocation path (place with `Placer::place_recorded`, execute on the chosen
 //!   node, record, profile; retries) and chains;
 //! - [`data`]: tenant data routed by the key ring to the owning storage node;
@@ -21,9 +24,10 @@
 //!
 //! The placement core is used exactly as the simulator uses it: the service builds a
 //! `PlacementRequest` and calls `place_recorded` on its `ClusterView`; nothing here changes how a
-//! node is chosen. Not built yet (slots are ready): chains handing off through a node's local bus
+//! node is chosen (a request restricted to one tier is placed with the policy that allows only
+//! that tier). Not built yet (slots are ready): chains handing off through a node's local bus
 //! (the record's `ChainHop.path` says which path each hop took; today always the global path),
-//! the periodic re-provisioner, warm compute contexts in placement requests, `/metrics`.
+//! the periodic re-provisioner.
 
 pub mod api;
 pub mod auth;
@@ -37,6 +41,7 @@ pub mod results;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod warm;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! The scheduler's state: what is deployed (mirrored from the store), the live cluster (nodes,
-//! their channels, the placement view, liveness, the key ring), the calibrated cost model and the
-//! profiles. One mutex guards it; it is never held across an `.await`: every path copies what it
+//! their channels, the placement view, liveness, the key ring, warm compute containers), the
+//! calibrated cost model and the profiles. One mutex guards it; it is never held across an `.await`: every path copies what it
 //! needs (a function's module, a node's channel) and lets go before talking to a node.
 
 use std::collections::HashMap;
@@ -23,7 +23,8 @@ use super::auth::{self, Caller, Presented, TokenHash};
 use super::error::ApiError;
 use super::results::Results;
 use super::store::{FunctionLimits, Loaded, Store};
-use crate::placement::{ClusterView, NodeView, Placer};
+use super::warm::WarmTable;
+use crate::placement::{ClusterView, NodeView, Placer, Policy};
 
 /// The workload assumed for a function never invoked: 1 ms of compute, one access of 1 KiB.
 /// Deliberately modest (DESIGN.md's 0.7 s trace prior describes whole Azure functions, not the
@@ -93,6 +94,8 @@ pub struct Inner {
     pub calibrator: Calibrator,
     pub placer: Placer,
     pub profiler: Profiler,
+    /// Warm containers per (function, compute node), inferred from execution records.
+    pub warm: WarmTable,
 }
 
 impl Inner {
@@ -122,6 +125,68 @@ impl Inner {
                 node.alive = alive;
             }
         }
+    }
+
+    /// Alive compute nodes where `function` has a warm container now: the placement request's
+    /// `warm` list.
+    pub fn warm_nodes(&mut self, function: FunctionId, now_us: u64) -> Vec<NodeId> {
+        self.warm.expire(now_us);
+        let view = &self.view;
+        self.warm
+            .warm_nodes(function, now_us)
+            .into_iter()
+            .filter(|n| {
+                view.node(*n)
+                    .is_some_and(|v| v.alive && v.role == NodeRole::Compute)
+            })
+            .collect()
+    }
+
+    /// An invocation of `function` ran on `node` as `exec` reports, answered at `now_us`: on a
+    /// compute node its container stays warm for the node's keep-alive window from the run's
+    /// start.
+    pub fn note_execution(
+        &mut self,
+        node: NodeId,
+        function: FunctionId,
+        exec: &sandstorm_proto::v1::ExecutionRecord,
+        now_us: u64,
+    ) {
+        if exec.tier == i32::from(sandstorm_proto::v1::Tier::Compute) {
+            let ran_us = exec.start_us.saturating_add(exec.exec_us);
+            self.warm
+                .used(function, node, now_us.saturating_sub(ran_us));
+        }
+    }
+
+    /// The placer for a request restricted to `tier` (`pb::Tier` as sent; anything but storage or
+    /// compute means either): the configured one, or the same core and tunables with the policy
+    /// that only allows that tier, so the decision still costs and records every candidate.
+    pub fn placer_for(&self, tier: i32) -> Placer {
+        use sandstorm_proto::v1::Tier;
+        let policy = match Tier::try_from(tier) {
+            Ok(Tier::Storage) => Policy::AlwaysStorage,
+            Ok(Tier::Compute) => Policy::AlwaysCompute,
+            _ => return self.placer.clone(),
+        };
+        Placer::new(policy, *self.placer.config())
+    }
+
+    /// The storage nodes on the key ring with their addresses, in node-id order: what a compute
+    /// node routes its functions' data calls with.
+    pub fn storage_addresses(&self) -> Vec<sandstorm_proto::v1::StorageNodeAddress> {
+        self.ring
+            .nodes()
+            .iter()
+            .filter_map(|id| {
+                let entry = self.nodes.get(id.0 as usize)?;
+                Some(sandstorm_proto::v1::StorageNodeAddress {
+                    node_id: id.0,
+                    name: self.node_name(id.0),
+                    address: entry.address.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Adds a node to the catalog, the view and (storage) the ring.
@@ -210,6 +275,7 @@ impl Scheduler {
             calibrator: Calibrator::new(config.placer.params),
             placer: Placer::new(config.policy, config.placer),
             profiler: Profiler::new(PRIOR_WORKLOAD),
+            warm: WarmTable::default(),
         };
         for t in loaded.tenants {
             let id = inner

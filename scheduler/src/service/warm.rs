@@ -1,0 +1,132 @@
+//! Warm containers on compute nodes, as the scheduler infers them from invocation records.
+//!
+//! A compute node keeps one container per function, shared by that function's concurrent
+//! invocations (SAND's two levels: each invocation is a process forked inside it), and reclaims
+//! it once it has been idle for the node's keep-alive window (announced when the node
+//! registers). So after an invocation of `f` ran on compute node `n`, a new invocation of `f` on
+//! `n` starts warm until the keep-alive window has passed since that run started; this table
+//! remembers when that was, per (function, node), and answers which nodes are warm for a
+//! function now: the placement request's `warm` list.
+//!
+//! It is an inference, corrected from the node's side: an entry is forgotten when the node
+//! restarts (a new incarnation lost its containers), when its statistics report no warm
+//! container at all (it reclaimed them), and when the function is redeployed or removed (the
+//! node drops the old version's container). A wrong guess costs one estimate, not correctness:
+//! the node reports the start kind it really had, and the record carries both.
+//!
+//! Pure: time comes in as arguments (the scheduler's microsecond clock).
+
+use std::collections::HashMap;
+
+use sandstorm_naming::{FunctionId, NodeId};
+
+/// The keep-alive window assumed for a node that did not announce one (DESIGN.md's baseline).
+pub const DEFAULT_KEEP_ALIVE_US: u64 = 600_000_000;
+
+/// When each (function, compute node) container was last used, and each node's window.
+#[derive(Debug, Clone, Default)]
+pub struct WarmTable {
+    /// Start of the last invocation that ran in the container, scheduler clock.
+    last_used_us: HashMap<(FunctionId, NodeId), u64>,
+    /// Keep-alive window per node, microseconds.
+    keep_alive_us: HashMap<NodeId, u64>,
+}
+
+impl WarmTable {
+    /// Node `node` keeps idle containers for `keep_alive_us` (0: the default).
+    pub fn set_keep_alive(&mut self, node: NodeId, keep_alive_us: u64) {
+        let window = if keep_alive_us == 0 {
+            DEFAULT_KEEP_ALIVE_US
+        } else {
+            keep_alive_us
+        };
+        self.keep_alive_us.insert(node, window);
+    }
+
+    /// An invocation of `function` ran on compute node `node`, starting at `started_us`.
+    pub fn used(&mut self, function: FunctionId, node: NodeId, started_us: u64) {
+        let last = self.last_used_us.entry((function, node)).or_insert(0);
+        *last = (*last).max(started_us);
+    }
+
+    /// Whether `function`'s container on `node` is still inside its keep-alive window at `now_us`.
+    pub fn is_warm(&self, function: FunctionId, node: NodeId, now_us: u64) -> bool {
+        let window = self
+            .keep_alive_us
+            .get(&node)
+            .copied()
+            .unwrap_or(DEFAULT_KEEP_ALIVE_US);
+        self.last_used_us
+            .get(&(function, node))
+            .is_some_and(|&last| now_us.saturating_sub(last) < window)
+    }
+
+    /// The nodes where `function` has a warm container at `now_us`, in node order.
+    pub fn warm_nodes(&self, function: FunctionId, now_us: u64) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self
+            .last_used_us
+            .keys()
+            .filter(|(f, n)| *f == function && self.is_warm(*f, *n, now_us))
+            .map(|(_, n)| *n)
+            .collect();
+        nodes.sort_unstable();
+        nodes
+    }
+
+    /// The node lost its containers (it restarted, or reports none).
+    pub fn forget_node(&mut self, node: NodeId) {
+        self.last_used_us.retain(|(_, n), _| *n != node);
+    }
+
+    /// The function was redeployed or removed: its containers are gone everywhere.
+    pub fn forget_function(&mut self, function: FunctionId) {
+        self.last_used_us.retain(|(f, _), _| *f != function);
+    }
+
+    /// Drops entries past their window (keeps the table small).
+    pub fn expire(&mut self, now_us: u64) {
+        let windows = &self.keep_alive_us;
+        self.last_used_us.retain(|(_, n), last| {
+            let window = windows.get(n).copied().unwrap_or(DEFAULT_KEEP_ALIVE_US);
+            now_us.saturating_sub(*last) < window
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_is_warm_for_the_nodes_keep_alive_window_after_its_last_use() {
+        let (f, g) = (FunctionId(1), FunctionId(2));
+        let (a, b) = (NodeId(3), NodeId(4));
+        let mut warm = WarmTable::default();
+        warm.set_keep_alive(a, 1_000);
+        warm.set_keep_alive(b, 0); // the default window
+        warm.used(f, a, 100);
+        warm.used(f, b, 200);
+        warm.used(g, a, 300);
+        // (now, warm nodes of f): a's window is 1,000 us from its use at 100.
+        let table = [(150, vec![a, b]), (1_099, vec![a, b]), (1_100, vec![b])];
+        for (now, nodes) in table {
+            assert_eq!(warm.warm_nodes(f, now), nodes, "at {now}");
+        }
+        // A later use extends the window; an earlier report does not shorten it.
+        warm.used(f, a, 2_000);
+        warm.used(f, a, 1_500);
+        assert!(warm.is_warm(f, a, 2_999));
+        assert!(!warm.is_warm(f, a, 3_000));
+        warm.forget_node(a);
+        assert_eq!(warm.warm_nodes(f, 2_100), vec![b]);
+        assert!(warm.warm_nodes(g, 400).is_empty());
+        warm.forget_function(f);
+        assert!(warm.warm_nodes(f, 2_100).is_empty());
+        warm.used(g, b, 10);
+        warm.expire(DEFAULT_KEEP_ALIVE_US + 10);
+        assert!(
+            warm.warm_nodes(g, 11).is_empty(),
+            "expired entries are dropped"
+        );
+    }
+}
