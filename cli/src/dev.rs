@@ -362,8 +362,8 @@ async fn demo_load(mut client: SchedulerClient<Channel>, token: String, rate: u3
             pb::InvokeRequest {
                 function: function.to_owned(),
                 input: input.into_bytes(),
-                keys: Vec::new(),
                 retryable: true,
+                ..Default::default()
             },
             &token,
         ) else {
