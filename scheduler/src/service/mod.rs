@@ -12,7 +12,9 @@
 //! - [`cluster`]: registration, the per-node stats streams folded into the view, liveness and
 //!   calibration;
 //! - [`invoke`]: the invocation path (place with `Placer::place_recorded`, execute on the chosen
-//!   node, record, profile; retries) and chains;
+//!   node, record, profile; retries);
+//! - [`chain`]: chains, steps on one node handing off through its local bus, others through the
+//!   global path;
 //! - [`data`]: tenant data routed by the key ring to the owning storage node;
 //! - [`functions`]: tenants and functions (deploy, list, remove);
 //! - [`record`]: invocation records from placement decisions and node measurements;
@@ -20,12 +22,12 @@
 //!
 //! The placement core is used exactly as the simulator uses it: the service builds a
 //! `PlacementRequest` and calls `place_recorded` on its `ClusterView`; nothing here changes how a
-//! node is chosen. Not built yet (slots are ready): chains handing off through a node's local bus
-//! (the record's `ChainHop.path` says which path each hop took; today always the global path),
-//! the periodic re-provisioner, warm compute contexts in placement requests, `/metrics`.
+//! node is chosen. Not built yet (slots are ready): the periodic re-provisioner, warm compute
+//! contexts in placement requests, `/metrics`.
 
 pub mod api;
 pub mod auth;
+pub mod chain;
 pub mod cluster;
 pub mod data;
 pub mod error;
