@@ -345,6 +345,7 @@ async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
             input: args.input.into_bytes(),
             keys,
             retryable: args.retryable,
+            global_only: false,
         };
         let r = client
             .invoke_chain(authed(request, &token)?)

@@ -119,3 +119,46 @@ where
         }
     }
 }
+
+/// Most steps one `ExecuteChain` runs (the scheduler's chain limit).
+pub const MAX_CHAIN_STEPS: usize = 16;
+
+/// A chain request's tenant, function names and invocation ids, or INVALID_ARGUMENT: 1 to
+/// [`MAX_CHAIN_STEPS`] steps, every one naming a function of the same tenant.
+pub fn chain_steps(steps: Vec<pb::ChainStep>) -> Result<(TenantId, Vec<String>, Vec<u64>), Status> {
+    if steps.is_empty() || steps.len() > MAX_CHAIN_STEPS {
+        return Err(Status::invalid_argument(format!(
+            "a chain has 1 to {MAX_CHAIN_STEPS} steps, not {}",
+            steps.len()
+        )));
+    }
+    let mut tenant = None;
+    let mut names = Vec::with_capacity(steps.len());
+    let mut ids = Vec::with_capacity(steps.len());
+    for (i, step) in steps.into_iter().enumerate() {
+        let (t, name) = function_ref(step.function)
+            .map_err(|s| Status::invalid_argument(format!("step {i}: {}", s.message())))?;
+        if *tenant.get_or_insert(t) != t {
+            return Err(Status::invalid_argument(format!(
+                "step {i}: every step of a chain belongs to one tenant"
+            )));
+        }
+        names.push(name);
+        ids.push(step.invocation_id);
+    }
+    Ok((tenant.unwrap_or(TenantId(0)), names, ids))
+}
+
+/// A failed chain step as the response names it.
+pub fn step_failure(step: usize, status: &Status) -> pb::StepFailure {
+    pb::StepFailure {
+        step: u32::try_from(step).unwrap_or(u32::MAX),
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+    }
+}
+
+/// Nanoseconds of `d`, saturating.
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

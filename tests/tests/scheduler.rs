@@ -272,6 +272,7 @@ async fn every_example_and_a_chain_run_through_the_scheduler_with_records() {
         input: "a b c".into(),
         keys: vec![b"a".to_vec()],
         retryable: false,
+        global_only: false,
     };
     let r = t
         .client
@@ -290,7 +291,8 @@ async fn every_example_and_a_chain_run_through_the_scheduler_with_records() {
             assert_eq!(hop.path, pb::chain_hop::Path::Client as i32);
             assert_eq!((hop.from_node.as_str(), hop.bytes), ("", 5));
         } else {
-            assert_eq!(hop.path, pb::chain_hop::Path::Global as i32);
+            // One node: every hand-off stays on its local bus.
+            assert_eq!(hop.path, pb::chain_hop::Path::LocalBus as i32);
             assert_eq!((hop.from_node.as_str(), hop.bytes), ("storage-0", 2));
         }
     }
@@ -609,6 +611,7 @@ async fn bad_input_gets_a_distinct_status_and_the_scheduler_keeps_serving() {
                 input: b"x".to_vec(),
                 keys: vec![],
                 retryable: false,
+                global_only: false,
             },
             &token,
         )

@@ -68,6 +68,18 @@ pub enum BenchCommand {
     /// The function is `/bin/echo ready` (static busybox); "running" = its first output byte.
     #[command(verbatim_doc_comment)]
     Provision(provision::ProvisionBenchArgs),
+    /// The running system: a real scheduler and storage agent (child processes) and a client.
+    ///
+    /// e2e.via_scheduler: echo through the scheduler's Invoke, p50/p99 (target: under 100 us
+    ///   more than e2e.direct at p50).
+    /// e2e.direct: echo by NodeAgent.Execute on the agent itself.
+    /// e2e.throughput: invocations/s through the scheduler from concurrent clients
+    ///   (target >= 20,000/s with client, scheduler and agent sharing the machine).
+    /// chain.local_hop / chain.global_hop: hand-off time per hop of a chain of echo steps on the
+    ///   node's local bus vs through the scheduler; chain.local_speedup: their ratio
+    ///   (SAND: 2.9x, published).
+    #[command(verbatim_doc_comment)]
+    E2e(e2e::E2eBenchArgs),
 }
 
 /// Options every bench subcommand takes.
@@ -91,6 +103,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         BenchCommand::Storage(a) => {
             let out = storage::run(a)?;
+            finish(&a.common, &out, false)
+        }
+        BenchCommand::E2e(a) => {
+            let out = e2e::run(a)?;
             finish(&a.common, &out, false)
         }
     }
@@ -193,6 +209,8 @@ pub enum Unit {
     Milliseconds,
     Nanoseconds,
     Kibibytes,
+    /// How many times one figure is another's.
+    Ratio,
 }
 
 impl Unit {
@@ -206,6 +224,7 @@ impl Unit {
             Unit::Milliseconds => "ms",
             Unit::Nanoseconds => "ns",
             Unit::Kibibytes => "KiB",
+            Unit::Ratio => "x",
         }
     }
 
@@ -218,6 +237,7 @@ impl Unit {
             Unit::Milliseconds,
             Unit::Nanoseconds,
             Unit::Kibibytes,
+            Unit::Ratio,
         ]
         .into_iter()
         .find(|u| u.name() == name)
@@ -240,6 +260,7 @@ impl Unit {
             Unit::Milliseconds => format!("{v:.3} ms"),
             Unit::Kibibytes if v >= 1024.0 => format!("{:.1} MiB", v / 1024.0),
             Unit::Kibibytes => format!("{v:.0} KiB"),
+            Unit::Ratio => format!("{v:.1}x"),
             Unit::Bytes => {
                 const GIB: f64 = (1u64 << 30) as f64;
                 const MIB: f64 = (1u64 << 20) as f64;
@@ -467,6 +488,7 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+pub mod e2e;
 pub mod provision;
 pub mod sim;
 pub mod storage;

@@ -317,6 +317,27 @@ pub struct Execution {
     pub bytes_written: u64,
 }
 
+/// One step of a chain run on this node.
+#[derive(Debug)]
+pub struct ChainStep {
+    /// Its run (the output handed on to the next step: empty here).
+    pub execution: Execution,
+    pub input_bytes: usize,
+    /// From the previous step's output being ready to this step starting (zero for the first).
+    pub handoff: Duration,
+}
+
+/// A chain run on this node.
+#[derive(Debug)]
+pub struct ChainExecution {
+    /// The steps that succeeded, in order.
+    pub steps: Vec<ChainStep>,
+    /// The last step's output (empty when a step failed).
+    pub output: Vec<u8>,
+    /// The step that failed (index in the request) and why.
+    pub failure: Option<(usize, ExecuteError)>,
+}
+
 /// Why an invocation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {
@@ -775,6 +796,50 @@ impl ComputeNode {
         });
         crate::telemetry::execution("compute", started, start);
         result
+    }
+
+    /// Runs `names` (functions of `tenant`) in sequence on this node (the local bus), each
+    /// step's output handed to the next in memory. Every function is looked up first, so an
+    /// `Err` means nothing ran; a step that fails ends the chain and is named in `failure`.
+    pub async fn execute_chain(
+        &self,
+        tenant: TenantId,
+        names: &[String],
+        input: Vec<u8>,
+    ) -> Result<ChainExecution, ExecuteError> {
+        for name in names {
+            self.function(tenant, name)?;
+        }
+        let mut steps = Vec::with_capacity(names.len());
+        let mut input = input;
+        let mut previous_done: Option<Instant> = None;
+        for (i, name) in names.iter().enumerate() {
+            let handoff = previous_done.map_or(Duration::ZERO, |t| t.elapsed());
+            let input_bytes = input.len();
+            match self.execute(tenant, name, input).await {
+                Ok(mut execution) => {
+                    input = std::mem::take(&mut execution.output);
+                    previous_done = Some(Instant::now());
+                    steps.push(ChainStep {
+                        execution,
+                        input_bytes,
+                        handoff,
+                    });
+                }
+                Err(e) => {
+                    return Ok(ChainExecution {
+                        steps,
+                        output: Vec::new(),
+                        failure: Some((i, e)),
+                    });
+                }
+            }
+        }
+        Ok(ChainExecution {
+            steps,
+            output: input,
+            failure: None,
+        })
     }
 
     async fn execute_in_container(

@@ -1,5 +1,5 @@
 //! The compute node's gRPC service: `NodeAgent`, the same contract as the storage role's
-//! (deploy, remove, execute, stats stream), and [`run`], which serves a node until shutdown and
+//! (deploy, remove, execute, a chain's steps on the local bus, stats stream), and [`run`], which serves a node until shutdown and
 //! reclaims idle warm containers meanwhile.
 
 use std::net::SocketAddr;
@@ -15,8 +15,11 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use super::{ComputeConfig, ComputeNode, ExecuteError, StartKind};
-use crate::edge::{cost_samples, function_limits, function_ref, micros, now_unix_us};
+use super::{ComputeConfig, ComputeNode, ExecuteError, Execution, StartKind};
+use crate::edge::{
+    chain_steps, cost_samples, function_limits, function_ref, micros, nanos, now_unix_us,
+    step_failure,
+};
 use crate::stats::CpuSampler;
 
 impl From<ExecuteError> for Status {
@@ -117,8 +120,57 @@ impl NodeAgent for ComputeService {
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let request = request.into_inner();
         let (tenant, name) = function_ref(request.function)?;
-        let run = self.node.execute(tenant, &name, request.input).await?;
-        let record = pb::ExecutionRecord {
+        let input_bytes = request.input.len() as u64;
+        let mut run = self.node.execute(tenant, &name, request.input).await?;
+        let output = std::mem::take(&mut run.output);
+        let record = self.record(&run, request.invocation_id, input_bytes, Duration::ZERO);
+        Ok(Response::new(pb::ExecuteResponse {
+            output,
+            record: Some(record),
+        }))
+    }
+
+    async fn execute_chain(
+        &self,
+        request: Request<pb::ExecuteChainRequest>,
+    ) -> Result<Response<pb::ExecuteChainResponse>, Status> {
+        let request = request.into_inner();
+        let (tenant, names, ids) = chain_steps(request.steps)?;
+        let run = self
+            .node
+            .execute_chain(tenant, &names, request.input)
+            .await?;
+        let records = run
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                self.record(
+                    &step.execution,
+                    ids[i],
+                    step.input_bytes as u64,
+                    step.handoff,
+                )
+            })
+            .collect();
+        Ok(Response::new(pb::ExecuteChainResponse {
+            output: run.output,
+            records,
+            failure: run.failure.map(|(i, e)| step_failure(i, &Status::from(e))),
+        }))
+    }
+}
+
+impl ComputeService {
+    /// The record of one run.
+    fn record(
+        &self,
+        run: &Execution,
+        invocation_id: u64,
+        input_bytes: u64,
+        handoff: Duration,
+    ) -> pb::ExecutionRecord {
+        pb::ExecutionRecord {
             node: self.node.config().name.clone(),
             tier: pb::Tier::Compute.into(),
             start: match run.start_kind {
@@ -128,7 +180,7 @@ impl NodeAgent for ComputeService {
             }
             .into(),
             core: 0,
-            invocation_id: request.invocation_id,
+            invocation_id,
             queue_us: 0,
             start_us: micros(run.start),
             exec_us: micros(run.exec),
@@ -137,11 +189,9 @@ impl NodeAgent for ComputeService {
             keys_read: run.keys_read,
             bytes_read: run.bytes_read,
             bytes_written: run.bytes_written,
-        };
-        Ok(Response::new(pb::ExecuteResponse {
-            output: run.output,
-            record: Some(record),
-        }))
+            input_bytes,
+            handoff_ns: nanos(handoff),
+        }
     }
 }
 

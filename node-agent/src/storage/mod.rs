@@ -4,7 +4,8 @@
 //! - [`store`]: the sharded, tenant-partitioned key-value store;
 //! - [`wal`]: its write-ahead log, group commit, snapshots and recovery;
 //! - [`crate::sandbox`]: Wasmtime, the host interface, deploy-time checks, per-invocation limits;
-//! - [`workers`]: one worker thread per function core, each with a run queue;
+//! - [`workers`]: one worker thread per function core, each with a run queue, and the local bus
+//!   that runs a chain's steps back to back on one core;
 //! - [`service`]: the gRPC services (`NodeAgent`, `KeyValue`).
 //!
 //! [`StorageNode`] ties them together; [`run`] serves it until a shutdown signal.
@@ -115,6 +116,34 @@ pub struct Execution {
     pub queued: Duration,
     /// Time waiting for its writes to be durable.
     pub durable_wait: Duration,
+}
+
+/// One step of a chain run on the local bus, with the node's measurements.
+#[derive(Debug)]
+pub struct ChainStepExecution {
+    /// What the sandbox produced (its output handed on to the next step: empty here).
+    pub outcome: RunOutcome,
+    /// The step's input size.
+    pub input_bytes: usize,
+    /// The local bus's hand-off into this step (zero for the first).
+    pub handoff: Duration,
+    /// Time waiting for the step's writes to be durable.
+    pub durable_wait: Duration,
+}
+
+/// A chain run on the local bus.
+#[derive(Debug)]
+pub struct ChainExecution {
+    /// The steps that succeeded, in order.
+    pub steps: Vec<ChainStepExecution>,
+    /// The last step's output (empty when a step failed).
+    pub output: Vec<u8>,
+    /// The step that failed (index in the request) and why.
+    pub failure: Option<(usize, ExecuteError)>,
+    /// The core the chain ran on.
+    pub core: u16,
+    /// Time the chain waited in the run queue.
+    pub queued: Duration,
 }
 
 type FunctionKey = (TenantId, String);
@@ -312,6 +341,68 @@ impl StorageNode {
             core: executed.core,
             queued: executed.queued,
             durable_wait,
+        })
+    }
+}
+
+impl StorageNode {
+    /// Runs `names` (functions of `tenant`) as a chain on one worker core, each step's output the
+    /// next one's input, handed over in memory. Every function is looked up first, so an
+    /// `Err` means nothing ran; a step that fails ends the chain and is named in `failure`.
+    pub async fn execute_chain(
+        &self,
+        tenant: TenantId,
+        names: &[String],
+        input: Vec<u8>,
+    ) -> Result<ChainExecution, ExecuteError> {
+        let mut functions = names
+            .iter()
+            .map(|name| self.lookup(tenant, name))
+            .collect::<Result<Vec<_>, _>>()?;
+        if functions.is_empty() {
+            return Ok(ChainExecution {
+                steps: Vec::new(),
+                output: input,
+                failure: None,
+                core: 0,
+                queued: Duration::ZERO,
+            });
+        }
+        let first = functions.remove(0);
+        let reply = self.workers.submit_chain(first, functions, input)?;
+        let ran = reply.await.map_err(|_| QueueError::Stopped)?;
+        let mut failure = ran.failure.map(|(i, e)| (i, ExecuteError::from(e)));
+        let mut steps = Vec::with_capacity(ran.steps.len());
+        let mut output = ran.output;
+        for (i, mut step) in ran.steps.into_iter().enumerate() {
+            let durable_started = Instant::now();
+            let durable = match step.outcome.durable.take() {
+                None => Ok(()),
+                Some(ack) => match ack.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err("the log writer stopped".to_owned()),
+                },
+            };
+            if let Err(e) = durable {
+                // The step ran but its writes are not safe: it failed, and what followed is void.
+                failure = Some((i, ExecuteError::NotDurable(e)));
+                output = Vec::new();
+                break;
+            }
+            steps.push(ChainStepExecution {
+                outcome: step.outcome,
+                input_bytes: step.input_bytes,
+                handoff: step.handoff,
+                durable_wait: durable_started.elapsed(),
+            });
+        }
+        Ok(ChainExecution {
+            steps,
+            output,
+            failure,
+            core: ran.core,
+            queued: ran.queued,
         })
     }
 }

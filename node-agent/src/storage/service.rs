@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use super::store::StoreError;
 use super::workers::QueueError;
 use super::{ExecuteError, StorageNode};
-use crate::edge::{function_limits, function_ref, micros};
+use crate::edge::{chain_steps, function_limits, function_ref, micros, nanos, step_failure};
 use crate::stats::Sampler;
 
 impl From<StoreError> for Status {
@@ -152,6 +152,7 @@ impl NodeAgent for StorageService {
         let (tenant, name) = function_ref(request.function)?;
         let span = tracing::debug_span!("execute", invocation_id = request.invocation_id, tenant = tenant.0, function = %name);
         let _entered = span.enter();
+        let input_bytes = request.input.len() as u64;
         let run = self.node.execute(tenant, &name, request.input).await?;
         let o = run.outcome;
         let record = pb::ExecutionRecord {
@@ -168,10 +169,62 @@ impl NodeAgent for StorageService {
             keys_read: o.keys_read,
             bytes_read: o.bytes_read,
             bytes_written: o.bytes_written,
+            input_bytes,
+            handoff_ns: 0,
         };
         Ok(Response::new(pb::ExecuteResponse {
             output: o.output,
             record: Some(record),
+        }))
+    }
+
+    async fn execute_chain(
+        &self,
+        request: Request<pb::ExecuteChainRequest>,
+    ) -> Result<Response<pb::ExecuteChainResponse>, Status> {
+        let request = request.into_inner();
+        let (tenant, names, ids) = chain_steps(request.steps)?;
+        let span = tracing::debug_span!(
+            "execute_chain",
+            first_invocation_id = ids[0],
+            tenant = tenant.0,
+            steps = names.len()
+        );
+        let _entered = span.enter();
+        let run = self
+            .node
+            .execute_chain(tenant, &names, request.input)
+            .await?;
+        let records = run
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let o = &step.outcome;
+                pb::ExecutionRecord {
+                    node: self.node.config().name.clone(),
+                    tier: pb::Tier::Storage.into(),
+                    start: pb::StartKind::Assembled.into(),
+                    core: u32::from(run.core),
+                    invocation_id: ids[i],
+                    // The chain waited once, before its first step.
+                    queue_us: if i == 0 { micros(run.queued) } else { 0 },
+                    start_us: micros(o.start),
+                    exec_us: micros(o.exec),
+                    durable_us: micros(step.durable_wait),
+                    data_calls: o.data_calls,
+                    keys_read: o.keys_read,
+                    bytes_read: o.bytes_read,
+                    bytes_written: o.bytes_written,
+                    input_bytes: step.input_bytes as u64,
+                    handoff_ns: nanos(step.handoff),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ExecuteChainResponse {
+            output: run.output,
+            records,
+            failure: run.failure.map(|(i, e)| step_failure(i, &Status::from(e))),
         }))
     }
 }

@@ -1,6 +1,10 @@
 //! Worker threads of a storage node: one per core the node gives to functions, each with its own
 //! run queue, so an invocation runs start to finish on one core and per-core statistics mean what
 //! they say. A new invocation goes to the core with the shortest queue.
+//!
+//! The node's local bus (SAND) lives here too: the consecutive steps of a chain are one job, run
+//! back to back on one core, each step's output moved into the next step's input without leaving
+//! the thread. [`ChainExecuted`] says how long each hand-off took.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,12 +29,104 @@ pub struct Executed {
     pub queued: Duration,
 }
 
+/// One step of a chain that ran on the local bus.
+#[derive(Debug)]
+pub struct StepRun {
+    /// What the sandbox produced; its `output` moved on to the next step (empty here).
+    pub outcome: RunOutcome,
+    /// The step's input size.
+    pub input_bytes: usize,
+    /// From the previous step's run returning to this step's run beginning (zero for the first).
+    pub handoff: Duration,
+}
+
+/// A chain of steps run back to back on one core.
+#[derive(Debug)]
+pub struct ChainExecuted {
+    /// The steps that succeeded, in order.
+    pub steps: Vec<StepRun>,
+    /// The last step's output (empty when a step failed).
+    pub output: Vec<u8>,
+    /// The step that failed (its index) and why; the steps after it did not run.
+    pub failure: Option<(usize, RunError)>,
+    /// The core it ran on.
+    pub core: u16,
+    /// Time the chain waited in the run queue.
+    pub queued: Duration,
+}
+
+#[derive(Debug)]
+enum Reply {
+    One(oneshot::Sender<Executed>),
+    Chain(oneshot::Sender<ChainExecuted>),
+}
+
 #[derive(Debug)]
 struct Job {
     function: Arc<Compiled>,
+    /// Chains: the steps after `function` (empty, unallocated, for one invocation).
+    rest: Vec<Arc<Compiled>>,
     input: Vec<u8>,
     enqueued: Instant,
-    reply: oneshot::Sender<Executed>,
+    reply: Reply,
+}
+
+/// What a worker needs to run jobs.
+struct Worker {
+    sandbox: Arc<Sandbox>,
+    store: Arc<Store>,
+    meter: Arc<CostMeter>,
+}
+
+impl Worker {
+    /// Runs one function, accounting it to `me`.
+    fn run(
+        &self,
+        me: &CoreCounters,
+        function: &Compiled,
+        input: Vec<u8>,
+    ) -> Result<RunOutcome, RunError> {
+        let started = Instant::now();
+        let outcome = self.sandbox.run(function, input, &self.store);
+        me.finished(started.elapsed(), true);
+        if let Ok(o) = &outcome {
+            self.meter.record(CostKind::InstanceStart, o.start);
+            if let Some(t) = o.local_access {
+                self.meter.record(CostKind::LocalAccess, t);
+            }
+        }
+        outcome
+    }
+
+    /// Runs a chain's steps back to back: the local bus is the move of one step's output into
+    /// the next one's input.
+    fn run_chain(
+        &self,
+        me: &CoreCounters,
+        first: &Arc<Compiled>,
+        rest: &[Arc<Compiled>],
+        mut input: Vec<u8>,
+    ) -> (Vec<StepRun>, Vec<u8>, Option<(usize, RunError)>) {
+        let mut steps = Vec::with_capacity(1 + rest.len());
+        let mut previous_done: Option<Instant> = None;
+        for (i, function) in std::iter::once(first).chain(rest).enumerate() {
+            let handoff = previous_done.map_or(Duration::ZERO, |t| t.elapsed());
+            let input_bytes = input.len();
+            match self.run(me, function, input) {
+                Ok(mut outcome) => {
+                    input = std::mem::take(&mut outcome.output);
+                    previous_done = Some(Instant::now());
+                    steps.push(StepRun {
+                        outcome,
+                        input_bytes,
+                        handoff,
+                    });
+                }
+                Err(e) => return (steps, Vec::new(), Some((i, e))),
+            }
+        }
+        (steps, input, None)
+    }
 }
 
 /// Why an invocation could not be queued.
@@ -69,34 +165,44 @@ impl Workers {
         for core in 0..cores {
             let (tx, rx) = channel::bounded::<Job>(capacity);
             queues.push(tx);
-            let sandbox = sandbox.clone();
-            let store = store.clone();
+            let worker = Worker {
+                sandbox: sandbox.clone(),
+                store: store.clone(),
+                meter: meter.clone(),
+            };
             let counters = counters.clone();
-            let meter = meter.clone();
             threads.push(
                 thread::Builder::new()
                     .name(format!("wasm-worker-{core}"))
                     .spawn(move || {
                         let me = &counters[core];
+                        let core = u16::try_from(core).unwrap_or(u16::MAX);
                         for job in rx {
-                            let started = Instant::now();
-                            let queued = started - job.enqueued;
-                            let outcome = sandbox.run(&job.function, job.input, &store);
-                            me.queue_len.fetch_sub(1, Ordering::Relaxed);
-                            me.finished(started.elapsed(), true);
-                            if let Ok(o) = &outcome {
-                                meter.record(CostKind::InstanceStart, o.start);
-                                if let Some(t) = o.local_access {
-                                    meter.record(CostKind::LocalAccess, t);
+                            let queued = job.enqueued.elapsed();
+                            // A caller that gave up is not an error.
+                            match job.reply {
+                                Reply::One(reply) => {
+                                    let outcome = worker.run(me, &job.function, job.input);
+                                    me.queue_len.fetch_sub(1, Ordering::Relaxed);
+                                    let _ = reply.send(Executed {
+                                        outcome,
+                                        core,
+                                        queued,
+                                    });
+                                }
+                                Reply::Chain(reply) => {
+                                    let (steps, output, failure) =
+                                        worker.run_chain(me, &job.function, &job.rest, job.input);
+                                    me.queue_len.fetch_sub(1, Ordering::Relaxed);
+                                    let _ = reply.send(ChainExecuted {
+                                        steps,
+                                        output,
+                                        failure,
+                                        core,
+                                        queued,
+                                    });
                                 }
                             }
-                            let core = u16::try_from(core).unwrap_or(u16::MAX);
-                            // A caller that gave up is not an error.
-                            let _ = job.reply.send(Executed {
-                                outcome,
-                                core,
-                                queued,
-                            });
                         }
                     })?,
             );
@@ -120,19 +226,44 @@ impl Workers {
         function: Arc<Compiled>,
         input: Vec<u8>,
     ) -> Result<oneshot::Receiver<Executed>, QueueError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(function, Vec::new(), input, Reply::One(reply))?;
+        Ok(rx)
+    }
+
+    /// Queues a chain (`first`, then `rest` in order) as one job on the least-loaded core: its
+    /// steps run back to back there, handing off in memory.
+    pub fn submit_chain(
+        &self,
+        first: Arc<Compiled>,
+        rest: Vec<Arc<Compiled>>,
+        input: Vec<u8>,
+    ) -> Result<oneshot::Receiver<ChainExecuted>, QueueError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(first, rest, input, Reply::Chain(reply))?;
+        Ok(rx)
+    }
+
+    fn enqueue(
+        &self,
+        function: Arc<Compiled>,
+        rest: Vec<Arc<Compiled>>,
+        input: Vec<u8>,
+        reply: Reply,
+    ) -> Result<(), QueueError> {
         let core = (0..self.queues.len())
             .min_by_key(|&c| self.cores[c].queue_len.load(Ordering::Relaxed))
             .unwrap_or(0);
-        let (reply, rx) = oneshot::channel();
         self.cores[core].queue_len.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             function,
+            rest,
             input,
             enqueued: Instant::now(),
             reply,
         };
         match self.queues[core].try_send(job) {
-            Ok(()) => Ok(rx),
+            Ok(()) => Ok(()),
             Err(e) => {
                 self.cores[core].queue_len.fetch_sub(1, Ordering::Relaxed);
                 Err(match e {

@@ -1,6 +1,7 @@
 //! The invocation path: catalog lookup -> placement (`Placer::place_recorded`, the same core the
 //! simulator runs) -> `NodeAgent.Execute` on the chosen node over its long-lived channel -> the
-//! record, the profile and the view's release. Chains run step by step through it.
+//! record, the profile and the view's release. Chains ([`super::chain`]) run their steps that
+//! hand off through the global path through it.
 //!
 //! Failures: every call to a node has a deadline (the function's plus slack). A node that cannot
 //! be reached, or refuses for lack of room, never started the invocation: it is placed again
@@ -31,16 +32,16 @@ pub const MAX_ATTEMPTS: usize = 3;
 pub const MAX_HINT_KEYS: usize = 64;
 
 /// A placement the scheduler holds until the node answers.
-struct Placed {
-    node: NodeId,
-    name: String,
-    agent: NodeAgentClient<Channel>,
-    reservation: Option<Reservation>,
-    record: pb::InvocationRecord,
+pub(super) struct Placed {
+    pub(super) node: NodeId,
+    pub(super) name: String,
+    pub(super) agent: NodeAgentClient<Channel>,
+    pub(super) reservation: Option<Reservation>,
+    pub(super) record: pb::InvocationRecord,
 }
 
 /// How a failed attempt ended.
-enum Failure {
+pub(super) enum Failure {
     /// The node does not have the function (it restarted): deploy and try again there.
     NotDeployed,
     /// The invocation never started there (unreachable, or no room): another node may take it.
@@ -53,7 +54,7 @@ enum Failure {
     Function(Code, String),
 }
 
-fn classify(status: &tonic::Status) -> Failure {
+pub(super) fn classify(status: &tonic::Status) -> Failure {
     let message = status.message().to_owned();
     match status.code() {
         Code::NotFound => Failure::NotDeployed,
@@ -92,9 +93,19 @@ fn data_shares(owners: impl Iterator<Item = NodeId>) -> Vec<(NodeId, f64)> {
         .collect()
 }
 
+/// Nanoseconds of `d`, saturating.
+pub(super) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl Scheduler {
     /// Checks an input against the function's limit.
-    fn check_payload(&self, f: &FunctionEntry, what: String, size: usize) -> Result<(), ApiError> {
+    pub(super) fn check_payload(
+        &self,
+        f: &FunctionEntry,
+        what: String,
+        size: usize,
+    ) -> Result<(), ApiError> {
         let limit = match f.limits.max_payload_bytes {
             0 => self.config.max_payload_bytes,
             n => (n as usize).min(self.config.max_payload_bytes),
@@ -133,17 +144,22 @@ impl Scheduler {
             )));
         }
         let span = info_span!("invoke", invocation_id = id, tenant = tenant.0, function = %f.name);
-        self.run_invocation(id, &f, request, hop)
+        self.run_invocation(id, &f, request, hop, None, None)
             .instrument(span)
             .await
     }
 
-    async fn run_invocation(
+    /// Runs one invocation: places it (or takes `first`, a placement made already), executes
+    /// it, retries where that is safe. `input_at` is the node holding its input (a chain's
+    /// previous step), for placement.
+    pub(super) async fn run_invocation(
         self: &Arc<Self>,
         id: u64,
         f: &FunctionEntry,
         request: pb::InvokeRequest,
         hop: Option<pb::ChainHop>,
+        input_at: Option<NodeId>,
+        mut first: Option<Placed>,
     ) -> Result<pb::InvokeResponse, ApiError> {
         let received = Instant::now();
         let arrival_us = self.now_us();
@@ -151,7 +167,11 @@ impl Scheduler {
         let mut failed: Vec<pb::FailedAttempt> = Vec::new();
         let mut redeployed = false;
         loop {
-            let mut placed = match self.place(id, f, &request.keys, &excluded, request.tier) {
+            let placed = match first.take() {
+                Some(placed) => Ok(placed),
+                None => self.place(id, f, &request.keys, input_at, &excluded, request.tier),
+            };
+            let mut placed = match placed {
                 Ok(placed) => placed,
                 // Every node that could take it failed: name them and what happened.
                 Err(ApiError::NoNode(others)) if !failed.is_empty() => {
@@ -182,9 +202,11 @@ impl Scheduler {
             let mut agent = placed.agent.clone();
             let mut tonic_request = tonic::Request::new(call);
             tonic_request.set_timeout(deadline);
+            let sent = Instant::now();
             let outcome = tokio::time::timeout(deadline, agent.execute(tonic_request)).await;
             let failure = match outcome {
                 Ok(Ok(response)) => {
+                    let round_trip = sent.elapsed();
                     let response = response.into_inner();
                     let exec = response.record.unwrap_or_default();
                     self.finish(f, &placed, &exec, arrival_us);
@@ -199,6 +221,11 @@ impl Scheduler {
                         u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
                     rec.hop = hop.map(|mut h| {
                         h.to_node = rec.node.clone();
+                        if h.path == i32::from(pb::chain_hop::Path::Global) {
+                            // The scheduler's turnaround, plus the transit to the node and back.
+                            h.handoff_ns += nanos(sent - received)
+                                + nanos(round_trip).saturating_sub(record::node_ns(&exec));
+                        }
                         h
                     });
                     debug!(node = %rec.node, total_us = rec.total_us, "invocation done");
@@ -286,11 +313,16 @@ impl Scheduler {
 
     /// Places the invocation with the placement core, on the live view (or, when retrying, a
     /// copy of it without the nodes that failed, the reservation then applied to the live one).
-    fn place(
+    ///
+    /// `input_at`, a chain step's previous node: its input lives there, so a storage node there
+    /// counts as holding the invocation's data (the hint that keeps a chain on one node's local
+    /// bus when the cost model agrees). Key hints, when given, take precedence.
+    pub(super) fn place(
         &self,
         id: u64,
         f: &FunctionEntry,
         keys: &[Vec<u8>],
+        input_at: Option<NodeId>,
         excluded: &[NodeId],
         tier: i32,
     ) -> Result<Placed, ApiError> {
@@ -299,7 +331,16 @@ impl Scheduler {
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.refresh_alive(now);
-        let data = data_shares(keys.iter().filter_map(|k| inner.ring.owner(f.tenant, k)));
+        let mut data = data_shares(keys.iter().filter_map(|k| inner.ring.owner(f.tenant, k)));
+        if let Some(node) = input_at
+            && data.is_empty()
+            && inner
+                .view
+                .node(node)
+                .is_some_and(|n| n.role == sandstorm_naming::NodeRole::Storage)
+        {
+            data.push((node, 1.0));
+        }
         let (warm, placer) = (inner.warm_nodes(f.id, now), inner.placer_for(tier));
         let request = PlacementRequest {
             invocation: InvocationId(id),
@@ -369,7 +410,7 @@ impl Scheduler {
     }
 
     /// The invocation ran: release its hold on the view, profile it.
-    fn finish(
+    pub(super) fn finish(
         &self,
         f: &FunctionEntry,
         placed: &Placed,
@@ -399,82 +440,10 @@ impl Scheduler {
     }
 
     /// The invocation did not complete: give its reservation back.
-    fn release(&self, placed: &Placed) {
+    pub(super) fn release(&self, placed: &Placed) {
         if let Some(r) = placed.reservation {
             self.lock().view.unreserve(r);
         }
-    }
-
-    /// Runs a chain: validates every step first, then runs them in order, each step's output
-    /// the next one's input.
-    pub async fn invoke_chain(
-        self: &Arc<Self>,
-        tenant: TenantId,
-        request: pb::InvokeChainRequest,
-    ) -> Result<pb::InvokeChainResponse, ApiError> {
-        let steps = validate_chain(&request.steps)?;
-        {
-            let inner = self.lock();
-            for (i, step) in steps.iter().enumerate() {
-                inner.function(tenant, step).map_err(|e| match e {
-                    ApiError::UnknownFunction { .. } => ApiError::MalformedChain(format!(
-                        "step {i} names function {step:?}, which {tenant} does not have"
-                    )),
-                    e => e,
-                })?;
-            }
-        }
-        let mut input = request.input;
-        let mut records = Vec::with_capacity(steps.len());
-        let mut previous_node = String::new();
-        for (i, step) in steps.iter().enumerate() {
-            let hop = pb::ChainHop {
-                step: i as u32,
-                from_node: previous_node.clone(),
-                to_node: String::new(),
-                // The local bus is not built yet: every hand-off goes through the scheduler.
-                path: if i == 0 {
-                    pb::chain_hop::Path::Client
-                } else {
-                    pb::chain_hop::Path::Global
-                }
-                .into(),
-                bytes: input.len() as u64,
-            };
-            let response = self
-                .invoke(
-                    tenant,
-                    pb::InvokeRequest {
-                        function: step.clone(),
-                        input,
-                        keys: if i == 0 {
-                            request.keys.clone()
-                        } else {
-                            Vec::new()
-                        },
-                        retryable: request.retryable,
-                        ..Default::default()
-                    },
-                    Some(hop),
-                )
-                .await
-                .map_err(|e| match e {
-                    ApiError::TooLarge { what, size, limit } => ApiError::TooLarge {
-                        what: format!("chain step {i}: {what}"),
-                        size,
-                        limit,
-                    },
-                    e => e,
-                })?;
-            let record = response.record.unwrap_or_default();
-            previous_node = record.node.clone();
-            records.push(record);
-            input = response.output;
-        }
-        Ok(pb::InvokeChainResponse {
-            output: input,
-            records,
-        })
     }
 }
 

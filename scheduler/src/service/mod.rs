@@ -15,7 +15,9 @@
 //! - [`warm`]: which compute nodes hold a warm container of which function, inferred from
 //!   execution records and each node's keep-alive window: the placement request's `warm` list;
 //! - [`invoke`]: the invocation path (place with `Placer::place_recorded`, execute on the chosen
-//!   node, record, profile; retries) and chains;
+//!   node, record, profile; retries);
+//! - [`chain`]: chains, steps on one node handing off through its local bus, others through the
+//!   global path;
 //! - [`data`]: tenant data routed by the key ring to the owning storage node;
 //! - [`functions`]: tenants and functions (deploy, list, remove);
 //! - [`record`]: invocation records from placement decisions and node measurements;
@@ -25,12 +27,11 @@
 //! The placement core is used exactly as the simulator uses it: the service builds a
 //! `PlacementRequest` and calls `place_recorded` on its `ClusterView`; nothing here changes how a
 //! node is chosen (a request restricted to one tier is placed with the policy that allows only
-//! that tier). Not built yet (slots are ready): chains handing off through a node's local bus
-//! (the record's `ChainHop.path` says which path each hop took; today always the global path),
-//! the periodic re-provisioner.
+//! that tier). Not built yet: the periodic re-provisioner.
 
 pub mod api;
 pub mod auth;
+pub mod chain;
 pub mod cluster;
 pub mod data;
 pub mod error;

@@ -1,6 +1,7 @@
 //! Invocation records: the placement [`Decision`] and the node's [`pb::ExecutionRecord`] turned
 //! into the [`pb::InvocationRecord`] a client receives, with every candidate's cost breakdown and,
-//! in words, why each one that was not chosen lost or was rejected.
+//! in words, why each one that was not chosen lost or was rejected; and a chain step's hop (which
+//! path its input took, and how long the hand-off was).
 
 use sandstorm_cost_model::{CostBreakdown, StartKind, Tier};
 use sandstorm_naming::NodeRole;
@@ -135,6 +136,28 @@ pub fn merge_execution(record: &mut pb::InvocationRecord, exec: &pb::ExecutionRe
     };
 }
 
+/// Time the node spent on the invocation itself (start, execution, durability), nanoseconds:
+/// what is left of a round trip without it is the hand-off's transit.
+pub fn node_ns(exec: &pb::ExecutionRecord) -> u64 {
+    exec.start_us
+        .saturating_add(exec.exec_us)
+        .saturating_add(exec.durable_us)
+        .saturating_mul(1000)
+}
+
+/// The hop into chain step `step`, whose input of `bytes` came from `from_node` (empty: from
+/// the client) along `path`.
+pub fn hop(step: usize, from_node: &str, path: pb::chain_hop::Path, bytes: usize) -> pb::ChainHop {
+    pb::ChainHop {
+        step: u32::try_from(step).unwrap_or(u32::MAX),
+        from_node: from_node.to_owned(),
+        to_node: String::new(),
+        path: path.into(),
+        bytes: bytes as u64,
+        handoff_ns: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use sandstorm_naming::{InvocationId, NodeId};
@@ -216,5 +239,23 @@ mod tests {
         exec.tier = pb::Tier::Compute.into();
         merge_execution(&mut r, &exec);
         assert_eq!(r.bytes_moved, 15);
+    }
+
+    #[test]
+    fn node_time_is_start_exec_and_durability() {
+        let exec = pb::ExecutionRecord {
+            queue_us: 100,
+            start_us: 3,
+            exec_us: 5,
+            durable_us: 2,
+            ..Default::default()
+        };
+        // (3 + 5 + 2) us; the queue wait is part of the hand-off, not the node's own time.
+        assert_eq!(node_ns(&exec), 10_000);
+        let h = hop(2, "s0", pb::chain_hop::Path::LocalBus, 7);
+        assert_eq!(
+            (h.step, h.from_node.as_str(), h.path, h.bytes),
+            (2, "s0", pb::chain_hop::Path::LocalBus as i32, 7)
+        );
     }
 }

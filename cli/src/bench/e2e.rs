@@ -1,0 +1,594 @@
+//! `sandstorm bench e2e`: the running system end to end. It starts a real scheduler and a real
+//! storage agent as child processes of this binary (in memory, a temporary data directory),
+//! creates a tenant, deploys the `echo` example and measures, from a client in this process:
+//!
+//! - `e2e.direct`: `NodeAgent.Execute` of echo on the agent itself (no scheduler);
+//! - `e2e.via_scheduler`: the same invocation through the scheduler's `Invoke` (authentication,
+//!   placement with the placement core, the agent's Execute, record and profile), interleaved
+//!   with `e2e.direct` so both see the same machine;
+//! - `e2e.throughput`: invocations per second through the scheduler from concurrent clients;
+//! - `chain.local_hop` / `chain.global_hop`: the hand-off time of each hop of a chain of echo
+//!   steps, as the records report it, on the node's local bus and (the same chain with
+//!   `global_only`) through the scheduler; and their ratio beside SAND's published 2.9x.
+//!
+//! Client, scheduler and agent share this machine's cores: the figures include that contention.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use sandstorm_proto::v1 as pb;
+use sandstorm_proto::v1::admin_client::AdminClient;
+use sandstorm_proto::v1::node_agent_client::NodeAgentClient;
+use sandstorm_proto::v1::scheduler_client::SchedulerClient;
+use tonic::transport::Channel;
+
+use super::{BenchOutput, Better, CommonArgs, Figure, Peer, Row, Target, Unit};
+
+/// Options of `sandstorm bench e2e`.
+#[derive(Debug, Args)]
+pub struct E2eBenchArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Invocations measured for each latency figure (direct and via the scheduler).
+    #[arg(long, default_value_t = 5_000)]
+    iterations: usize,
+    /// Invocations in the throughput run.
+    #[arg(long, default_value_t = 60_000)]
+    throughput_invocations: usize,
+    /// Concurrent clients in the throughput run. The scheduler admits at most 9 invocations per
+    /// agent core at once (one running, 8 queued) and refuses more with UNAVAILABLE; refusals are
+    /// counted, not retried.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Connections the throughput clients share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Chains run on each path.
+    #[arg(long, default_value_t = 500)]
+    chains: usize,
+    /// Echo steps per chain (hops per chain = steps - 1).
+    #[arg(long, default_value_t = 8)]
+    chain_steps: usize,
+    /// Worker cores of the storage agent.
+    #[arg(long, default_value_t = 1)]
+    agent_cores: usize,
+    /// Async worker threads of the scheduler and agent processes (their `TOKIO_WORKER_THREADS`;
+    /// 0: tokio's default, one per core). With client, scheduler and agent sharing two cores,
+    /// one thread each spares cross-thread wake-ups: on this machine (under other builds' load)
+    /// 11-13 k/s and 96-101 us over direct, against 6.5-8.9 k/s and 119-123 us with the default.
+    #[arg(long, default_value_t = 1)]
+    service_threads: usize,
+}
+
+/// SAND (ATC'18): its local bus hands off 2.9x faster than its global bus.
+const SAND_LOCAL_SPEEDUP: f64 = 2.9;
+/// The scheduler may add this much to an invocation at p50.
+const SCHEDULER_BUDGET_US: f64 = 100.0;
+const THROUGHPUT_TARGET: f64 = 20_000.0;
+const INPUT: &[u8] = b"ping";
+
+pub fn run(args: &E2eBenchArgs) -> anyhow::Result<BenchOutput> {
+    if args.iterations == 0
+        || args.throughput_invocations == 0
+        || args.clients == 0
+        || args.connections == 0
+        || args.chains == 0
+        || args.agent_cores == 0
+    {
+        bail!(
+            "--iterations, --throughput-invocations, --clients, --connections, --chains and \
+             --agent-cores must be at least 1"
+        );
+    }
+    if !(2..=16).contains(&args.chain_steps) {
+        bail!("--chain-steps must be 2 to 16 (a chain of at most 16 steps with at least one hop)");
+    }
+    let cluster = Cluster::start(args.agent_cores, args.service_threads)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(measure(args, &cluster));
+    drop(runtime);
+    drop(cluster);
+    result
+}
+
+/// The scheduler and agent processes, and their scratch directory; killed and removed on drop.
+struct Cluster {
+    dir: PathBuf,
+    scheduler: Child,
+    agent: Child,
+    scheduler_addr: String,
+    agent_addr: String,
+}
+
+impl Cluster {
+    fn start(agent_cores: usize, threads: usize) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("finding the sandstorm binary")?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "sandstorm-bench-e2e-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let data_dir = dir.join("scheduler");
+        let (mut scheduler, scheduler_addr) = spawn(
+            &exe,
+            &dir,
+            "scheduler",
+            &[
+                "scheduler",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                &data_dir.to_string_lossy(),
+            ],
+            &[],
+            threads,
+        )?;
+        let agent = spawn(
+            &exe,
+            &dir,
+            "agent",
+            &[
+                "agent",
+                "--role",
+                "storage",
+                "--name",
+                "bench-storage",
+                "--in-memory",
+                "--listen",
+                "127.0.0.1:0",
+                "--cores",
+                &agent_cores.to_string(),
+                "--scheduler",
+                &scheduler_addr,
+            ],
+            &["registered with the scheduler"],
+            threads,
+        );
+        let (agent, agent_addr) = match agent {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = scheduler.kill();
+                let _ = scheduler.wait();
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        Ok(Self {
+            dir,
+            scheduler,
+            agent,
+            scheduler_addr: format!("http://{scheduler_addr}"),
+            agent_addr: format!("http://{agent_addr}"),
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in [&mut self.agent, &mut self.scheduler] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts `sandstorm ARGS` (with `threads` async workers; 0: tokio's default) with its logs in
+/// `DIR/NAME.log`, waits for its `listening on ADDR` line and then for a line containing each of
+/// `then`; returns the child and ADDR.
+fn spawn(
+    exe: &Path,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+    then: &[&str],
+    threads: usize,
+) -> anyhow::Result<(Child, String)> {
+    let log_path = dir.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let mut command = Command::new(exe);
+    if threads > 0 {
+        command.env("TOKIO_WORKER_THREADS", threads.to_string());
+    }
+    let mut child = command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting the {name}"))?;
+    let Some(stdout) = child.stdout.take() else {
+        bail!("the {name}'s stdout was not captured");
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    let mut addr = None;
+    let mut waiting: Vec<&str> = then.to_vec();
+    while addr.is_none() || !waiting.is_empty() {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(a) = line.strip_prefix("listening on ") {
+                    addr = Some(a.trim().to_owned());
+                }
+                waiting.retain(|w| !line.contains(w));
+            }
+            _ => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("the {name} exited ({status:?}) before it was ready:\n{log}");
+            }
+        }
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    let addr = addr.context("no address")?;
+    Ok((child, addr))
+}
+
+fn authed<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .context("a token that fits in metadata")?,
+    );
+    Ok(r)
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Connects, creates the tenant, deploys echo and waits until an invocation succeeds.
+async fn set_up(cluster: &Cluster) -> anyhow::Result<(SchedulerClient<Channel>, String, u32)> {
+    let admin = std::fs::read_to_string(cluster.dir.join("scheduler").join("admin-token"))
+        .context("reading the scheduler's admin token")?;
+    let admin = admin.trim();
+    let channel = Channel::from_shared(cluster.scheduler_addr.clone())?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .context("connecting to the scheduler")?;
+    let tenant = AdminClient::new(channel.clone())
+        .create_tenant(authed(
+            pb::CreateTenantRequest {
+                name: "bench".into(),
+            },
+            admin,
+        )?)
+        .await
+        .context("creating the tenant")?
+        .into_inner();
+    let mut client = SchedulerClient::new(channel);
+    let module = sandstorm_guest_examples::module("echo")
+        .context("the echo example is missing")?
+        .to_vec();
+    client
+        .deploy_function(authed(
+            pb::DeployFunctionRequest {
+                name: "echo".into(),
+                module,
+                limits: None,
+            },
+            &tenant.token,
+        )?)
+        .await
+        .context("deploying echo")?;
+    // The agent is registered; the scheduler places on it once its first statistics arrive.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client
+            .invoke(authed(invoke_request(), &tenant.token)?)
+            .await
+        {
+            Ok(r) if r.get_ref().output == INPUT => break,
+            Ok(r) => bail!("echo answered {:?}", r.get_ref().output),
+            Err(e) if e.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e).context("the first invocation through the scheduler"),
+        }
+    }
+    Ok((client, tenant.token, tenant.tenant_id))
+}
+
+fn invoke_request() -> pb::InvokeRequest {
+    pb::InvokeRequest {
+        function: "echo".into(),
+        input: INPUT.to_vec(),
+        ..Default::default()
+    }
+}
+
+async fn measure(args: &E2eBenchArgs, cluster: &Cluster) -> anyhow::Result<BenchOutput> {
+    let (mut client, token, tenant_id) = set_up(cluster).await?;
+    let mut agent = NodeAgentClient::new(
+        Channel::from_shared(cluster.agent_addr.clone())?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .context("connecting to the agent")?,
+    );
+    let execute = || pb::ExecuteRequest {
+        function: Some(pb::FunctionRef {
+            tenant: tenant_id,
+            name: "echo".into(),
+        }),
+        input: INPUT.to_vec(),
+        invocation_id: 0,
+    };
+    let header: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+        format!("Bearer {token}").parse()?;
+    let invoke = |header: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>| {
+        let mut r = tonic::Request::new(invoke_request());
+        r.metadata_mut().insert("authorization", header.clone());
+        r
+    };
+
+    // Warm both paths (connections, instance pools, the profile), then interleave them.
+    for _ in 0..args.iterations.min(1_000) {
+        agent.execute(execute()).await?;
+        client.invoke(invoke(&header)).await?;
+    }
+    let mut direct = Vec::with_capacity(args.iterations);
+    let mut via = Vec::with_capacity(args.iterations);
+    for _ in 0..args.iterations {
+        let t = Instant::now();
+        let r = agent.execute(execute()).await?.into_inner();
+        direct.push(micros(t.elapsed()));
+        anyhow::ensure!(r.output == INPUT, "echo answered {:?}", r.output);
+        let t = Instant::now();
+        let r = client.invoke(invoke(&header)).await?.into_inner();
+        via.push(micros(t.elapsed()));
+        anyhow::ensure!(r.output == INPUT, "echo answered {:?}", r.output);
+    }
+
+    let (throughput, refused) = throughput(args, cluster, &header).await?;
+    let (local, global, chain_notes) = chains(args, &mut client, &header).await?;
+
+    let direct = Figure::distribution("e2e.direct", Unit::Microseconds, &direct);
+    let via = Figure::distribution("e2e.via_scheduler", Unit::Microseconds, &via);
+    let local = Figure::distribution("chain.local_hop", Unit::Microseconds, &local);
+    let global = Figure::distribution("chain.global_hop", Unit::Microseconds, &global);
+    let direct_p50 = direct.p50.unwrap_or(f64::NAN);
+    let via_p50 = via.p50.unwrap_or(f64::NAN);
+    let local_p50 = local.p50.unwrap_or(f64::NAN);
+    let global_p50 = global.p50.unwrap_or(f64::NAN);
+    let speedup = global_p50 / local_p50;
+    let mut notes = vec![
+        format!(
+            "scheduler overhead at p50: {:.1} us over direct (target < {SCHEDULER_BUDGET_US:.0} us); \
+             the latency pairs are interleaved, {} of each, after {} warm-up pairs.",
+            via_p50 - direct_p50,
+            args.iterations,
+            args.iterations.min(1_000)
+        ),
+        format!(
+            "throughput: {} invocations by {} clients over {} connections ({refused} refused by \
+             admission control, not counted); scheduler, agent ({} worker core; {} async \
+             threads each) and client share this machine's {} cores.",
+            args.throughput_invocations,
+            args.clients,
+            args.connections,
+            args.agent_cores,
+            match args.service_threads {
+                0 => "default".to_owned(),
+                n => n.to_string(),
+            },
+            std::thread::available_parallelism().map_or(1, usize::from)
+        ),
+        format!(
+            "chains: {} runs of {} echo steps per path; a hop's hand-off runs from the previous \
+             step's output being ready to the next step's run beginning (local bus: timed at the \
+             node; global path: the scheduler's turnaround plus the Execute round trip less the \
+             node's own time), as each record's hop reports it.",
+            args.chains, args.chain_steps
+        ),
+        "SAND (ATC'18) reports its local bus 2.9x faster than its global bus (published).".into(),
+    ];
+    notes.extend(chain_notes);
+    Ok(BenchOutput {
+        bench: "e2e",
+        rows: vec![
+            Row {
+                figure: via,
+                better: Better::Lower,
+                target: Some(Target {
+                    better: Better::Lower,
+                    value: direct_p50 + SCHEDULER_BUDGET_US,
+                }),
+                peer: Some(Peer {
+                    system: "direct Execute on the agent",
+                    value: direct_p50,
+                    as_published: None,
+                    measured: true,
+                }),
+            },
+            Row {
+                figure: direct,
+                better: Better::Lower,
+                target: None,
+                peer: None,
+            },
+            Row {
+                figure: Figure::single("e2e.throughput", Unit::InvocationsPerSecond, throughput),
+                better: Better::Higher,
+                target: Some(Target {
+                    better: Better::Higher,
+                    value: THROUGHPUT_TARGET,
+                }),
+                peer: None,
+            },
+            Row {
+                figure: local,
+                better: Better::Lower,
+                target: Some(Target {
+                    better: Better::Lower,
+                    value: global_p50 / SAND_LOCAL_SPEEDUP,
+                }),
+                peer: Some(Peer {
+                    system: "global path, this run",
+                    value: global_p50,
+                    as_published: None,
+                    measured: true,
+                }),
+            },
+            Row {
+                figure: global,
+                better: Better::Lower,
+                target: None,
+                peer: None,
+            },
+            Row {
+                figure: Figure::single("chain.local_speedup", Unit::Ratio, speedup),
+                better: Better::Higher,
+                target: Some(Target {
+                    better: Better::Higher,
+                    value: SAND_LOCAL_SPEEDUP,
+                }),
+                peer: Some(Peer {
+                    system: "SAND local vs global bus",
+                    value: SAND_LOCAL_SPEEDUP,
+                    as_published: None,
+                    measured: false,
+                }),
+            },
+        ],
+        notes,
+    })
+}
+
+/// Invocations per second through the scheduler, `--clients` at once over `--connections`, and
+/// how many the scheduler refused (admission control).
+async fn throughput(
+    args: &E2eBenchArgs,
+    cluster: &Cluster,
+    header: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+) -> anyhow::Result<(f64, usize)> {
+    let mut channels = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        channels.push(
+            Channel::from_shared(cluster.scheduler_addr.clone())?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .context("connecting to the scheduler")?,
+        );
+    }
+    let per_client = args.throughput_invocations.div_ceil(args.clients);
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let header = Arc::new(header.clone());
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.clients);
+    for c in 0..args.clients {
+        let mut client = SchedulerClient::new(channels[c % channels.len()].clone());
+        let header = header.clone();
+        let refused = refused.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0;
+            for _ in 0..per_client {
+                let mut r = tonic::Request::new(invoke_request());
+                r.metadata_mut()
+                    .insert("authorization", header.as_ref().clone());
+                match client.invoke(r).await {
+                    Ok(response) => {
+                        let out = response.into_inner().output;
+                        anyhow::ensure!(out == INPUT, "echo answered {out:?}");
+                        done += 1;
+                    }
+                    // Admission control: the node holds all it may.
+                    Err(e) if e.code() == tonic::Code::Unavailable => {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok::<_, anyhow::Error>(done)
+        }));
+    }
+    let mut done = 0usize;
+    for t in tasks {
+        done += t.await.context("a throughput client panicked")??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        done > 0,
+        "every invocation of the throughput run was refused"
+    );
+    Ok((
+        done as f64 / elapsed,
+        refused.load(std::sync::atomic::Ordering::Relaxed),
+    ))
+}
+
+/// Hand-off times (us) of every hop of `--chains` chains on the local bus and on the global
+/// path, and notes on anything unexpected.
+async fn chains(
+    args: &E2eBenchArgs,
+    client: &mut SchedulerClient<Channel>,
+    header: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<String>)> {
+    let mut local = Vec::new();
+    let mut global = Vec::new();
+    let mut stray = 0usize;
+    let warm_up = args.chains.min(50);
+    for run in 0..warm_up + args.chains {
+        for global_only in [false, true] {
+            let mut r = tonic::Request::new(pb::InvokeChainRequest {
+                steps: vec!["echo".to_owned(); args.chain_steps],
+                input: INPUT.to_vec(),
+                keys: Vec::new(),
+                retryable: false,
+                global_only,
+            });
+            r.metadata_mut().insert("authorization", header.clone());
+            let response = client.invoke_chain(r).await?.into_inner();
+            anyhow::ensure!(
+                response.output == INPUT,
+                "the chain answered {:?}",
+                response.output
+            );
+            if run < warm_up {
+                continue;
+            }
+            let want = if global_only {
+                pb::chain_hop::Path::Global
+            } else {
+                pb::chain_hop::Path::LocalBus
+            };
+            for hop in response.records.iter().filter_map(|r| r.hop.as_ref()) {
+                if hop.step == 0 {
+                    continue;
+                }
+                let us = hop.handoff_ns as f64 / 1e3;
+                match (hop.path == want as i32, global_only) {
+                    (true, false) => local.push(us),
+                    (true, true) => global.push(us),
+                    (false, _) => stray += 1,
+                }
+            }
+        }
+    }
+    let mut notes = Vec::new();
+    if stray > 0 {
+        notes.push(format!(
+            "{stray} hops took the other path than asked (the placement core moved a step); \
+             they are left out."
+        ));
+    }
+    Ok((local, global, notes))
+}
