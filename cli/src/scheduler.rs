@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// Where Prometheus scrapes `/metrics` (`127.0.0.1:0` picks a free port; printed).
     #[arg(long, default_value = "127.0.0.1:0")]
     metrics: SocketAddr,
+    /// Re-provision (dedicated storage cores, warm containers, pool sizes) every this many
+    /// milliseconds from the recent profiles; 0 turns it off.
+    #[arg(long, default_value_t = 5000)]
+    reprovision_ms: u64,
 }
 
 /// Where a client finds the scheduler and who it is.
@@ -212,6 +216,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         node_timeout: Duration::from_millis(args.node_timeout_ms.max(1)),
         policy,
+        reprovision_interval: Duration::from_millis(args.reprovision_ms),
         ..SchedulerConfig::default()
     };
     service::run(
@@ -438,5 +443,42 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             if p.samples == 0 { ", default" } else { "" }
         );
     }
+    print_plan(&s.plan.unwrap_or_default());
     Ok(())
+}
+
+fn print_plan(plan: &pb::ProvisionPlan) {
+    if plan.round == 0 {
+        println!("re-provisioner: no round yet");
+        return;
+    }
+    println!(
+        "re-provisioner: round {} solved {} ms ago in {} us; objective {:.0} us/s",
+        plan.round, plan.age_ms, plan.solve_us, plan.objective
+    );
+    for f in &plan.functions {
+        let dedicated: Vec<String> = f
+            .dedicated
+            .iter()
+            .map(|d| format!("{} core(s) on {}", d.cores, d.node))
+            .collect();
+        println!(
+            "  t{}/{:<14} {:>9.1}/s  storage {:>5.1}%  dedicated [{}]  warm on [{}]",
+            f.tenant,
+            f.function,
+            f.rate_per_s,
+            f.storage_share * 100.0,
+            dedicated.join(", "),
+            f.warm_on.join(", ")
+        );
+    }
+    for p in &plan.pools {
+        println!("  pool size {} on {}", p.size, p.node);
+    }
+    for n in &plan.overloaded {
+        println!("  overloaded: {n}");
+    }
+    for p in &plan.problems {
+        println!("  problem: {p}");
+    }
 }

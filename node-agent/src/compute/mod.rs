@@ -23,7 +23,7 @@ pub mod pool;
 pub mod service;
 pub mod zygote;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -377,6 +377,8 @@ pub struct ComputeNode {
     router: Arc<StorageRouter>,
     functions: RwLock<HashMap<FunctionKey, Arc<Function>>>,
     warm: Mutex<HashMap<FunctionKey, Arc<WarmSlot>>>,
+    /// Functions the re-provisioner keeps warm whatever their idle time.
+    keep_warm: Mutex<HashSet<FunctionKey>>,
     next_version: AtomicU64,
     meter: CostMeter,
     counters: Counters,
@@ -439,6 +441,7 @@ impl ComputeNode {
             router,
             functions: RwLock::default(),
             warm: Mutex::default(),
+            keep_warm: Mutex::default(),
             next_version: AtomicU64::new(1),
             meter: CostMeter::default(),
             counters: Counters::default(),
@@ -456,6 +459,39 @@ impl ComputeNode {
             && self.ipc_uts.wait_full(timeout)
             && self.rootfs.wait_full(timeout)
             && self.cgroups.wait_full(timeout)
+    }
+
+    /// Sets the size every part pool is refilled to (the re-provisioner's plan).
+    pub fn set_pool_size(&self, size: usize) {
+        self.netns.set_target(size);
+        self.ipc_uts.set_target(size);
+        self.rootfs.set_target(size);
+        self.cgroups.set_target(size);
+    }
+
+    /// Keeps a warm container of each of `functions` whatever its idle time, replacing the
+    /// previous list, and assembles the ones missing now. Returns what could not be kept warm,
+    /// in words; the others fall back to the keep-alive window.
+    pub async fn keep_warm(&self, functions: &[(TenantId, String)]) -> Vec<String> {
+        let mut skipped = Vec::new();
+        let mut known = Vec::with_capacity(functions.len());
+        for (tenant, name) in functions {
+            match self.function(*tenant, name) {
+                Ok(f) => known.push(f),
+                Err(e) => skipped.push(e.to_string()),
+            }
+        }
+        *self.keep_warm.lock().unwrap_or_else(|e| e.into_inner()) =
+            known.iter().map(|f| (f.tenant, f.name.clone())).collect();
+        for f in known {
+            if let Err(e) = self.warm_container(&f).await {
+                skipped.push(format!(
+                    "{}/{}: assembling its container: {e}",
+                    f.tenant, f.name
+                ));
+            }
+        }
+        skipped
     }
 
     /// Pool levels: (ready, target) for netns, ipc-uts, rootfs, cgroup.
@@ -727,6 +763,10 @@ impl ComputeNode {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
         drop(warm);
+        self.keep_warm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
         if let Some(f) = &removed
             && matches!(f.code, Code::Wasm { .. })
         {
@@ -750,10 +790,16 @@ impl ComputeNode {
     /// (teardown waits for processes to die).
     pub fn reclaim_idle(&self) -> usize {
         let now = Instant::now();
+        let kept = self
+            .keep_warm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let idle: Vec<Arc<WarmSlot>> = {
             let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
             let expired: Vec<FunctionKey> = warm
                 .iter()
+                .filter(|(key, _)| !kept.contains(*key))
                 .filter(|(_, slot)| {
                     let last = *slot.last_used.lock().unwrap_or_else(|e| e.into_inner());
                     let busy = slot.container.get().is_some_and(|c| c.running() > 0);
@@ -842,12 +888,12 @@ impl ComputeNode {
         })
     }
 
-    async fn execute_in_container(
+    /// `function`'s warm container, assembled now if it has none (how it was obtained, its
+    /// slot and the container).
+    async fn warm_container(
         &self,
         function: &Arc<Function>,
-        input: Vec<u8>,
-    ) -> Result<Execution, ExecuteError> {
-        let started = Instant::now();
+    ) -> Result<(StartKind, Arc<WarmSlot>, Arc<Container>), ExecuteError> {
         let slot = {
             let key = (function.tenant, function.name.clone());
             let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
@@ -877,6 +923,16 @@ impl ComputeNode {
             })
             .await?
             .clone();
+        Ok((start_kind, slot, container))
+    }
+
+    async fn execute_in_container(
+        &self,
+        function: &Arc<Function>,
+        input: Vec<u8>,
+    ) -> Result<Execution, ExecuteError> {
+        let started = Instant::now();
+        let (start_kind, slot, container) = self.warm_container(function).await?;
         *slot.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         let ready = started.elapsed();
         let deadline = function.limits.deadline;

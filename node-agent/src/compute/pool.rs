@@ -3,7 +3,7 @@
 //! Generic over the part and its factory, so the logic (take, refill, shut down, count what
 //! exists) is tested without root; the compute node instantiates one per part kind.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -16,7 +16,7 @@ struct Shared<T> {
     items: Mutex<Vec<T>>,
     wake: Condvar,
     stop: AtomicBool,
-    target: usize,
+    target: AtomicUsize,
     factory: Factory<T>,
     created: AtomicU64,
     failures: AtomicU64,
@@ -33,7 +33,7 @@ impl<T: Send + 'static> std::fmt::Debug for Pool<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("name", &self.name)
-            .field("target", &self.shared.target)
+            .field("target", &self.target())
             .finish_non_exhaustive()
     }
 }
@@ -49,7 +49,7 @@ impl<T: Send + 'static> Pool<T> {
             items: Mutex::new(Vec::with_capacity(target)),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
-            target,
+            target: AtomicUsize::new(target),
             factory: Box::new(factory),
             created: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -106,7 +106,20 @@ impl<T: Send + 'static> Pool<T> {
 
     /// The size the pool is refilled to.
     pub fn target(&self) -> usize {
-        self.shared.target
+        self.shared.target.load(Ordering::Relaxed)
+    }
+
+    /// Changes the size the pool is refilled to. Parts beyond a smaller size are released now,
+    /// on the caller's thread; a larger one is filled in the background.
+    pub fn set_target(&self, target: usize) {
+        self.shared.target.store(target, Ordering::Relaxed);
+        let surplus: Vec<T> = {
+            let mut items = self.shared.items.lock().unwrap_or_else(|e| e.into_inner());
+            let keep = items.len().min(target);
+            items.split_off(keep)
+        };
+        drop(surplus);
+        self.shared.wake.notify_all();
     }
 
     /// Parts made so far (pooled and on demand).
@@ -118,7 +131,7 @@ impl<T: Send + 'static> Pool<T> {
     pub fn wait_full(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         let mut items = self.shared.items.lock().unwrap_or_else(|e| e.into_inner());
-        while items.len() < self.shared.target {
+        while items.len() < self.target() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return false;
@@ -141,7 +154,10 @@ fn refill_loop<T>(shared: &Shared<T>, name: &str) {
     while !shared.stop.load(Ordering::Relaxed) {
         let missing = {
             let items = shared.items.lock().unwrap_or_else(|e| e.into_inner());
-            let missing = shared.target.saturating_sub(items.len());
+            let missing = shared
+                .target
+                .load(Ordering::Relaxed)
+                .saturating_sub(items.len());
             if missing == 0 {
                 let _ = shared.wake.wait_timeout(items, Duration::from_millis(100));
                 continue;
@@ -157,11 +173,12 @@ fn refill_loop<T>(shared: &Shared<T>, name: &str) {
             match (shared.factory)() {
                 Ok(part) => {
                     shared.created.fetch_add(1, Ordering::Relaxed);
-                    shared
-                        .items
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(part);
+                    let mut items = shared.items.lock().unwrap_or_else(|e| e.into_inner());
+                    // The target may have been lowered meanwhile: a surplus part is dropped.
+                    if items.len() < shared.target.load(Ordering::Relaxed) {
+                        items.push(part);
+                    }
+                    drop(items);
                     shared.wake.notify_all();
                 }
                 Err(e) => {
@@ -243,5 +260,18 @@ mod tests {
             (live.load(Ordering::SeqCst), live2.load(Ordering::SeqCst)),
             (0, 0)
         );
+    }
+
+    #[test]
+    fn a_new_target_releases_the_surplus_at_once_and_fills_a_larger_one() {
+        let (pool, live) = counting_pool(4);
+        assert!(pool.wait_full(Duration::from_secs(10)));
+        pool.set_target(1);
+        assert_eq!((pool.ready(), live.load(Ordering::SeqCst)), (1, 1));
+        pool.set_target(6);
+        assert!(pool.wait_full(Duration::from_secs(10)));
+        assert_eq!((pool.target(), pool.ready()), (6, 6));
+        drop(pool);
+        assert_eq!(live.load(Ordering::SeqCst), 0);
     }
 }

@@ -44,6 +44,10 @@ type StatsStream = Pin<Box<dyn Stream<Item = Result<pb::NodeStats, Status>> + Se
 /// Largest message: a 16 MiB module with room for the rest.
 const MAX_MESSAGE: usize = 17 << 20;
 
+/// Most part sets a pool may be asked to hold (each is a netns, an IPC/UTS pair, a root file
+/// system and a cgroup with a parked forker).
+const MAX_POOL_SIZE: u32 = 256;
+
 #[tonic::async_trait]
 impl NodeAgent for ComputeService {
     type StreamStatsStream = StatsStream;
@@ -112,6 +116,34 @@ impl NodeAgent for ComputeService {
             .await
             .map_err(|e| Status::internal(format!("remove thread failed: {e}")))?;
         Ok(Response::new(pb::RemoveResponse { existed }))
+    }
+
+    async fn provision(
+        &self,
+        request: Request<pb::ProvisionRequest>,
+    ) -> Result<Response<pb::ProvisionResponse>, Status> {
+        let request = request.into_inner();
+        let functions = request
+            .keep_warm
+            .into_iter()
+            .map(|f| function_ref(Some(f)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if request.pool_size > MAX_POOL_SIZE {
+            return Err(Status::invalid_argument(format!(
+                "pool_size {} is over the limit of {MAX_POOL_SIZE} part sets",
+                request.pool_size
+            )));
+        }
+        if request.pool_size > 0 {
+            let (node, size) = (self.node.clone(), request.pool_size as usize);
+            // Shrinking releases parts (their teardown blocks).
+            tokio::task::spawn_blocking(move || node.set_pool_size(size))
+                .await
+                .map_err(|e| Status::internal(format!("resizing the pools failed: {e}")))?;
+        }
+        Ok(Response::new(pb::ProvisionResponse {
+            skipped: self.node.keep_warm(&functions).await,
+        }))
     }
 
     async fn execute(
@@ -224,6 +256,7 @@ fn node_stats(node: &ComputeNode, cpus: &mut CpuSampler) -> pb::NodeStats {
                 },
                 invocations: count(&counters.invocations),
                 instance_starts: count(&counters.assemblies),
+                ..Default::default()
             }
         })
         .collect();

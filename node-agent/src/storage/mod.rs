@@ -286,6 +286,33 @@ impl StorageNode {
         removed
     }
 
+    /// Applies the re-provisioner's dedicated cores (replacing the last assignment); returns
+    /// what was not applied, in words.
+    pub fn dedicate_cores(&self, plan: &[(TenantId, String, usize)]) -> Vec<String> {
+        let mut skipped = Vec::new();
+        let mut known = Vec::with_capacity(plan.len());
+        for (tenant, name, cores) in plan {
+            match self.lookup(*tenant, name) {
+                Ok(f) => known.push(((f.tenant, f.name.clone()), *cores)),
+                Err(e) => skipped.push(e.to_string()),
+            }
+        }
+        skipped.extend(self.workers.dedicate(&known));
+        skipped
+    }
+
+    /// The function ("tenant/name") each worker core is dedicated to; empty when shared.
+    pub fn core_assignment(&self) -> Vec<String> {
+        self.workers
+            .dedicated()
+            .iter()
+            .map(|d| {
+                d.as_ref()
+                    .map_or_else(String::new, |(t, n)| format!("{}/{n}", t.0))
+            })
+            .collect()
+    }
+
     fn lookup(&self, tenant: TenantId, name: &str) -> Result<Arc<Compiled>, ExecuteError> {
         let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
         // A borrowed lookup key would need a custom Borrow; the String is small and short-lived.

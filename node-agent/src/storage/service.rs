@@ -144,6 +144,20 @@ impl NodeAgent for StorageService {
         }))
     }
 
+    async fn provision(
+        &self,
+        request: Request<pb::ProvisionRequest>,
+    ) -> Result<Response<pb::ProvisionResponse>, Status> {
+        let mut plan = Vec::new();
+        for d in request.into_inner().dedicated {
+            let (tenant, name) = function_ref(d.function)?;
+            plan.push((tenant, name, d.cores as usize));
+        }
+        Ok(Response::new(pb::ProvisionResponse {
+            skipped: self.node.dedicate_cores(&plan),
+        }))
+    }
+
     async fn execute(
         &self,
         request: Request<pb::ExecuteRequest>,
@@ -230,6 +244,7 @@ impl NodeAgent for StorageService {
 }
 
 fn node_stats(node: &StorageNode, sampler: &mut Sampler, interval: Duration) -> pb::NodeStats {
+    let mut assignment = node.core_assignment().into_iter();
     let cores = sampler
         .sample(node.cores(), interval)
         .into_iter()
@@ -240,6 +255,7 @@ fn node_stats(node: &StorageNode, sampler: &mut Sampler, interval: Duration) -> 
             queue_len: c.queue_len,
             invocations: c.invocations,
             instance_starts: c.instance_starts,
+            dedicated_to: assignment.next().unwrap_or_default(),
         })
         .collect();
     let samples = crate::edge::cost_samples(node.meter());

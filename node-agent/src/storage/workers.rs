@@ -6,12 +6,13 @@
 //! back to back on one core, each step's output moved into the next step's input without leaving
 //! the thread. [`ChainExecuted`] says how long each hand-off took.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Sender, TrySendError};
+use sandstorm_naming::TenantId;
 use tokio::sync::oneshot;
 
 use super::store::Store;
@@ -140,6 +141,9 @@ pub enum QueueError {
     Stopped,
 }
 
+/// A function as the workers know it: tenant and name.
+pub type FunctionKey = (TenantId, Arc<str>);
+
 /// The worker pool.
 #[derive(Debug)]
 pub struct Workers {
@@ -147,6 +151,8 @@ pub struct Workers {
     cores: Arc<[CoreCounters]>,
     capacity: usize,
     threads: Vec<JoinHandle<()>>,
+    /// Per core, the function the re-provisioner dedicated it to (`None`: shared by all).
+    dedicated: RwLock<Arc<[Option<FunctionKey>]>>,
 }
 
 impl Workers {
@@ -212,7 +218,42 @@ impl Workers {
             cores: counters,
             capacity,
             threads,
+            dedicated: RwLock::new(vec![None; cores].into()),
         })
+    }
+
+    /// Gives each function in `plan` that many cores of its own, replacing the previous
+    /// assignment; every other function shares the remaining cores, of which at least one is
+    /// always left. Returns what could not be applied, in words.
+    pub fn dedicate(&self, plan: &[(FunctionKey, usize)]) -> Vec<String> {
+        let mut assignment: Vec<Option<FunctionKey>> = vec![None; self.queues.len()];
+        let mut skipped = Vec::new();
+        // The highest cores are given away first; core 0 always stays shared.
+        let mut free = (1..self.queues.len()).rev();
+        for ((tenant, name), wanted) in plan {
+            let mut given = 0;
+            for core in free.by_ref().take(*wanted) {
+                assignment[core] = Some((*tenant, name.clone()));
+                given += 1;
+            }
+            if given < *wanted {
+                skipped.push(format!(
+                    "{tenant}/{name}: {wanted} dedicated cores asked, {given} given (the node \
+                     has {} cores and keeps one shared)",
+                    self.queues.len()
+                ));
+            }
+        }
+        *self.dedicated.write().unwrap_or_else(|e| e.into_inner()) = assignment.into();
+        skipped
+    }
+
+    /// The function each core is dedicated to (`None`: shared).
+    pub fn dedicated(&self) -> Arc<[Option<FunctionKey>]> {
+        self.dedicated
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The per-core counters.
@@ -251,9 +292,26 @@ impl Workers {
         input: Vec<u8>,
         reply: Reply,
     ) -> Result<(), QueueError> {
-        let core = (0..self.queues.len())
-            .min_by_key(|&c| self.cores[c].queue_len.load(Ordering::Relaxed))
-            .unwrap_or(0);
+        let core = {
+            let dedicated = self.dedicated.read().unwrap_or_else(|e| e.into_inner());
+            let own = |c: &usize| {
+                dedicated[*c]
+                    .as_ref()
+                    .is_some_and(|(t, n)| *t == function.tenant && **n == *function.name)
+            };
+            // The function's own cores if it has any, else the shared ones.
+            let mine = (0..self.queues.len()).any(|c| own(&c));
+            (0..self.queues.len())
+                .filter(|c| {
+                    if mine {
+                        own(c)
+                    } else {
+                        dedicated[*c].is_none()
+                    }
+                })
+                .min_by_key(|&c| self.cores[c].queue_len.load(Ordering::Relaxed))
+                .unwrap_or(0)
+        };
         self.cores[core].queue_len.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             function,

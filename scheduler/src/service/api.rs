@@ -220,8 +220,13 @@ impl pb::scheduler_server::Scheduler for Api {
         &self,
         request: Request<pb::ClusterStatusRequest>,
     ) -> Reply<pb::ClusterStatusResponse> {
-        self.caller(&request)?;
-        ok(self.scheduler.status())
+        let caller = self.caller(&request)?;
+        let mut status = self.scheduler.status();
+        status.plan = Some(self.scheduler.plan_status(match caller {
+            Caller::Admin => None,
+            Caller::Tenant(t) => Some(t),
+        }));
+        ok(status)
     }
 }
 

@@ -436,6 +436,8 @@ impl Scheduler {
             params,
             tenants: u32::try_from(inner.catalog.tenants().len()).unwrap_or(u32::MAX),
             functions: u32::try_from(inner.catalog.function_count()).unwrap_or(u32::MAX),
+            // Filled by the caller: what a tenant may see of it depends on who asks.
+            plan: None,
         }
     }
 }

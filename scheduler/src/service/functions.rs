@@ -278,6 +278,7 @@ impl Scheduler {
             inner.functions.remove(&id);
             inner.profiler.forget(id);
             inner.warm.forget_function(id);
+            inner.data_homes.forget(id);
             inner.nodes.iter().map(|n| n.agent.clone()).collect()
         };
         for mut agent in agents {

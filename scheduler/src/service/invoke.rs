@@ -332,6 +332,7 @@ impl Scheduler {
         let inner = &mut *guard;
         inner.refresh_alive(now);
         let mut data = data_shares(keys.iter().filter_map(|k| inner.ring.owner(f.tenant, k)));
+        inner.data_homes.observe(f.id, &data);
         if let Some(node) = input_at
             && data.is_empty()
             && inner

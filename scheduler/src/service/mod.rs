@@ -21,13 +21,16 @@
 //! - [`data`]: tenant data routed by the key ring to the owning storage node;
 //! - [`functions`]: tenants and functions (deploy, list, remove);
 //! - [`record`]: invocation records from placement decisions and node measurements;
+//! - [`reprovision`]: the periodic re-provisioner: solves [`crate::provision`]'s model over recent
+//!   profiles and applies the plan through the agents' `Provision` call;
 //! - [`results`]: async invocations' results; [`error`]: the one `ApiError -> Status` mapping;
 //! - [`telemetry`]: what it reports to Prometheus (`metrics` facade).
 //!
 //! The placement core is used exactly as the simulator uses it: the service builds a
 //! `PlacementRequest` and calls `place_recorded` on its `ClusterView`; nothing here changes how a
 //! node is chosen (a request restricted to one tier is placed with the policy that allows only
-//! that tier). Not built yet: the periodic re-provisioner.
+//! that tier). The re-provisioner shapes the capacity placement chooses from (dedicated cores,
+//! kept warm containers, pool sizes); it never routes an invocation.
 
 pub mod api;
 pub mod auth;
@@ -38,6 +41,7 @@ pub mod error;
 pub mod functions;
 pub mod invoke;
 pub mod record;
+pub mod reprovision;
 pub mod results;
 pub mod state;
 pub mod store;
@@ -100,6 +104,11 @@ pub struct SchedulerConfig {
     /// Deadline of dialling a node. Default 1 s.
     #[serde(with = "millis")]
     pub connect_timeout: Duration,
+    /// How often the re-provisioner runs; 0 turns it off. Default 5 s.
+    #[serde(with = "millis")]
+    pub reprovision_interval: Duration,
+    /// The re-provisioner's model tunables.
+    pub provision: crate::provision::ProvisionConfig,
 }
 
 impl Default for SchedulerConfig {
@@ -117,6 +126,8 @@ impl Default for SchedulerConfig {
             deploy_timeout: Duration::from_secs(30),
             execute_slack: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
+            reprovision_interval: Duration::from_secs(5),
+            provision: crate::provision::ProvisionConfig::default(),
         }
     }
 }
@@ -231,6 +242,7 @@ pub async fn run(
     let max_message = config.max_module_bytes.max(config.max_payload_bytes) + (1 << 20);
     let scheduler = Scheduler::new(config, store, loaded, admin_hash)?;
     tokio::spawn(scheduler.clone().watch_liveness());
+    tokio::spawn(scheduler.clone().reprovision_loop());
     tokio::spawn(telemetry::export_cluster(scheduler.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();

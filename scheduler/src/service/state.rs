@@ -21,10 +21,12 @@ use tonic::transport::{Channel, Endpoint};
 use super::SchedulerConfig;
 use super::auth::{self, Caller, Presented, TokenHash};
 use super::error::ApiError;
+use super::reprovision::PlanReport;
 use super::results::Results;
 use super::store::{FunctionLimits, Loaded, Store};
 use super::warm::WarmTable;
 use crate::placement::{ClusterView, NodeView, Placer, Policy};
+use crate::provision::DataHomes;
 
 /// The workload assumed for a function never invoked: 1 ms of compute, one access of 1 KiB.
 /// Deliberately modest (DESIGN.md's 0.7 s trace prior describes whole Azure functions, not the
@@ -96,6 +98,10 @@ pub struct Inner {
     pub profiler: Profiler,
     /// Warm containers per (function, compute node), inferred from execution records.
     pub warm: WarmTable,
+    /// Where each function's data lives, from the keys its invocations name.
+    pub data_homes: DataHomes,
+    /// The re-provisioner's latest round.
+    pub plan: Option<Arc<PlanReport>>,
 }
 
 impl Inner {
@@ -276,6 +282,8 @@ impl Scheduler {
             placer: Placer::new(config.policy, config.placer),
             profiler: Profiler::new(PRIOR_WORKLOAD),
             warm: WarmTable::default(),
+            data_homes: DataHomes::default(),
+            plan: None,
         };
         for t in loaded.tenants {
             let id = inner

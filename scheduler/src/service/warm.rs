@@ -16,7 +16,7 @@
 //!
 //! Pure: time comes in as arguments (the scheduler's microsecond clock).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sandstorm_naming::{FunctionId, NodeId};
 
@@ -30,6 +30,8 @@ pub struct WarmTable {
     last_used_us: HashMap<(FunctionId, NodeId), u64>,
     /// Keep-alive window per node, microseconds.
     keep_alive_us: HashMap<NodeId, u64>,
+    /// Containers the re-provisioner had a node keep whatever their idle time.
+    pinned: HashSet<(FunctionId, NodeId)>,
 }
 
 impl WarmTable {
@@ -41,6 +43,13 @@ impl WarmTable {
             keep_alive_us
         };
         self.keep_alive_us.insert(node, window);
+    }
+
+    /// Node `node` keeps a warm container of each of `functions` (the applied plan), replacing
+    /// what it kept before.
+    pub fn pin(&mut self, node: NodeId, functions: &[FunctionId]) {
+        self.pinned.retain(|(_, n)| *n != node);
+        self.pinned.extend(functions.iter().map(|&f| (f, node)));
     }
 
     /// An invocation of `function` ran on compute node `node`, starting at `started_us`.
@@ -56,9 +65,11 @@ impl WarmTable {
             .get(&node)
             .copied()
             .unwrap_or(DEFAULT_KEEP_ALIVE_US);
-        self.last_used_us
-            .get(&(function, node))
-            .is_some_and(|&last| now_us.saturating_sub(last) < window)
+        self.pinned.contains(&(function, node))
+            || self
+                .last_used_us
+                .get(&(function, node))
+                .is_some_and(|&last| now_us.saturating_sub(last) < window)
     }
 
     /// The nodes where `function` has a warm container at `now_us`, in node order.
@@ -66,21 +77,25 @@ impl WarmTable {
         let mut nodes: Vec<NodeId> = self
             .last_used_us
             .keys()
+            .chain(&self.pinned)
             .filter(|(f, n)| *f == function && self.is_warm(*f, *n, now_us))
             .map(|(_, n)| *n)
             .collect();
         nodes.sort_unstable();
+        nodes.dedup();
         nodes
     }
 
     /// The node lost its containers (it restarted, or reports none).
     pub fn forget_node(&mut self, node: NodeId) {
         self.last_used_us.retain(|(_, n), _| *n != node);
+        self.pinned.retain(|(_, n)| *n != node);
     }
 
     /// The function was redeployed or removed: its containers are gone everywhere.
     pub fn forget_function(&mut self, function: FunctionId) {
         self.last_used_us.retain(|(f, _), _| *f != function);
+        self.pinned.retain(|(f, _)| *f != function);
     }
 
     /// Drops entries past their window (keeps the table small).
@@ -128,5 +143,25 @@ mod tests {
             warm.warm_nodes(g, 11).is_empty(),
             "expired entries are dropped"
         );
+    }
+
+    #[test]
+    fn a_pinned_container_stays_warm_until_the_plan_or_the_node_drops_it() {
+        let (f, g) = (FunctionId(1), FunctionId(2));
+        let a = NodeId(3);
+        let mut warm = WarmTable::default();
+        warm.set_keep_alive(a, 1_000);
+        warm.pin(a, &[f, g]);
+        assert_eq!(warm.warm_nodes(f, 1_000_000), vec![a]);
+        warm.used(f, a, 10);
+        assert_eq!(warm.warm_nodes(f, 20), vec![a], "one entry per node");
+        warm.pin(a, &[g]);
+        assert!(!warm.is_warm(f, a, 1_000_000));
+        assert!(warm.is_warm(g, a, 1_000_000));
+        warm.forget_function(g);
+        assert!(!warm.is_warm(g, a, 0));
+        warm.pin(a, &[f]);
+        warm.forget_node(a);
+        assert!(!warm.is_warm(f, a, 0));
     }
 }
