@@ -54,6 +54,14 @@ pub struct ServeArgs {
     /// Where Prometheus scrapes `/metrics` (`127.0.0.1:0` picks a free port; printed).
     #[arg(long, default_value = "127.0.0.1:0")]
     metrics: SocketAddr,
+    /// Serve the operator dashboard (HTTP) here (`127.0.0.1:0` picks a free port; printed as
+    /// `dashboard on http://ADDR/`).
+    #[arg(long, value_name = "ADDR")]
+    dashboard: Option<SocketAddr>,
+    /// A `sandstorm sim --json` report, or a directory whose newest `.json` is one, for the
+    /// dashboard to draw beside the live figures.
+    #[arg(long, value_name = "FILE|DIR", requires = "dashboard")]
+    sim_report: Option<PathBuf>,
 }
 
 /// Where a client finds the scheduler and who it is.
@@ -200,6 +208,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         node_timeout: Duration::from_millis(args.node_timeout_ms.max(1)),
         policy,
+        dashboard: args.dashboard,
+        sim_report: args.sim_report.clone(),
         ..SchedulerConfig::default()
     };
     service::run(
@@ -212,6 +222,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     println!("(saved in {})", ready.admin_token_file.display());
                 }
                 None => println!("admin token in {}", ready.admin_token_file.display()),
+            }
+            if let Some(addr) = ready.dashboard {
+                println!("dashboard on http://{addr}/");
             }
             println!("listening on {}", ready.addr);
         },

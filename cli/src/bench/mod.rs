@@ -68,6 +68,14 @@ pub enum BenchCommand {
     /// The function is `/bin/echo ready` (static busybox); "running" = its first output byte.
     #[command(verbatim_doc_comment)]
     Provision(provision::ProvisionBenchArgs),
+    /// The operator dashboard under a flood of real placement decisions (placed, not run).
+    ///
+    /// Serves the dashboard (printed as `dashboard on http://ADDR/`) while publishing --rate
+    /// decisions/s for --seconds: open it in a browser to see the page at that load.
+    /// dashboard.decisions_per_s: decisions published per second (target: the rate).
+    /// dashboard.publish: the cost of one publish, what the invocation path pays per decision.
+    #[command(verbatim_doc_comment)]
+    Dashboard(dashboard::DashboardBenchArgs),
 }
 
 /// Options every bench subcommand takes.
@@ -91,6 +99,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         BenchCommand::Storage(a) => {
             let out = storage::run(a)?;
+            finish(&a.common, &out, false)
+        }
+        BenchCommand::Dashboard(a) => {
+            let out = dashboard::run(a)?;
             finish(&a.common, &out, false)
         }
     }
@@ -467,6 +479,7 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+pub mod dashboard;
 pub mod provision;
 pub mod sim;
 pub mod storage;
