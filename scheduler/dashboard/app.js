@@ -171,7 +171,7 @@
     let max = 1;
     for (const r of series) max = Math.max(max, perS(r, "storage") + perS(r, "compute"));
     const top = niceCeil(max);
-    const left = 46, plotW = w - left - 4, plotH = h - 16;
+    const left = 64, plotW = w - left - 4, plotH = h - 16;
     ctx.font = "11px system-ui, sans-serif";
     ctx.fillStyle = C.muted;
     ctx.strokeStyle = "#d9dde5";
@@ -253,15 +253,15 @@
     const rows = d.candidates.map((c) => `<tr class="cand-row"><td>${esc(c.node)}</td><td>${tag(c.tier)}</td><td>${tag(c.start)}</td>` +
       `<td>${tag(c.verdict)}</td><td class="num">${num(c.score, 2)}</td><td class="num">${num(c.estimated_us, 1)}</td>` +
       TERMS.map(([k]) => `<td class="num">${num(c[k], 1)}</td>`).join("") +
-      `<td class="num">${num(c.storage_cpu_us, 1)}</td><td class="num">${num(c.compute_cpu_us, 1)}</td><td class="num">${bytes(c.bytes_moved)}</td>` +
-      `<td class="reason">${c.verdict === "chosen" ? "chosen: lowest score" : esc(c.reason)}</td></tr>`).join("");
+      `<td class="num">${num(c.storage_cpu_us, 1)}</td><td class="num">${num(c.compute_cpu_us, 1)}</td><td class="num">${bytes(c.bytes_moved)}</td></tr>`).join("");
+    const why = d.candidates.map((c) => `<li>${tag(c.verdict)} <b>${esc(c.node)}</b>: ${c.verdict === "chosen" ? "chosen: the lowest score" : esc(c.reason)}</li>`).join("");
     return `<h3>Decision ${esc(d.id)}: cost breakdown of every candidate</h3><div class="facts">${facts.join("")}</div>` +
       costBars(d.candidates) +
       `<div class="table-wrap"><table class="data cost-table"><thead><tr><th>node</th><th>tier</th><th>start</th><th>verdict</th>` +
       `<th class="num" title="The policy's score: lower wins">score</th><th class="num">latency est. µs</th>` +
       TERMS.map(([, n]) => `<th class="num">${esc(n)} µs</th>`).join("") +
-      `<th class="num">storage CPU µs</th><th class="num">compute CPU µs</th><th class="num">bytes moved</th><th>why it lost</th></tr></thead>` +
-      `<tbody>${rows}</tbody></table></div>`;
+      `<th class="num">storage CPU µs</th><th class="num">compute CPU µs</th><th class="num">bytes moved</th></tr></thead>` +
+      `<tbody>${rows}</tbody></table></div><h3>Why each candidate won, lost or was rejected</h3><ul class="reasons">${why}</ul>`;
   }
   function costBars(cands) {
     const w = 640, row = 20, left = 120, h = cands.length * row + 34;
@@ -280,11 +280,11 @@
       }
       s += `<text x="${x + 4}" y="${y + 13}">${us(c.estimated_us)}</text>`;
     });
-    let lx = left;
+    let lx = 4;
     const ly = cands.length * row + 14;
     for (const [, name, col] of TERMS) {
       s += `<rect x="${lx}" y="${ly}" width="10" height="10" fill="${col}"/><text x="${lx + 13}" y="${ly + 9}">${esc(name)}</text>`;
-      lx += 16 + name.length * 6.2;
+      lx += 22 + name.length * 6.6;
     }
     return s + "</svg>";
   }

@@ -28,6 +28,10 @@ use sandstorm_proto::v1::scheduler_client::SchedulerClient;
 use sandstorm_tests::{Service, fixtures_dir, sandstorm_bin, workspace_root};
 use serde_json::{Value, json};
 
+/// The two tests run one at a time: each drives a browser against a cluster or a flood of
+/// decisions, and the machine has two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// `chromium` and `chromedriver` on this machine, if both are there.
 fn browser() -> Result<(PathBuf, PathBuf), String> {
     let find = |name: &str| {
@@ -264,6 +268,7 @@ async fn the_dashboard_shows_a_live_cluster_in_a_real_browser() {
             return;
         }
     };
+    let _one = ONE_AT_A_TIME.lock().await;
     let dev = start_dev();
     assert!(dev.dashboard.starts_with("http://"), "{}", dev.dashboard);
     let (_driver, driver_url) = start_driver(&driver);
@@ -365,9 +370,16 @@ async fn the_dashboard_shows_a_live_cluster_in_a_real_browser() {
     println!("detail of {id}:\n{detail}");
     assert!(detail.contains(&format!("Decision {id}")), "{detail}");
     assert!(detail.contains("chosen"), "{detail}");
-    for term in ["queue µs", "network RTT µs", "why it lost"] {
+    for term in ["queue µs", "network RTT µs", "Why each candidate"] {
         assert!(detail.contains(term), "no {term} column: {detail}");
     }
+    js(
+        &c,
+        "document.getElementById('detail').scrollIntoView(); return true",
+    )
+    .await;
+    screenshot(&c, "dashboard-detail.png").await;
+    js(&c, "window.scrollTo(0, 0); return true").await;
     let candidates = js(
         &c,
         "return document.querySelectorAll('#detail .cand-row').length",
@@ -378,6 +390,15 @@ async fn the_dashboard_shows_a_live_cluster_in_a_real_browser() {
         status.nodes.len()
     );
     assert!(candidates.as_u64().unwrap() >= 1);
+    if candidates.as_u64().unwrap() > 1 {
+        // A candidate that was not chosen says why, in the placement core's words.
+        assert!(
+            detail.contains("lower wins")
+                || detail.contains("rejected:")
+                || detail.contains("tie-break"),
+            "{detail}"
+        );
+    }
 
     // The functions view lists the examples, profiled.
     wait_for(
@@ -431,6 +452,7 @@ async fn the_page_keeps_up_with_5000_decisions_per_second() {
             return;
         }
     };
+    let _one = ONE_AT_A_TIME.lock().await;
     let bench = Service::start([
         "bench",
         "dashboard",
@@ -492,6 +514,7 @@ async fn the_page_keeps_up_with_5000_decisions_per_second() {
         figures["dropped_batches"],
     );
     println!("rate line: {}", figures["rate_text"]);
+    screenshot(&c, "dashboard-load.png").await;
     // Functional: the page counts every decision but receives only a sample, and its table
     // stays bounded.
     assert!(f("batches") >= 5.0, "{figures}");
