@@ -75,6 +75,33 @@ impl Filter {
         Ok(filter)
     }
 
+    /// Refuses a tenant or function the catalog does not know (a typo would otherwise show
+    /// an empty stream forever).
+    pub fn check_names(
+        &self,
+        catalog: &sandstorm_naming::catalog::Catalog,
+    ) -> Result<(), DashboardError> {
+        let tenant =
+            match &self.tenant {
+                Some(name) => Some(catalog.tenant_by_name(name).ok_or_else(|| {
+                    DashboardError::BadQuery(format!("no tenant named {name:?}"))
+                })?),
+                None => None,
+            };
+        if let Some(function) = &self.function {
+            let known = catalog
+                .functions()
+                .any(|f| f.name == *function && tenant.is_none_or(|t| t.id == f.tenant));
+            if !known {
+                return Err(DashboardError::BadQuery(match tenant {
+                    Some(t) => format!("tenant {:?} has no function {function:?}", t.name),
+                    None => format!("no function named {function:?}"),
+                }));
+            }
+        }
+        Ok(())
+    }
+
     fn matches(&self, tenant: &str, function: &str, tier: &str, start: &str) -> bool {
         self.tenant.as_deref().is_none_or(|t| t == tenant)
             && self.function.as_deref().is_none_or(|f| f == function)
@@ -208,6 +235,9 @@ pub async fn stream(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, DashboardError> {
     let filter = Filter::parse(&query)?;
+    if let Some(scheduler) = &d.scheduler {
+        filter.check_names(&scheduler.lock().catalog)?;
+    }
     let client = Client {
         batches: d.hub.subscribe(),
         cluster: d.cluster.clone(),
@@ -226,6 +256,8 @@ pub async fn stream(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // A panic is how a test reports failure.
+
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -233,6 +265,44 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn filter_names_must_exist() {
+        let mut catalog = sandstorm_naming::catalog::Catalog::new();
+        let demo = catalog.add_tenant("demo").unwrap();
+        catalog
+            .add_function(demo, sandstorm_naming::AppId(0), "echo", 16)
+            .unwrap();
+        let filter = |pairs: &[(&str, &str)]| Filter::parse(&q(pairs)).unwrap();
+        assert!(
+            filter(&[("tenant", "demo"), ("function", "echo")])
+                .check_names(&catalog)
+                .is_ok()
+        );
+        assert!(
+            filter(&[("function", "echo")])
+                .check_names(&catalog)
+                .is_ok()
+        );
+        // (filter, message)
+        let table = [
+            (
+                filter(&[("tenant", "acme")]),
+                "bad query: no tenant named \"acme\"",
+            ),
+            (
+                filter(&[("function", "ehco")]),
+                "bad query: no function named \"ehco\"",
+            ),
+            (
+                filter(&[("tenant", "demo"), ("function", "kv-sum")]),
+                "bad query: tenant \"demo\" has no function \"kv-sum\"",
+            ),
+        ];
+        for (f, says) in table {
+            assert_eq!(f.check_names(&catalog).unwrap_err().to_string(), says);
+        }
     }
 
     #[test]
