@@ -41,6 +41,9 @@ pub struct DevArgs {
     /// Do not start a compute node even if the machine allows one.
     #[arg(long)]
     no_compute: bool,
+    /// The operator dashboard's address (HTTP).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    dashboard: SocketAddr,
 }
 
 /// The example functions `sandstorm dev` deploys.
@@ -54,6 +57,8 @@ struct Process {
     addr: SocketAddr,
     /// Its `/metrics` URL, as it printed it.
     metrics: Option<String>,
+    /// Its dashboard's URL, as it printed it (the scheduler only).
+    dashboard: Option<String>,
 }
 
 impl Process {
@@ -78,11 +83,15 @@ impl Process {
         let stdout = child.stdout.take().context("the child's stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let mut metrics = None;
+        let mut dashboard = None;
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
                     if let Some(url) = line.strip_prefix("metrics on ") {
                         metrics = Some(url.trim().to_owned());
+                    }
+                    if let Some(url) = line.strip_prefix("dashboard on ") {
+                        dashboard = Some(url.trim().to_owned());
                     }
                     if let Some(addr) = line.strip_prefix("listening on ") {
                         break addr.trim().parse().context("the address it printed")?;
@@ -107,6 +116,7 @@ impl Process {
             child,
             addr,
             metrics,
+            dashboard,
         })
     }
 }
@@ -137,6 +147,8 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
             args.grpc.to_string(),
             s("--data-dir"),
             path(&scheduler_dir),
+            s("--dashboard"),
+            args.dashboard.to_string(),
         ],
     )?;
     let grpc = scheduler.addr.to_string();
@@ -227,7 +239,10 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
             "metrics: {}",
             scheduler.metrics.as_deref().unwrap_or("(not served)")
         );
-        println!("dashboard: (not built yet)");
+        println!(
+            "dashboard: {}",
+            scheduler.dashboard.as_deref().unwrap_or("(not served)")
+        );
         println!();
         let metrics = |p: &Process| p.metrics.clone().unwrap_or_default();
         println!(

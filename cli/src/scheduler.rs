@@ -58,6 +58,14 @@ pub struct ServeArgs {
     /// milliseconds from the recent profiles; 0 turns it off.
     #[arg(long, default_value_t = 5000)]
     reprovision_ms: u64,
+    /// Serve the operator dashboard (HTTP) here (`127.0.0.1:0` picks a free port; printed as
+    /// `dashboard on http://ADDR/`).
+    #[arg(long, value_name = "ADDR")]
+    dashboard: Option<SocketAddr>,
+    /// A `sandstorm sim --json` report, or a directory whose newest `.json` is one, for the
+    /// dashboard to draw beside the live figures.
+    #[arg(long, value_name = "FILE|DIR", requires = "dashboard")]
+    sim_report: Option<PathBuf>,
 }
 
 /// Where a client finds the scheduler and who it is.
@@ -217,6 +225,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         node_timeout: Duration::from_millis(args.node_timeout_ms.max(1)),
         policy,
         reprovision_interval: Duration::from_millis(args.reprovision_ms),
+        dashboard: args.dashboard,
+        sim_report: args.sim_report.clone(),
         ..SchedulerConfig::default()
     };
     service::run(
@@ -229,6 +239,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     println!("(saved in {})", ready.admin_token_file.display());
                 }
                 None => println!("admin token in {}", ready.admin_token_file.display()),
+            }
+            if let Some(addr) = ready.dashboard {
+                println!("dashboard on http://{addr}/");
             }
             println!("listening on {}", ready.addr);
         },

@@ -80,6 +80,14 @@ pub enum BenchCommand {
     ///   (SAND: 2.9x, published).
     #[command(verbatim_doc_comment)]
     E2e(e2e::E2eBenchArgs),
+    /// The operator dashboard under a flood of real placement decisions (placed, not run).
+    ///
+    /// Serves the dashboard (printed as `dashboard on http://ADDR/`) while publishing --rate
+    /// decisions/s for --seconds: open it in a browser to see the page at that load.
+    /// dashboard.decisions_per_s: decisions published per second (target: the rate).
+    /// dashboard.publish: the cost of one publish, what the invocation path pays per decision.
+    #[command(verbatim_doc_comment)]
+    Dashboard(dashboard::DashboardBenchArgs),
 }
 
 /// Options every bench subcommand takes.
@@ -107,6 +115,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         BenchCommand::E2e(a) => {
             let out = e2e::run(a)?;
+            finish(&a.common, &out, false)
+        }
+        BenchCommand::Dashboard(a) => {
+            let out = dashboard::run(a)?;
             finish(&a.common, &out, false)
         }
     }
@@ -488,6 +500,7 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+pub mod dashboard;
 pub mod e2e;
 pub mod provision;
 pub mod sim;

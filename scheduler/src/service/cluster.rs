@@ -293,6 +293,7 @@ impl Scheduler {
 
     /// One stats message: liveness, the view's load, calibration.
     fn apply_stats(&self, node: NodeId, stats: &pb::NodeStats) {
+        self.dashboard.node_stats(node.0, stats);
         let now = self.now_us();
         let mut inner = self.lock();
         inner.liveness.heartbeat(node, now);

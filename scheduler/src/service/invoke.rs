@@ -229,6 +229,7 @@ impl Scheduler {
                         h
                     });
                     debug!(node = %rec.node, total_us = rec.total_us, "invocation done");
+                    self.publish_decision(f, &rec);
                     return Ok(pb::InvokeResponse {
                         output: response.output,
                         record: Some(rec),

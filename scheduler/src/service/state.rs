@@ -257,6 +257,8 @@ pub struct Scheduler {
     started: Instant,
     next_invocation: AtomicU64,
     pub results: Results,
+    /// Where finished decisions and node statistics go for the dashboard.
+    pub dashboard: Arc<super::dashboard::Hub>,
 }
 
 impl Scheduler {
@@ -355,6 +357,7 @@ impl Scheduler {
             // previous run never names a new invocation.
             next_invocation: AtomicU64::new(unix_us),
             results: Results::default(),
+            dashboard: Arc::default(),
         }))
     }
 
