@@ -363,20 +363,31 @@ async fn demo_load(mut client: SchedulerClient<Channel>, token: String, rate: u3
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
     for i in 0u64.. {
         tick.tick().await;
-        let (function, input) = match i % 5 {
-            0 => (
-                "kv-sum",
-                format!("n{} n{} n{}", i % 100, (i * 7) % 100, (i * 13) % 100),
+        // Each invocation names the keys it will read, as a client that knows its data does:
+        // the scheduler places by where they live.
+        let (function, input, keys) = match i % 5 {
+            0 => {
+                let keys = [i % 100, (i * 7) % 100, (i * 13) % 100].map(|n| format!("n{n}"));
+                ("kv-sum", keys.join(" "), keys.to_vec())
+            }
+            1 => (
+                "graph-walk",
+                format!("{} 8", i % 100),
+                vec![format!("node:{}", i % 100)],
             ),
-            1 => ("graph-walk", format!("{} 8", i % 100)),
-            2 => ("hash-chain", format!("seed {}", 1000 + (i % 10) * 5000)),
-            3 => ("counter", "visits".to_owned()),
-            _ => ("echo", format!("hello {i}")),
+            2 => (
+                "hash-chain",
+                format!("seed {}", 1000 + (i % 10) * 5000),
+                vec!["seed".to_owned()],
+            ),
+            3 => ("counter", "visits".to_owned(), vec!["visits".to_owned()]),
+            _ => ("echo", format!("hello {i}"), Vec::new()),
         };
         let Ok(request) = authed(
             pb::InvokeRequest {
                 function: function.to_owned(),
                 input: input.into_bytes(),
+                keys: keys.into_iter().map(String::into_bytes).collect(),
                 retryable: true,
                 ..Default::default()
             },

@@ -68,6 +68,8 @@ fn read_frame<T: Message + Default>(mut stream: &UnixStream) -> io::Result<T> {
 pub struct AgentLink {
     stream: std::sync::OnceLock<UnixStream>,
     limits: Limits,
+    /// Time spent waiting for data calls' replies, nanoseconds.
+    data_wait_ns: std::sync::atomic::AtomicU64,
 }
 
 impl AgentLink {
@@ -107,12 +109,14 @@ impl AgentLink {
                 error: String::new(),
                 start_us: micros(outcome.start),
                 exec_us: micros(outcome.exec),
+                data_wait_us: self.data_wait_ns.load(std::sync::atomic::Ordering::Relaxed) / 1_000,
             },
             Err(e) => FunctionDone {
                 output: Vec::new(),
                 error: serde_json::to_string(&e).map_err(io::Error::other)?,
                 start_us: 0,
                 exec_us: 0,
+                data_wait_us: 0,
             },
         };
         self.send(Call::Done(done))
@@ -126,11 +130,15 @@ impl AgentLink {
     /// One data call and its reply.
     fn call(&self, call: Call) -> Result<Reply, StoreError> {
         let remote = |e: io::Error| StoreError::Remote(format!("the agent's link: {e}"));
+        let started = Instant::now();
         self.send(call).map_err(remote)?;
-        match read_frame::<ToFunction>(self.stream().map_err(remote)?)
+        let reply = read_frame::<ToFunction>(self.stream().map_err(remote)?)
             .map_err(remote)?
-            .reply
-        {
+            .reply;
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.data_wait_ns
+            .fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
+        match reply {
             Some(Reply::Error(message)) => Err(StoreError::Remote(message)),
             Some(reply) => Ok(reply),
             None => Err(StoreError::Remote("an empty reply on the link".into())),
@@ -496,6 +504,9 @@ pub struct LinkStats {
     pub bytes_read: u64,
     /// Key and value bytes written.
     pub bytes_written: u64,
+    /// Time the function waited for its data calls, as it measured them (the link to the
+    /// agent and the round trips to storage nodes).
+    pub data_wait: Duration,
     /// When the process reported its instance ready.
     pub running_at: Option<Instant>,
 }
@@ -547,6 +558,7 @@ pub async fn serve(
                 } else {
                     Err(serde_json::from_str(&done.error).unwrap_or(RunError::Failed(done.error)))
                 };
+                stats.data_wait = Duration::from_micros(done.data_wait_us);
                 return Ok(LinkOutcome {
                     result,
                     start: Duration::from_micros(done.start_us),

@@ -315,6 +315,8 @@ pub struct Execution {
     pub keys_read: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// The part of `exec` spent waiting for data calls (WebAssembly functions).
+    pub data_wait: Duration,
 }
 
 /// One step of a chain run on this node.
@@ -956,6 +958,7 @@ impl ComputeNode {
                     keys_read: link.stats.keys_read,
                     bytes_read: link.stats.bytes_read,
                     bytes_written: link.stats.bytes_written,
+                    data_wait: link.stats.data_wait,
                 }
             }
             Code::Native { argv } => {
@@ -1004,6 +1007,7 @@ impl ComputeNode {
                     keys_read: 0,
                     bytes_read: 0,
                     bytes_written: 0,
+                    data_wait: Duration::ZERO,
                 }
             }
         };

@@ -223,6 +223,7 @@ impl ComputeService {
             bytes_written: run.bytes_written,
             input_bytes,
             handoff_ns: nanos(handoff),
+            data_wait_us: micros(run.data_wait),
         }
     }
 }

@@ -185,6 +185,8 @@ impl NodeAgent for StorageService {
             bytes_written: o.bytes_written,
             input_bytes,
             handoff_ns: 0,
+            // The data is local: its access time is part of the run.
+            data_wait_us: 0,
         };
         Ok(Response::new(pb::ExecuteResponse {
             output: o.output,
@@ -232,6 +234,7 @@ impl NodeAgent for StorageService {
                     bytes_written: o.bytes_written,
                     input_bytes: step.input_bytes as u64,
                     handoff_ns: nanos(step.handoff),
+                    data_wait_us: 0,
                 }
             })
             .collect();

@@ -433,7 +433,8 @@ impl Scheduler {
         let observation = Observation {
             arrival_us,
             duration_us: exec.start_us + exec.exec_us,
-            cpu_us: (exec.exec_us as f64 / slowdown) as u64,
+            // Waiting for remote data is not compute: the cost model adds the round trips itself.
+            cpu_us: (exec.exec_us.saturating_sub(exec.data_wait_us) as f64 / slowdown) as u64,
             accesses: u32::try_from(exec.keys_read.max(exec.data_calls)).unwrap_or(u32::MAX),
             rounds: u32::try_from(exec.data_calls).unwrap_or(u32::MAX),
             bytes: exec.bytes_read + exec.bytes_written,

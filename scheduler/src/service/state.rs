@@ -80,6 +80,9 @@ pub struct LastStats {
     pub keys: u64,
 }
 
+/// Most a single compute run's data calls may multiply the round-trip estimate by.
+const ROUND_TRIP_STEP: f64 = 4.0;
+
 /// Everything behind the lock.
 #[derive(Debug)]
 pub struct Inner {
@@ -162,6 +165,30 @@ impl Inner {
             let ran_us = exec.start_us.saturating_add(exec.exec_us);
             self.warm
                 .used(function, node, now_us.saturating_sub(ran_us));
+            self.calibrate_round_trip(exec);
+        }
+    }
+
+    /// A compute run's data calls measure what a remote access really costs here: each one
+    /// waited for a round trip plus the storage node's dispatch. Their mean, less the dispatch,
+    /// calibrates the cost model's round trip (which nothing else measures in a live cluster).
+    /// One sample moves the estimate at most [`ROUND_TRIP_STEP`]-fold: a run whose first call
+    /// also dialled the storage node must not make remote data look 1,000x dearer.
+    fn calibrate_round_trip(&mut self, exec: &sandstorm_proto::v1::ExecutionRecord) {
+        if exec.data_calls == 0 || exec.data_wait_us == 0 {
+            return;
+        }
+        let per_call = exec.data_wait_us as f64 / exec.data_calls as f64;
+        let params = self.calibrator.params();
+        let rtt = (per_call - params.dispatch_us).min(ROUND_TRIP_STEP * params.rtt_us.max(1.0));
+        if rtt > 0.0
+            && self
+                .calibrator
+                .observe(sandstorm_cost_model::SampleKind::RoundTrip, rtt)
+                .is_ok()
+        {
+            let params = *self.calibrator.params();
+            self.placer.set_params(params);
         }
     }
 
