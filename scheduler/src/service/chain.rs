@@ -393,6 +393,7 @@ impl Scheduler {
             };
             hop.to_node = rec.node.clone();
             rec.hop = Some(hop);
+            self.publish_decision(f, &rec);
             records.push(rec);
         }
         // Steps that did not run (a step failed, or the node answered for fewer).
