@@ -14,11 +14,13 @@ use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use super::store::StoreError;
 use super::workers::QueueError;
 use super::{ExecuteError, StorageNode};
 use crate::edge::{chain_steps, function_limits, function_ref, micros, nanos, step_failure};
+use crate::sandbox::RunOutcome;
 use crate::stats::Sampler;
 
 impl From<StoreError> for Status {
@@ -165,31 +167,26 @@ impl NodeAgent for StorageService {
         let request = request.into_inner();
         let (tenant, name) = function_ref(request.function)?;
         let span = tracing::debug_span!("execute", invocation_id = request.invocation_id, tenant = tenant.0, function = %name);
-        let _entered = span.enter();
-        let input_bytes = request.input.len() as u64;
-        let run = self.node.execute(tenant, &name, request.input).await?;
-        let o = run.outcome;
-        let record = pb::ExecutionRecord {
-            node: self.node.config().name.clone(),
-            tier: pb::Tier::Storage.into(),
-            start: pb::StartKind::Assembled.into(),
-            core: u32::from(run.core),
-            invocation_id: request.invocation_id,
-            queue_us: micros(run.queued),
-            start_us: micros(o.start),
-            exec_us: micros(o.exec),
-            durable_us: micros(run.durable_wait),
-            data_calls: o.data_calls,
-            keys_read: o.keys_read,
-            bytes_read: o.bytes_read,
-            bytes_written: o.bytes_written,
-            input_bytes,
-            handoff_ns: 0,
-            // The data is local: its access time is part of the run.
-            data_wait_us: 0,
-        };
+        let input_bytes = request.input.len();
+        let mut run = self
+            .node
+            .execute(tenant, &name, request.input)
+            .instrument(span)
+            .await?;
+        let output = std::mem::take(&mut run.outcome.output);
+        let record = self.record(
+            &run.outcome,
+            Ran {
+                invocation_id: request.invocation_id,
+                core: run.core,
+                queued: run.queued,
+                durable_wait: run.durable_wait,
+                input_bytes,
+                handoff: Duration::ZERO,
+            },
+        );
         Ok(Response::new(pb::ExecuteResponse {
-            output: o.output,
+            output,
             record: Some(record),
         }))
     }
@@ -206,36 +203,28 @@ impl NodeAgent for StorageService {
             tenant = tenant.0,
             steps = names.len()
         );
-        let _entered = span.enter();
         let run = self
             .node
             .execute_chain(tenant, &names, request.input)
+            .instrument(span)
             .await?;
         let records = run
             .steps
             .iter()
             .enumerate()
             .map(|(i, step)| {
-                let o = &step.outcome;
-                pb::ExecutionRecord {
-                    node: self.node.config().name.clone(),
-                    tier: pb::Tier::Storage.into(),
-                    start: pb::StartKind::Assembled.into(),
-                    core: u32::from(run.core),
-                    invocation_id: ids[i],
-                    // The chain waited once, before its first step.
-                    queue_us: if i == 0 { micros(run.queued) } else { 0 },
-                    start_us: micros(o.start),
-                    exec_us: micros(o.exec),
-                    durable_us: micros(step.durable_wait),
-                    data_calls: o.data_calls,
-                    keys_read: o.keys_read,
-                    bytes_read: o.bytes_read,
-                    bytes_written: o.bytes_written,
-                    input_bytes: step.input_bytes as u64,
-                    handoff_ns: nanos(step.handoff),
-                    data_wait_us: 0,
-                }
+                self.record(
+                    &step.outcome,
+                    Ran {
+                        invocation_id: ids[i],
+                        core: run.core,
+                        // The chain waited once, before its first step.
+                        queued: if i == 0 { run.queued } else { Duration::ZERO },
+                        durable_wait: step.durable_wait,
+                        input_bytes: step.input_bytes,
+                        handoff: step.handoff,
+                    },
+                )
             })
             .collect();
         Ok(Response::new(pb::ExecuteChainResponse {
@@ -243,6 +232,42 @@ impl NodeAgent for StorageService {
             records,
             failure: run.failure.map(|(i, e)| step_failure(i, &Status::from(e))),
         }))
+    }
+}
+
+/// Where and how one run went, besides what the sandbox measured.
+#[derive(Clone, Copy)]
+struct Ran {
+    invocation_id: u64,
+    core: u16,
+    queued: Duration,
+    durable_wait: Duration,
+    input_bytes: usize,
+    handoff: Duration,
+}
+
+impl StorageService {
+    /// The record of one run (an invocation, or one step of a chain).
+    fn record(&self, o: &RunOutcome, ran: Ran) -> pb::ExecutionRecord {
+        pb::ExecutionRecord {
+            node: self.node.config().name.clone(),
+            tier: pb::Tier::Storage.into(),
+            start: pb::StartKind::Assembled.into(),
+            core: u32::from(ran.core),
+            invocation_id: ran.invocation_id,
+            queue_us: micros(ran.queued),
+            start_us: micros(o.start),
+            exec_us: micros(o.exec),
+            durable_us: micros(ran.durable_wait),
+            data_calls: o.data_calls,
+            keys_read: o.keys_read,
+            bytes_read: o.bytes_read,
+            bytes_written: o.bytes_written,
+            input_bytes: ran.input_bytes as u64,
+            handoff_ns: nanos(ran.handoff),
+            // The data is local: its access time is part of the run.
+            data_wait_us: 0,
+        }
     }
 }
 

@@ -142,12 +142,19 @@ async fn the_newest_report_of_a_directory_is_served() {
         "{\"schema_version\":1,\"n\":1}",
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(20));
     std::fs::write(
         dir.path().join("new.json"),
         "{\"schema_version\":1,\"n\":2}",
     )
     .unwrap();
+    // Newest by modification time, set here rather than waited for.
+    let old_time = std::time::SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("old.json"))
+        .unwrap()
+        .set_modified(old_time)
+        .unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a report").unwrap();
     let (addr, _) = start(Some(dir.path().to_path_buf())).await;
     let (status, ty, body) = get(addr, "/api/sim-report").await;
