@@ -1,11 +1,14 @@
 //! The gRPC edge both roles share: request fields to domain types, domain errors to
 //! `tonic::Status`.
 
+use std::pin::Pin;
 use std::time::Duration;
 
+use futures_util::{Stream, StreamExt as _};
 use sandstorm_naming::TenantId;
 use sandstorm_proto::v1 as pb;
-use tonic::Status;
+use sandstorm_proto::v1::node_agent_server::NodeAgent;
+use tonic::{Request, Status, Streaming};
 
 use crate::sandbox::{DeployError, FunctionLimits, RunError};
 use crate::stats::{CostKind, CostMeter};
@@ -94,7 +97,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Runs a server built by `serve` (given the future that tells it to stop) until `shutdown`
 /// completes and then at most [`SHUTDOWN_GRACE`] more.
 pub async fn serve_until<F, E>(
-    serve: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
+    serve: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), E>
 where
@@ -161,4 +164,63 @@ pub fn step_failure(step: usize, status: &Status) -> pb::StepFailure {
 /// Nanoseconds of `d`, saturating.
 pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Invocations one `ExecuteStream` runs at once; further requests wait in the stream (HTTP/2
+/// flow control then holds the caller back).
+pub const STREAM_IN_FLIGHT: usize = 4096;
+
+/// The answers of `NodeAgent.ExecuteStream`.
+pub type ExecuteStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ExecuteStreamResponse, Status>> + Send>>;
+
+/// Serves `NodeAgent.ExecuteStream` with the service's own `execute`, so both roles answer a
+/// streamed invocation exactly as the unary call would: up to [`STREAM_IN_FLIGHT`] at once,
+/// each answered as soon as it finishes. The stream ends when the caller's does (or breaks)
+/// and everything in flight has been answered.
+pub fn execute_stream<S>(
+    service: &S,
+    requests: Streaming<pb::ExecuteStreamRequest>,
+) -> ExecuteStream
+where
+    S: NodeAgent + Clone,
+{
+    let service = service.clone();
+    Box::pin(
+        requests
+            .take_while(|r| std::future::ready(r.is_ok()))
+            .filter_map(|r| std::future::ready(r.ok()))
+            .map(move |r| {
+                let service = service.clone();
+                async move {
+                    let Some(request) = r.request else {
+                        return Ok(answer_error(
+                            r.tag,
+                            &Status::invalid_argument("`request` is required"),
+                        ));
+                    };
+                    let result = match service.execute(Request::new(request)).await {
+                        Ok(response) => {
+                            pb::execute_stream_response::Result::Response(response.into_inner())
+                        }
+                        Err(status) => return Ok(answer_error(r.tag, &status)),
+                    };
+                    Ok(pb::ExecuteStreamResponse {
+                        tag: r.tag,
+                        result: Some(result),
+                    })
+                }
+            })
+            .buffer_unordered(STREAM_IN_FLIGHT),
+    )
+}
+
+fn answer_error(tag: u64, status: &Status) -> pb::ExecuteStreamResponse {
+    pb::ExecuteStreamResponse {
+        tag,
+        result: Some(pb::execute_stream_response::Result::Error(pb::CallError {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+        })),
+    }
 }

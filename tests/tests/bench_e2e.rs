@@ -41,6 +41,8 @@ fn bench_e2e_prints_figures_and_writes_the_documented_json() {
         "SAND",
         "published",
         "scheduler overhead at p50",
+        "streamed: CPU per invocation: scheduler",
+        "unary: CPU per invocation: scheduler",
     ] {
         assert!(
             run.stdout.contains(needle),
@@ -62,6 +64,7 @@ fn bench_e2e_prints_figures_and_writes_the_documented_json() {
             ("e2e.via_scheduler", "us"),
             ("e2e.direct", "us"),
             ("e2e.throughput", "invocations/s"),
+            ("e2e.throughput_unary", "invocations/s"),
             ("chain.local_hop", "us"),
             ("chain.global_hop", "us"),
             ("chain.local_speedup", "x"),
@@ -80,9 +83,11 @@ fn bench_e2e_prints_figures_and_writes_the_documented_json() {
         assert_eq!(f["n"], 20, "{f}");
         assert!(f["p50"].is_f64() && f["p99"].is_f64(), "{f}");
     }
-    // Throughput: its value in `mean`, no percentiles.
-    let t = by_name("e2e.throughput");
-    assert!(t["p50"].is_null() && t["p99"].is_null(), "{t}");
+    // Throughputs: their value in `mean`, no percentiles.
+    for name in ["e2e.throughput", "e2e.throughput_unary"] {
+        let t = by_name(name);
+        assert!(t["p50"].is_null() && t["p99"].is_null(), "{t}");
+    }
     // Hops: 3 chains of 4 steps, 3 hops each, on each path.
     for name in ["chain.local_hop", "chain.global_hop"] {
         assert_eq!(by_name(name)["n"], 9, "{name}");

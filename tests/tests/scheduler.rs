@@ -1,6 +1,6 @@
 //! The scheduler with a real storage agent, as separate processes: tenants, deploying the
 //! example functions, loading data, invoking every example and a chain through the scheduler with
-//! records, async invocations, tenant isolation, every kind of bad input with its own status,
+//! records, async invocations, streamed invocations, tenant isolation, every kind of bad input with its own status,
 //! health and reflection, and a restart of the scheduler (and of the agent) losing nothing.
 
 #![allow(clippy::unwrap_used)] // A panic is how a test reports failure.
@@ -529,8 +529,17 @@ async fn one_tenant_never_sees_or_touches_anothers_functions_data_or_results() {
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_a_distinct_status_and_the_scheduler_keeps_serving() {
+/// A scheduler and a storage agent (kept running while it lives) with one tenant, "acme", that
+/// has `echo` deployed.
+struct AcmeWithEcho {
+    _dir: tempfile::TempDir,
+    sched: Service,
+    _node: Service,
+    token: String,
+    t: Tenant,
+}
+
+async fn acme_with_echo() -> AcmeWithEcho {
     let dir = tempfile::tempdir().unwrap();
     let sched = scheduler(&dir.path().join("scheduler"), "127.0.0.1:0");
     let node = agent(&dir.path().join("storage"), &sched);
@@ -539,6 +548,24 @@ async fn bad_input_gets_a_distinct_status_and_the_scheduler_keeps_serving() {
     let token = create_tenant(&sched, &admin, "acme").await;
     let mut t = Tenant::new(&sched, &token).await;
     t.deploy("echo", "echo").await;
+    AcmeWithEcho {
+        _dir: dir,
+        sched,
+        _node: node,
+        token,
+        t,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_distinct_status_and_the_scheduler_keeps_serving() {
+    let AcmeWithEcho {
+        _dir,
+        sched,
+        _node,
+        token,
+        mut t,
+    } = acme_with_echo().await;
     let tenant_id = token
         .split('.')
         .next()
@@ -681,6 +708,109 @@ async fn bad_input_gets_a_distinct_status_and_the_scheduler_keeps_serving() {
     // And it keeps serving.
     assert_eq!(t.invoke("echo", "still here").await.0, "still here");
     assert!(!t.functions().await.contains(&"junk".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_stream_answers_every_request_by_tag_and_fails_bad_ones_alone() {
+    let AcmeWithEcho {
+        _dir,
+        sched: _sched,
+        _node,
+        token,
+        mut t,
+    } = acme_with_echo().await;
+    // The first invocation waits for the node's first statistics.
+    assert_eq!(t.invoke("echo", "warm").await.0, "warm");
+
+    let request = |tag: u64, function: &str, input: Vec<u8>| pb::InvokeStreamRequest {
+        tag,
+        request: Some(pb::InvokeRequest {
+            function: function.into(),
+            input,
+            ..Default::default()
+        }),
+    };
+    let mut sent = Vec::new();
+    for tag in 0..200u64 {
+        sent.push(request(tag, "echo", format!("n{tag}").into_bytes()));
+    }
+    // Bad requests in the middle of good ones: each fails alone, with Invoke's status.
+    sent.insert(50, request(1000, "nope", b"x".to_vec()));
+    sent.insert(
+        100,
+        pb::InvokeStreamRequest {
+            tag: 1001,
+            request: None,
+        },
+    );
+    sent.insert(150, request(1002, "echo", vec![b'x'; (4 << 20) + 1]));
+    // At most 8 in flight, as a client would keep them (the node admits 9 at once and refuses
+    // more): the next request goes out as an answer comes back.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut sent = sent.into_iter();
+    for r in sent.by_ref().take(8) {
+        tx.send(r).unwrap();
+    }
+    let mut stream = t
+        .client
+        .invoke_stream(authed(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut tx = Some(tx);
+    let mut answers = Vec::new();
+    // The client's side ends after the last request: the stream ends once all are answered.
+    while let Some(answer) = stream.message().await.unwrap() {
+        answers.push(answer);
+        match sent.next() {
+            Some(r) => tx.as_ref().unwrap().send(r).unwrap(),
+            None => drop(tx.take()),
+        }
+    }
+    assert_eq!(answers.len(), 203);
+    let mut tags = std::collections::BTreeSet::new();
+    for answer in answers {
+        assert!(tags.insert(answer.tag), "tag {} answered twice", answer.tag);
+        match (answer.tag, answer.result.unwrap()) {
+            (tag @ 0..200, pb::invoke_stream_response::Result::Response(r)) => {
+                assert_eq!(r.output, format!("n{tag}").into_bytes());
+                check_record(r.record.as_ref().unwrap(), "echo");
+            }
+            (1000, pb::invoke_stream_response::Result::Error(e)) => {
+                assert_eq!(e.code, Code::NotFound as i32, "{e:?}");
+                assert!(e.message.contains("unknown function \"nope\""), "{e:?}");
+            }
+            (1001, pb::invoke_stream_response::Result::Error(e)) => {
+                assert_eq!(e.code, Code::InvalidArgument as i32, "{e:?}");
+                assert!(e.message.contains("`request` is required"), "{e:?}");
+            }
+            (1002, pb::invoke_stream_response::Result::Error(e)) => {
+                assert_eq!(e.code, Code::ResourceExhausted as i32, "{e:?}");
+                assert!(e.message.contains("over the limit"), "{e:?}");
+            }
+            (tag, other) => panic!("tag {tag}: unexpected {other:?}"),
+        }
+    }
+
+    // A stream without a token, or with another tenant's wrong secret, never opens.
+    let e = t
+        .client
+        .invoke_stream(Request::new(tokio_stream::iter(vec![request(
+            0,
+            "echo",
+            b"x".to_vec(),
+        )])))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    // And the unary path is unaffected, its inputs over 64 KiB sent to the node by a unary
+    // Execute of their own rather than on the node's stream.
+    assert_eq!(t.invoke("echo", "still here").await.0, "still here");
+    let big = "x".repeat(100_000);
+    assert_eq!(t.invoke("echo", &big).await.0, big);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

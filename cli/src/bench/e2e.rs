@@ -6,7 +6,9 @@
 //! - `e2e.via_scheduler`: the same invocation through the scheduler's `Invoke` (authentication,
 //!   placement with the placement core, the agent's Execute, record and profile), interleaved
 //!   with `e2e.direct` so both see the same machine;
-//! - `e2e.throughput`: invocations per second through the scheduler from concurrent clients;
+//! - `e2e.throughput`: invocations per second through the scheduler from concurrent clients
+//!   keeping them in flight on `InvokeStream`; `e2e.throughput_unary`: the same with each
+//!   invocation its own unary `Invoke`; and each process's CPU per invocation in both;
 //! - `chain.local_hop` / `chain.global_hop`: the hand-off time of each hop of a chain of echo
 //!   steps, as the records report it, on the node's local bus and (the same chain with
 //!   `global_only`) through the scheduler; and their ratio beside SAND's published 2.9x.
@@ -89,8 +91,9 @@ pub fn run(args: &E2eBenchArgs) -> anyhow::Result<BenchOutput> {
         bail!("--chain-steps must be 2 to 16 (a chain of at most 16 steps with at least one hop)");
     }
     let cluster = Cluster::start(args.agent_cores, args.service_threads)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the clients' tasks never wake each other across threads, so the client
+    // takes as little of the machine it shares with the scheduler and agent as it can.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -357,7 +360,11 @@ async fn measure(args: &E2eBenchArgs, cluster: &Cluster) -> anyhow::Result<Bench
         anyhow::ensure!(r.output == INPUT, "echo answered {:?}", r.output);
     }
 
-    let (throughput, refused) = throughput(args, cluster, &header).await?;
+    let before = CpuTimes::of(cluster);
+    let (unary, refused_unary) = throughput(args, cluster, &header).await?;
+    let between = CpuTimes::of(cluster);
+    let (streamed, refused_streamed) = throughput_streamed(args, cluster, &header).await?;
+    let after = CpuTimes::of(cluster);
     let (local, global, chain_notes) = chains(args, &mut client, &header).await?;
 
     let direct = Figure::distribution("e2e.direct", Unit::Microseconds, &direct);
@@ -378,9 +385,12 @@ async fn measure(args: &E2eBenchArgs, cluster: &Cluster) -> anyhow::Result<Bench
             args.iterations.min(1_000)
         ),
         format!(
-            "throughput: {} invocations by {} clients over {} connections ({refused} refused by \
-             admission control, not counted); scheduler, agent ({} worker core; {} async \
-             threads each) and client share this machine's {} cores.",
+            "throughput: {} invocations each way by {} clients over {} connections; scheduler, \
+             agent ({} worker core; {} async threads each) and client share this machine's {} \
+             cores. e2e.throughput: the clients keep their invocations in flight on InvokeStream \
+             (one stream per connection: a message each way per invocation); \
+             e2e.throughput_unary: each invocation is its own unary Invoke. Refused by admission \
+             control (not counted): {refused_streamed} streamed, {refused_unary} unary.",
             args.throughput_invocations,
             args.clients,
             args.connections,
@@ -390,6 +400,14 @@ async fn measure(args: &E2eBenchArgs, cluster: &Cluster) -> anyhow::Result<Bench
                 n => n.to_string(),
             },
             std::thread::available_parallelism().map_or(1, usize::from)
+        ),
+        format!(
+            "streamed: {}",
+            after.since(&between, args.throughput_invocations)
+        ),
+        format!(
+            "unary: {}",
+            between.since(&before, args.throughput_invocations)
         ),
         format!(
             "chains: {} runs of {} echo steps per path; a hop's hand-off runs from the previous \
@@ -424,15 +442,8 @@ async fn measure(args: &E2eBenchArgs, cluster: &Cluster) -> anyhow::Result<Bench
                 target: None,
                 peer: None,
             },
-            Row {
-                figure: Figure::single("e2e.throughput", Unit::InvocationsPerSecond, throughput),
-                better: Better::Higher,
-                target: Some(Target {
-                    better: Better::Higher,
-                    value: THROUGHPUT_TARGET,
-                }),
-                peer: None,
-            },
+            throughput_row("e2e.throughput", streamed),
+            throughput_row("e2e.throughput_unary", unary),
             Row {
                 figure: local,
                 better: Better::Lower,
@@ -470,6 +481,150 @@ async fn measure(args: &E2eBenchArgs, cluster: &Cluster) -> anyhow::Result<Bench
         ],
         notes,
     })
+}
+
+/// A throughput figure beside the target.
+fn throughput_row(name: &'static str, per_second: f64) -> Row {
+    Row {
+        figure: Figure::single(name, Unit::InvocationsPerSecond, per_second),
+        better: Better::Higher,
+        target: Some(Target {
+            better: Better::Higher,
+            value: THROUGHPUT_TARGET,
+        }),
+        peer: None,
+    }
+}
+
+/// [`throughput`] over `Scheduler.InvokeStream`: one stream per connection, each keeping its
+/// share of `--clients` invocations in flight, a new one sent as each answer arrives.
+async fn throughput_streamed(
+    args: &E2eBenchArgs,
+    cluster: &Cluster,
+    header: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+) -> anyhow::Result<(f64, usize)> {
+    let streams = args.connections.min(args.clients);
+    let mut clients = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        clients.push(SchedulerClient::new(
+            Channel::from_shared(cluster.scheduler_addr.clone())?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .context("connecting to the scheduler")?,
+        ));
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(streams);
+    for (i, mut client) in clients.into_iter().enumerate() {
+        // Spread the clients and the invocations over the streams.
+        let window = args.clients / streams + usize::from(i < args.clients % streams);
+        let total = args.throughput_invocations / streams
+            + usize::from(i < args.throughput_invocations % streams);
+        let header = header.clone();
+        tasks.push(tokio::spawn(async move {
+            let (requests, outgoing) = tokio::sync::mpsc::unbounded_channel();
+            let send = |tag: usize| {
+                requests.send(pb::InvokeStreamRequest {
+                    tag: tag as u64,
+                    request: Some(invoke_request()),
+                })
+            };
+            for tag in 0..window.min(total) {
+                send(tag).context("queueing a request")?;
+            }
+            let mut sent = window.min(total);
+            let mut r = tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(
+                outgoing,
+            ));
+            r.metadata_mut().insert("authorization", header);
+            let mut answers = client.invoke_stream(r).await?.into_inner();
+            let (mut done, mut refused) = (0usize, 0usize);
+            while done + refused < total {
+                let answer = answers
+                    .message()
+                    .await?
+                    .context("the scheduler ended the stream early")?;
+                match answer.result {
+                    Some(pb::invoke_stream_response::Result::Response(r)) => {
+                        anyhow::ensure!(r.output == INPUT, "echo answered {:?}", r.output);
+                        done += 1;
+                    }
+                    Some(pb::invoke_stream_response::Result::Error(e))
+                        if e.code == tonic::Code::Unavailable as i32 =>
+                    {
+                        refused += 1;
+                    }
+                    other => bail!("invocation {} failed: {other:?}", answer.tag),
+                }
+                if sent < total {
+                    send(sent).context("queueing a request")?;
+                    sent += 1;
+                }
+            }
+            Ok::<_, anyhow::Error>((done, refused))
+        }));
+    }
+    let (mut done, mut refused) = (0usize, 0usize);
+    for t in tasks {
+        let (d, r) = t.await.context("a throughput client panicked")??;
+        done += d;
+        refused += r;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(done > 0, "every streamed invocation was refused");
+    Ok((done as f64 / elapsed, refused))
+}
+
+/// CPU time each process has used, from the kernel's scheduler statistics of its threads.
+struct CpuTimes {
+    scheduler: Duration,
+    agent: Duration,
+    client: Duration,
+}
+
+impl CpuTimes {
+    fn of(cluster: &Cluster) -> Self {
+        Self {
+            scheduler: cpu_time(cluster.scheduler.id()),
+            agent: cpu_time(cluster.agent.id()),
+            client: cpu_time(std::process::id()),
+        }
+    }
+
+    /// A note with each process's CPU per invocation since `before`.
+    fn since(&self, before: &Self, invocations: usize) -> String {
+        let per = |now: Duration, then: Duration| {
+            micros(now.saturating_sub(then)) / invocations.max(1) as f64
+        };
+        let (s, a, c) = (
+            per(self.scheduler, before.scheduler),
+            per(self.agent, before.agent),
+            per(self.client, before.client),
+        );
+        format!(
+            "CPU per invocation: scheduler {s:.1} us, agent {a:.1} us, \
+             client {c:.1} us; {:.1} us in all, so {} cores could run at most {:.1} k/s.",
+            s + a + c,
+            std::thread::available_parallelism().map_or(1, usize::from),
+            std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64) * 1e3
+                / (s + a + c)
+        )
+    }
+}
+
+/// The CPU time of process `pid` so far: the sum over its threads of the first field of
+/// `/proc/PID/task/TID/schedstat` (nanoseconds on a CPU); zero where it cannot be read.
+fn cpu_time(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// Invocations per second through the scheduler, `--clients` at once over `--connections`, and

@@ -162,6 +162,18 @@ impl NodeAgent for ComputeService {
         }))
     }
 
+    type ExecuteStreamStream = crate::edge::ExecuteStream;
+
+    async fn execute_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::ExecuteStreamRequest>>,
+    ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
+        Ok(Response::new(crate::edge::execute_stream(
+            self,
+            request.into_inner(),
+        )))
+    }
+
     async fn execute_chain(
         &self,
         request: Request<pb::ExecuteChainRequest>,

@@ -2,13 +2,16 @@
 //! Each handler authenticates, calls one method of the scheduler and converts its error with the
 //! single `ApiError -> Status` mapping; handlers hold no logic of their own.
 
+use std::future::ready;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{Stream, StreamExt as _};
 use sandstorm_proto::v1 as pb;
 use sandstorm_proto::v1::admin_server::Admin;
 use sandstorm_proto::v1::cluster_server::Cluster;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
 use super::auth::Caller;
@@ -28,6 +31,14 @@ pub struct Api {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
+
+/// Invocations one `InvokeStream` runs at once; further requests wait in the stream (HTTP/2
+/// flow control then holds the client back).
+pub const STREAM_IN_FLIGHT: usize = 4096;
+
+/// The answers of `Scheduler.InvokeStream`.
+pub type InvokeStream =
+    Pin<Box<dyn Stream<Item = Result<pb::InvokeStreamResponse, Status>> + Send>>;
 
 impl Api {
     fn tenant<T>(
@@ -134,6 +145,51 @@ impl pb::scheduler_server::Scheduler for Api {
             result.as_ref().ok().and_then(|r| r.record.as_ref()),
         );
         ok(result?)
+    }
+
+    type InvokeStreamStream = InvokeStream;
+
+    async fn invoke_stream(
+        &self,
+        request: Request<Streaming<pb::InvokeStreamRequest>>,
+    ) -> Reply<InvokeStream> {
+        let tenant = self.tenant(&request, "invoke functions")?;
+        let scheduler = self.scheduler.clone();
+        let answers = request
+            .into_inner()
+            .take_while(|r| ready(r.is_ok()))
+            .filter_map(|r| ready(r.ok()))
+            .map(move |r| {
+                let scheduler = scheduler.clone();
+                async move {
+                    let result = match r.request {
+                        None => Err(Status::invalid_argument("`request` is required")),
+                        Some(request) => {
+                            let started = std::time::Instant::now();
+                            let result = scheduler.invoke(tenant, request, None).await;
+                            telemetry::invocation(
+                                "invoke_stream",
+                                started,
+                                result.as_ref().ok().and_then(|r| r.record.as_ref()),
+                            );
+                            result.map_err(Status::from)
+                        }
+                    };
+                    let result = match result {
+                        Ok(response) => pb::invoke_stream_response::Result::Response(response),
+                        Err(status) => pb::invoke_stream_response::Result::Error(pb::CallError {
+                            code: status.code() as i32,
+                            message: status.message().to_owned(),
+                        }),
+                    };
+                    Ok(pb::InvokeStreamResponse {
+                        tag: r.tag,
+                        result: Some(result),
+                    })
+                }
+            })
+            .buffer_unordered(STREAM_IN_FLIGHT);
+        ok(Box::pin(answers))
     }
 
     async fn invoke_async(

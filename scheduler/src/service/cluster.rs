@@ -17,7 +17,8 @@ use tracing::{info, warn};
 
 use super::error::ApiError;
 use super::state::{
-    DEFAULT_NODE_MEMORY_MB, FunctionEntry, LastStats, NodeEntry, Scheduler, node_channels,
+    DEFAULT_NODE_MEMORY_MB, FunctionEntry, LastStats, NodeEntry, NodeLinks, Scheduler,
+    node_channels,
 };
 use super::store::NodeRecord;
 use crate::placement::NodeView;
@@ -124,11 +125,16 @@ impl Scheduler {
                     id
                 }
                 None => {
-                    let (agent, kv) = node_channels(&r.address, self.config.connect_timeout)?;
+                    let NodeLinks {
+                        agent,
+                        kv,
+                        executor,
+                    } = node_channels(&r.address, self.config.connect_timeout)?;
                     let entry = NodeEntry {
                         address: r.address.clone(),
                         agent,
                         kv,
+                        executor,
                         session: 0,
                         incarnation: r.incarnation,
                         stats_task: None,
@@ -138,7 +144,11 @@ impl Scheduler {
                     inner.add_node(&r.name, role, r.cores, memory_mb, entry)?
                 }
             };
-            let (agent, kv) = node_channels(&r.address, self.config.connect_timeout)?;
+            let NodeLinks {
+                agent,
+                kv,
+                executor,
+            } = node_channels(&r.address, self.config.connect_timeout)?;
             if inner.nodes[id.0 as usize].incarnation != r.incarnation {
                 // A new agent process: its containers (and deployments) are gone.
                 inner.warm.forget_node(id);
@@ -154,6 +164,7 @@ impl Scheduler {
             entry.incarnation = r.incarnation;
             entry.agent = agent.clone();
             entry.kv = kv;
+            entry.executor = executor;
             entry.session += 1;
             let session = entry.session;
             if let Some(view) = inner.view.node_mut(id) {

@@ -1,5 +1,5 @@
 //! The invocation path: catalog lookup -> placement (`Placer::place_recorded`, the same core the
-//! simulator runs) -> `NodeAgent.Execute` on the chosen node over its long-lived channel -> the
+//! simulator runs) -> the chosen node's execute stream ([`super::executor`]) -> the
 //! record, the profile and the view's release. Chains ([`super::chain`]) run their steps that
 //! hand off through the global path through it.
 //!
@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 use tracing::{Instrument as _, debug, info_span, warn};
 
 use super::error::ApiError;
+use super::executor::Executor;
 use super::record;
 use super::state::{FunctionEntry, Scheduler};
 use crate::placement::{PlacementRequest, Reservation};
@@ -36,11 +37,13 @@ pub(super) struct Placed {
     pub(super) node: NodeId,
     pub(super) name: String,
     pub(super) agent: NodeAgentClient<Channel>,
+    pub(super) executor: Arc<Executor>,
     pub(super) reservation: Option<Reservation>,
     pub(super) record: pb::InvocationRecord,
 }
 
 /// How a failed attempt ended.
+#[derive(Debug)]
 pub(super) enum Failure {
     /// The node does not have the function (it restarted): deploy and try again there.
     NotDeployed,
@@ -199,15 +202,11 @@ impl Scheduler {
                 input: request.input.clone(),
                 invocation_id: id,
             };
-            let mut agent = placed.agent.clone();
-            let mut tonic_request = tonic::Request::new(call);
-            tonic_request.set_timeout(deadline);
             let sent = Instant::now();
-            let outcome = tokio::time::timeout(deadline, agent.execute(tonic_request)).await;
+            let outcome = tokio::time::timeout(deadline, placed.executor.execute(call)).await;
             let failure = match outcome {
                 Ok(Ok(response)) => {
                     let round_trip = sent.elapsed();
-                    let response = response.into_inner();
                     let exec = response.record.unwrap_or_default();
                     self.finish(f, &placed, &exec, arrival_us);
                     let mut rec = placed.record;
@@ -235,7 +234,7 @@ impl Scheduler {
                         record: Some(rec),
                     });
                 }
-                Ok(Err(status)) => classify(&status),
+                Ok(Err(failure)) => failure,
                 Err(_) => Failure::Timeout(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)),
             };
             self.release(&placed);
@@ -389,7 +388,8 @@ impl Scheduler {
             return Err(ApiError::NoNode(reasons));
         };
         let name = inner.node_name(choice.node.0);
-        let agent = inner.nodes[choice.node.0 as usize].agent.clone();
+        let entry = &inner.nodes[choice.node.0 as usize];
+        let (agent, executor) = (entry.agent.clone(), entry.executor.clone());
         let record = pb::InvocationRecord {
             invocation_id: id,
             function: f.name.clone(),
@@ -406,6 +406,7 @@ impl Scheduler {
             node: choice.node,
             name,
             agent,
+            executor,
             reservation: choice.reservation,
             record,
         })

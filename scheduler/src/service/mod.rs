@@ -41,6 +41,7 @@ pub mod cluster;
 pub mod dashboard;
 pub mod data;
 pub mod error;
+pub mod executor;
 pub mod functions;
 pub mod invoke;
 pub mod record;

@@ -21,6 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::SchedulerConfig;
 use super::auth::{self, Caller, Presented, TokenHash};
 use super::error::ApiError;
+use super::executor::Executor;
 use super::reprovision::PlanReport;
 use super::results::Results;
 use super::store::{FunctionLimits, Loaded, Store};
@@ -58,6 +59,8 @@ pub struct NodeEntry {
     pub address: String,
     pub agent: NodeAgentClient<Channel>,
     pub kv: KeyValueClient<Channel>,
+    /// Invocations go over its stream (see [`super::executor`]).
+    pub executor: Arc<Executor>,
     /// Registration session: bumped when the node (re)registers; 0 before it registered with
     /// this scheduler process.
     pub session: u64,
@@ -248,12 +251,17 @@ impl Inner {
     }
 }
 
+/// What the scheduler talks to a node through.
+#[derive(Debug)]
+pub struct NodeLinks {
+    pub agent: NodeAgentClient<Channel>,
+    pub kv: KeyValueClient<Channel>,
+    pub executor: Arc<Executor>,
+}
+
 /// Channels to a node at `address`, connected lazily (the first call dials; a broken
 /// connection is re-dialled by the channel itself).
-pub fn node_channels(
-    address: &str,
-    connect_timeout: Duration,
-) -> Result<(NodeAgentClient<Channel>, KeyValueClient<Channel>), ApiError> {
+pub fn node_channels(address: &str, connect_timeout: Duration) -> Result<NodeLinks, ApiError> {
     let url = if address.starts_with("http://") || address.starts_with("https://") {
         address.to_owned()
     } else {
@@ -265,14 +273,16 @@ pub fn node_channels(
         .tcp_nodelay(true)
         .connect_lazy();
     let max = 64 << 20;
-    Ok((
-        NodeAgentClient::new(channel.clone())
+    let agent = NodeAgentClient::new(channel.clone())
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    Ok(NodeLinks {
+        executor: Arc::new(Executor::new(agent.clone())),
+        agent,
+        kv: KeyValueClient::new(channel)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
-        KeyValueClient::new(channel)
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
-    ))
+    })
 }
 
 /// The scheduler: configuration, store, state, async results.
@@ -359,11 +369,16 @@ impl Scheduler {
             } else {
                 NodeRole::Storage
             };
-            let (agent, kv) = node_channels(&n.address, config.connect_timeout)?;
+            let NodeLinks {
+                agent,
+                kv,
+                executor,
+            } = node_channels(&n.address, config.connect_timeout)?;
             let entry = NodeEntry {
                 address: n.address,
                 agent,
                 kv,
+                executor,
                 session: 0,
                 incarnation: 0,
                 stats_task: None,
