@@ -1,6 +1,7 @@
 //! The real compute node binary beside a real storage node: WebAssembly functions run in
 //! containers and read and write data owned by the storage node, native programs run in the
-//! base root file system, warm containers are reused, failures get the right status, and a
+//! base root file system, warm containers are reused, chains hand off on the node's local bus,
+//! the scheduler's execute stream answers by tag, failures get the right status, and a
 //! killed agent's leftovers are cleared by the next one. Needs root (namespaces, cgroups,
 //! mounts): without it the test says so and is skipped.
 
@@ -230,6 +231,85 @@ async fn functions_run_in_containers_next_to_a_real_storage_node() {
             .unwrap()
             .output,
         b"still here"
+    );
+
+    // A chain on the node's local bus: each output handed to the next step in the node.
+    let step = |name: &str, id: u64| pb::ChainStep {
+        function: function(TENANT, name),
+        invocation_id: id,
+    };
+    let chain = agent
+        .execute_chain(pb::ExecuteChainRequest {
+            steps: vec![step("echo", 1), step("echo", 2), step("kv-sum", 3)],
+            input: b"a b c".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(chain.output, b"42");
+    assert!(chain.failure.is_none(), "{:?}", chain.failure);
+    let ids: Vec<u64> = chain.records.iter().map(|r| r.invocation_id).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(chain.records[0].handoff_ns, 0);
+    assert!(
+        chain.records[1..].iter().all(|r| r.handoff_ns > 0),
+        "{:?}",
+        chain.records
+    );
+    // A failing step ends the chain and is named; an unknown one runs nothing.
+    let failing = agent
+        .execute_chain(pb::ExecuteChainRequest {
+            steps: vec![step("echo", 4), step("fails", 5), step("echo", 6)],
+            input: b"x".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let failure = failing.failure.unwrap();
+    assert_eq!(failure.step, 1, "{failure:?}");
+    assert_eq!(failure.code, Code::Aborted as i32, "{failure:?}");
+    assert_eq!(failing.records.len(), 1);
+    let unknown = agent
+        .execute_chain(pb::ExecuteChainRequest {
+            steps: vec![step("echo", 7), step("nope", 8)],
+            input: b"x".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+
+    // The scheduler's stream: tagged answers, errors as Execute's.
+    let requests = [("echo", "one"), ("nope", ""), ("kv-sum", "a b")].map(|(name, input)| {
+        pb::ExecuteStreamRequest {
+            tag: u64::from(name.as_bytes()[0]),
+            request: Some(pb::ExecuteRequest {
+                function: function(TENANT, name),
+                input: input.as_bytes().to_vec(),
+                invocation_id: 9,
+            }),
+        }
+    });
+    let mut answers = agent
+        .execute_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = std::collections::BTreeMap::new();
+    while let Some(answer) = answers.message().await.unwrap() {
+        seen.insert(answer.tag, answer.result.unwrap());
+    }
+    use pb::execute_stream_response::Result as Answer;
+    assert!(
+        matches!(&seen[&u64::from(b'e')], Answer::Response(r) if r.output == b"one"),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[&u64::from(b'n')], Answer::Error(e) if e.code == Code::NotFound as i32),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[&u64::from(b'k')], Answer::Response(r) if r.output == b"3"),
+        "{seen:?}"
     );
 
     // Bad input gets a status that names it.
