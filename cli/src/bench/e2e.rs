@@ -32,7 +32,7 @@ use tonic::transport::Channel;
 use super::{BenchOutput, Better, CommonArgs, Figure, Peer, Row, Target, Unit};
 
 /// Options of `sandstorm bench e2e`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct E2eBenchArgs {
     #[command(flatten)]
     pub common: CommonArgs,
@@ -42,11 +42,11 @@ pub struct E2eBenchArgs {
     /// Invocations in the throughput run.
     #[arg(long, default_value_t = 60_000)]
     throughput_invocations: usize,
-    /// Concurrent clients in the throughput run. The scheduler admits at most 9 invocations per
-    /// agent core at once (one running, 8 queued) and refuses more with UNAVAILABLE; refusals are
-    /// counted, not retried.
-    #[arg(long, default_value_t = 8)]
-    clients: usize,
+    /// Concurrent clients in the throughput run (default: as many as the agent admits at once).
+    /// The scheduler admits at most 9 invocations per agent core at once (one running, 8
+    /// queued) and refuses more with UNAVAILABLE; refusals are counted, not retried.
+    #[arg(long)]
+    clients: Option<usize>,
     /// Connections the throughput clients share.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -56,15 +56,26 @@ pub struct E2eBenchArgs {
     /// Echo steps per chain (hops per chain = steps - 1).
     #[arg(long, default_value_t = 8)]
     chain_steps: usize,
-    /// Worker cores of the storage agent.
-    #[arg(long, default_value_t = 1)]
-    agent_cores: usize,
+    /// Worker cores of the storage agent (default: the agent's own, every core of the machine).
+    #[arg(long)]
+    agent_cores: Option<usize>,
     /// Async worker threads of the scheduler and agent processes (their `TOKIO_WORKER_THREADS`;
     /// 0: tokio's default, one per core). With client, scheduler and agent sharing two cores,
-    /// one thread each spares cross-thread wake-ups: on this machine (under other builds' load)
-    /// 11-13 k/s and 96-101 us over direct, against 6.5-8.9 k/s and 119-123 us with the default.
+    /// one thread each spares cross-thread wake-ups (measured before the execute streams:
+    /// 11-13 k/s and 96-101 us over direct, against 6.5-8.9 k/s and 119-123 us with the
+    /// default).
     #[arg(long, default_value_t = 1)]
     service_threads: usize,
+}
+
+/// The throughput run's clients, once `run` has resolved the default.
+fn client_count(args: &E2eBenchArgs) -> usize {
+    args.clients.unwrap_or(1)
+}
+
+/// The agent's worker cores, once `run` has resolved the default.
+fn worker_cores(args: &E2eBenchArgs) -> usize {
+    args.agent_cores.unwrap_or(1)
 }
 
 /// SAND (ATC'18): its local bus hands off 2.9x faster than its global bus.
@@ -75,12 +86,30 @@ const THROUGHPUT_TARGET: f64 = 20_000.0;
 const INPUT: &[u8] = b"ping";
 
 pub fn run(args: &E2eBenchArgs) -> anyhow::Result<BenchOutput> {
+    let agent_cores = args
+        .agent_cores
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    // Enough clients to keep the node at its admission limit: a load that saturates it.
+    let admitted = sandstorm_scheduler::placement::admission_limit(
+        &sandstorm_scheduler::placement::NodeView::new(
+            sandstorm_naming::NodeId(0),
+            sandstorm_naming::NodeRole::Storage,
+            u32::try_from(agent_cores).unwrap_or(u32::MAX),
+            0,
+        ),
+        sandstorm_scheduler::placement::PlacerConfig::default().max_queue_per_core,
+    );
+    let args = &E2eBenchArgs {
+        agent_cores: Some(agent_cores),
+        clients: Some(args.clients.unwrap_or(admitted as usize)),
+        ..args.clone()
+    };
     if args.iterations == 0
         || args.throughput_invocations == 0
-        || args.clients == 0
+        || args.clients == Some(0)
         || args.connections == 0
         || args.chains == 0
-        || args.agent_cores == 0
+        || args.agent_cores == Some(0)
     {
         bail!(
             "--iterations, --throughput-invocations, --clients, --connections, --chains and \
@@ -90,7 +119,7 @@ pub fn run(args: &E2eBenchArgs) -> anyhow::Result<BenchOutput> {
     if !(2..=16).contains(&args.chain_steps) {
         bail!("--chain-steps must be 2 to 16 (a chain of at most 16 steps with at least one hop)");
     }
-    let cluster = Cluster::start(args.agent_cores, args.service_threads)?;
+    let cluster = Cluster::start(agent_cores, args.service_threads)?;
     // One thread: the clients' tasks never wake each other across threads, so the client
     // takes as little of the machine it shares with the scheduler and agent as it can.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -392,9 +421,9 @@ async fn measure(args: &E2eBenchArgs, cluster: &Cluster) -> anyhow::Result<Bench
              e2e.throughput_unary: each invocation is its own unary Invoke. Refused by admission \
              control (not counted): {refused_streamed} streamed, {refused_unary} unary.",
             args.throughput_invocations,
-            args.clients,
+            client_count(args),
             args.connections,
-            args.agent_cores,
+            worker_cores(args),
             match args.service_threads {
                 0 => "default".to_owned(),
                 n => n.to_string(),
@@ -503,7 +532,7 @@ async fn throughput_streamed(
     cluster: &Cluster,
     header: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 ) -> anyhow::Result<(f64, usize)> {
-    let streams = args.connections.min(args.clients);
+    let streams = args.connections.min(client_count(args));
     let mut clients = Vec::with_capacity(streams);
     for _ in 0..streams {
         clients.push(SchedulerClient::new(
@@ -518,7 +547,7 @@ async fn throughput_streamed(
     let mut tasks = Vec::with_capacity(streams);
     for (i, mut client) in clients.into_iter().enumerate() {
         // Spread the clients and the invocations over the streams.
-        let window = args.clients / streams + usize::from(i < args.clients % streams);
+        let window = client_count(args) / streams + usize::from(i < client_count(args) % streams);
         let total = args.throughput_invocations / streams
             + usize::from(i < args.throughput_invocations % streams);
         let header = header.clone();
@@ -644,12 +673,12 @@ async fn throughput(
                 .context("connecting to the scheduler")?,
         );
     }
-    let per_client = args.throughput_invocations.div_ceil(args.clients);
+    let per_client = args.throughput_invocations.div_ceil(client_count(args));
     let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let header = Arc::new(header.clone());
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(args.clients);
-    for c in 0..args.clients {
+    let mut tasks = Vec::with_capacity(client_count(args));
+    for c in 0..client_count(args) {
         let mut client = SchedulerClient::new(channels[c % channels.len()].clone());
         let header = header.clone();
         let refused = refused.clone();

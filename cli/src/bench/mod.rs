@@ -73,8 +73,10 @@ pub enum BenchCommand {
     /// e2e.via_scheduler: echo through the scheduler's Invoke, p50/p99 (target: under 100 us
     ///   more than e2e.direct at p50).
     /// e2e.direct: echo by NodeAgent.Execute on the agent itself.
-    /// e2e.throughput: invocations/s through the scheduler from concurrent clients
-    ///   (target >= 20,000/s with client, scheduler and agent sharing the machine).
+    /// e2e.throughput: invocations/s through the scheduler from concurrent clients keeping
+    ///   them in flight on InvokeStream (target >= 20,000/s with client, scheduler and agent
+    ///   sharing the machine); e2e.throughput_unary: the same, each a unary Invoke.
+    /// Both print each process's CPU time per invocation.
     /// chain.local_hop / chain.global_hop: hand-off time per hop of a chain of echo steps on the
     ///   node's local bus vs through the scheduler; chain.local_speedup: their ratio
     ///   (SAND: 2.9x, published).
