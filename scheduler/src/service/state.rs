@@ -178,17 +178,13 @@ impl Inner {
     /// One sample moves the estimate at most [`ROUND_TRIP_STEP`]-fold: a run whose first call
     /// also dialled the storage node must not make remote data look 1,000x dearer.
     fn calibrate_round_trip(&mut self, exec: &sandstorm_proto::v1::ExecutionRecord) {
-        if exec.data_calls == 0 || exec.data_wait_us == 0 {
+        let Some(rtt) = round_trip_sample(exec, self.calibrator.params()) else {
             return;
-        }
-        let per_call = exec.data_wait_us as f64 / exec.data_calls as f64;
-        let params = self.calibrator.params();
-        let rtt = (per_call - params.dispatch_us).min(ROUND_TRIP_STEP * params.rtt_us.max(1.0));
-        if rtt > 0.0
-            && self
-                .calibrator
-                .observe(sandstorm_cost_model::SampleKind::RoundTrip, rtt)
-                .is_ok()
+        };
+        if self
+            .calibrator
+            .observe(sandstorm_cost_model::SampleKind::RoundTrip, rtt)
+            .is_ok()
         {
             let params = *self.calibrator.params();
             self.placer.set_params(params);
@@ -249,6 +245,22 @@ impl Inner {
         self.nodes.push(entry);
         Ok(id)
     }
+}
+
+/// The round trip a compute run's data calls measured (see [`Inner::calibrate_round_trip`]):
+/// their mean wait less the storage node's dispatch, at most [`ROUND_TRIP_STEP`] times the
+/// current estimate; `None` for a run without data calls or whose calls took no longer than
+/// the dispatch.
+fn round_trip_sample(
+    exec: &sandstorm_proto::v1::ExecutionRecord,
+    params: &sandstorm_cost_model::CostParams,
+) -> Option<f64> {
+    if exec.data_calls == 0 || exec.data_wait_us == 0 {
+        return None;
+    }
+    let per_call = exec.data_wait_us as f64 / exec.data_calls as f64;
+    let rtt = (per_call - params.dispatch_us).min(ROUND_TRIP_STEP * params.rtt_us.max(1.0));
+    (rtt > 0.0).then_some(rtt)
 }
 
 /// What the scheduler talks to a node through.
@@ -448,5 +460,34 @@ impl Scheduler {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandstorm_cost_model::CostParams;
+    use sandstorm_proto::v1::ExecutionRecord;
+
+    #[test]
+    fn a_compute_runs_data_waits_sample_the_round_trip_within_a_bounded_step() {
+        let params = CostParams {
+            dispatch_us: 10.0,
+            rtt_us: 100.0,
+            ..CostParams::default()
+        };
+        let run = |data_calls: u64, data_wait_us: u64| ExecutionRecord {
+            data_calls,
+            data_wait_us,
+            ..Default::default()
+        };
+        // 4 calls waited 1,000 us: 250 us each, of which 10 were the node's dispatch.
+        assert_eq!(round_trip_sample(&run(4, 1_000), &params), Some(240.0));
+        // A first call that also dialled the node: at most 4x the estimate.
+        assert_eq!(round_trip_sample(&run(1, 50_000), &params), Some(400.0));
+        // Nothing to learn: no calls, no wait, or no longer than the dispatch.
+        assert_eq!(round_trip_sample(&run(0, 500), &params), None);
+        assert_eq!(round_trip_sample(&run(3, 0), &params), None);
+        assert_eq!(round_trip_sample(&run(2, 20), &params), None);
     }
 }
