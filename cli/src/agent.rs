@@ -150,6 +150,9 @@ fn run_compute(args: &AgentArgs) -> anyhow::Result<()> {
             "warning: no --storage node given: WebAssembly functions' data calls will fail with UNAVAILABLE"
         );
     }
+    // Every thread of the agent (the runtime's, started below, inherit it) is scheduled as
+    // latency-sensitive, as its containers' processes are.
+    compute::zygote::prefer_latency();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -91,11 +91,21 @@ fn a_container_is_isolated_and_its_escapes_fail() {
         ("ptrace", "head -c1 /proc/1/mem >/dev/null 2>&1; echo rc=$?"),
         ("mount", "mount -t tmpfs none /tmp 2>&1; echo rc=$?"),
         ("unshare", "unshare -n true 2>&1; echo rc=$?"),
+        // setns, even into its own namespace (seccomp, and no CAP_SYS_ADMIN).
+        ("setns", "nsenter -t $$ -n true 2>&1; echo rc=$?"),
         ("insmod", "insmod /tmp/none.ko 2>&1; echo rc=$?"),
     ] {
         let (_, out) = run(script);
         assert!(!out.contains("rc=0"), "{what} succeeded: {out}");
     }
+    // No descriptor setns would let through can be opened: the limit ends below them.
+    assert_eq!(
+        run("ulimit -Hn; ulimit -Sn").1,
+        format!(
+            "{0}\n{0}\n",
+            sandstorm_node_agent::compute::zygote::RESERVED_FD
+        )
+    );
     // The container's hostname is its own.
     assert_eq!(run("hostname").1.trim(), "sandbox");
 

@@ -179,8 +179,10 @@ impl Container {
         input: &[u8],
         deadline: Duration,
     ) -> io::Result<(std::fs::File, oneshot::Receiver<Exit>)> {
-        let (stdin_r, stdin_w) = nix::unistd::pipe()?;
-        let (stdout_r, stdout_w) = nix::unistd::pipe()?;
+        // Close-on-exec: a holder the rootfs pool spawns meanwhile must not inherit them (it would
+        // hold the output open, and the read below would never see its end).
+        let (stdin_r, stdin_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (stdout_r, stdout_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let argv = argv.iter().map(|a| (*a).to_owned()).collect();
         let exit = self.start(
             Program::Exec { argv },
@@ -312,15 +314,6 @@ impl Container {
         }
     }
 
-    /// Sends the forker parked in the container's cgroup its assembly order.
-    pub(super) fn send_to_forker(
-        &self,
-        message: &zygote::ToForker,
-        fds: &[std::os::fd::RawFd],
-    ) -> io::Result<()> {
-        zygote::send(self.parts.cgroup.forker.as_fd(), message, fds)
-    }
-
     /// Why the container stopped answering: the forker's report if assembly failed.
     pub fn failure(&self) -> String {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -368,7 +361,6 @@ fn read_reports(template: &OwnedFd, waiters: &Waiters) {
             Ok(None) | Err(_) => break,
         };
         let (id, exit) = match report {
-            FromTemplate::Started { .. } => continue,
             FromTemplate::Exited {
                 id,
                 code,

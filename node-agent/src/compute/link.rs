@@ -70,6 +70,8 @@ pub struct AgentLink {
     limits: Limits,
     /// Time spent waiting for data calls' replies, nanoseconds.
     data_wait_ns: std::sync::atomic::AtomicU64,
+    /// Where a byte is written once the agent was told the function runs (the template's pipe).
+    running_notice: std::sync::OnceLock<std::os::fd::OwnedFd>,
 }
 
 impl AgentLink {
@@ -83,6 +85,13 @@ impl AgentLink {
         self.stream
             .set(stream)
             .map_err(|_| io::Error::other("the link is already bound"))
+    }
+
+    /// Also tells `notice` (a byte) when the function runs, after the agent.
+    pub fn notify_running(&self, notice: std::os::fd::OwnedFd) -> io::Result<()> {
+        self.running_notice
+            .set(notice)
+            .map_err(|_| io::Error::other("the link already has a notice"))
     }
 
     fn stream(&self) -> io::Result<&UnixStream> {
@@ -249,6 +258,9 @@ impl DataAccess for AgentLink {
     fn started(&self, instantiation: Duration) {
         // Best effort: if the agent is gone the next call fails and says so.
         let _ = self.send(Call::RunningUs(micros(instantiation)));
+        if let Some(notice) = self.running_notice.get() {
+            let _ = nix::unistd::write(notice, b"r");
+        }
     }
 }
 

@@ -635,22 +635,20 @@ impl ComputeNode {
             gid: self.config.gid,
             wasm: wasm.map(|(f, _)| f.clone()),
         };
-        // The container (and its reader) exists before the template does; the descriptors
-        // stay valid, held by its parts.
-        let container = Container::new(
+        // The forker parked in the cgroup does the work; the zygote is not involved. Its reply
+        // is not waited for: the first `Run` queues on the template's socket meanwhile, and
+        // if assembly fails the template's socket hangs up and the container reports the
+        // forker's error (`Container::failure`). The order goes first, so the forker works
+        // while the container (and its reader thread) is made here.
+        zygote::send(parts.cgroup.forker.as_fd(), &assemble, &fds)?;
+        drop(theirs);
+        Container::new(
             ours,
             parts,
             provenance,
             wasm.map(|(f, _)| f.clone()),
             self.live.clone(),
-        )?;
-        // The forker parked in the cgroup does the work; the zygote is not involved. Its reply
-        // is not waited for: the first `Run` queues on the template's socket meanwhile, and
-        // if assembly fails the template's socket hangs up and the container reports the
-        // forker's error (`Container::failure`).
-        container.send_to_forker(&assemble, &fds)?;
-        drop(theirs);
-        Ok(container)
+        )
     }
 
     /// Tears a container down (what dropping it does).

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::warn;
 
@@ -20,6 +20,15 @@ struct Shared<T> {
     factory: Factory<T>,
     created: AtomicU64,
     failures: AtomicU64,
+    /// When a part was last taken, as nanoseconds since `epoch`.
+    taken_at: AtomicU64,
+    epoch: Instant,
+}
+
+impl<T> Shared<T> {
+    fn since_epoch(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 /// A pool of `T`.
@@ -53,6 +62,8 @@ impl<T: Send + 'static> Pool<T> {
             factory: Box::new(factory),
             created: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            taken_at: AtomicU64::new(0),
+            epoch: Instant::now(),
         });
         let worker = shared.clone();
         let refill = std::thread::Builder::new()
@@ -66,7 +77,9 @@ impl<T: Send + 'static> Pool<T> {
         }
     }
 
-    /// A pooled part, if one is ready (the refill thread is told to replace it).
+    /// A pooled part, if one is ready. The refill thread is not woken: it finds the gap on
+    /// its next look and replaces the part [`REFILL_DELAY`] after it was taken, so neither
+    /// its wake-up nor its work competes with the assembly that took the part.
     pub fn take(&self) -> Option<T> {
         let part = self
             .shared
@@ -74,7 +87,9 @@ impl<T: Send + 'static> Pool<T> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop();
-        self.shared.wake.notify_one();
+        self.shared
+            .taken_at
+            .store(self.shared.since_epoch(), Ordering::Relaxed);
         part
     }
 
@@ -129,10 +144,10 @@ impl<T: Send + 'static> Pool<T> {
 
     /// Blocks until the pool is full (for start-up and benchmarks), or `timeout` passes.
     pub fn wait_full(&self, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         let mut items = self.shared.items.lock().unwrap_or_else(|e| e.into_inner());
         while items.len() < self.target() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
@@ -147,8 +162,9 @@ impl<T: Send + 'static> Pool<T> {
     }
 }
 
-/// How long a refill waits after a part was taken.
-const REFILL_DELAY: Duration = Duration::from_millis(20);
+/// How long a refill waits after a part was taken (and how often a full pool's refill thread
+/// looks for a gap).
+pub const REFILL_DELAY: Duration = Duration::from_millis(20);
 
 fn refill_loop<T>(shared: &Shared<T>, name: &str) {
     while !shared.stop.load(Ordering::Relaxed) {
@@ -159,13 +175,16 @@ fn refill_loop<T>(shared: &Shared<T>, name: &str) {
                 .load(Ordering::Relaxed)
                 .saturating_sub(items.len());
             if missing == 0 {
-                let _ = shared.wake.wait_timeout(items, Duration::from_millis(100));
+                let _ = shared.wake.wait_timeout(items, REFILL_DELAY);
                 continue;
             }
             missing
         };
         // Let the assembly that took the part finish before competing with it for the CPU.
-        std::thread::sleep(REFILL_DELAY);
+        let since_take = shared
+            .since_epoch()
+            .saturating_sub(shared.taken_at.load(Ordering::Relaxed));
+        std::thread::sleep(REFILL_DELAY.saturating_sub(Duration::from_nanos(since_take)));
         for _ in 0..missing {
             if shared.stop.load(Ordering::Relaxed) {
                 return;

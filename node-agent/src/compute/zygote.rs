@@ -6,30 +6,44 @@
 //!   cgroup v1 (the kernel's threadgroup lock waits for an RCU grace period), so it is paid
 //!   here, and everything forked later from the forker starts inside the cgroup for free.
 //!   While it waits, the forker also gives up what it will not need (the capability bounding
-//!   set, no_new_privs, every seccomp rule but the one against `setns`): installing seccomp
-//!   filters costs the kernel about 100 us each, too much for the critical path.
-//! - On `Assemble` the forker enters the PID namespace and forks; the child joins the rest
-//!   (setns into network, IPC, UTS, and the mount namespace, whose root is already the
-//!   container's), changes its user to `nobody` (which clears its capabilities), installs the
-//!   one-rule filter against `setns`, and becomes the container's **template**. Nothing on that
-//!   path creates a namespace, mounts, or moves a process between cgroups.
+//!   set, the right to gain privileges: no_new_privs) and installs the whole seccomp filter,
+//!   compiled once in the zygote: installing a filter costs the kernel 50-100 us, too much for
+//!   the critical path. The filter refuses `setns` for every descriptor below [`RESERVED_FD`]
+//!   and lets it through from there up, where only the forker puts namespaces.
+//! - On `Assemble` the forker moves the namespaces it is sent from `RESERVED_FD` up, enters the
+//!   PID namespace and forks; the child joins the rest (setns into network, IPC, UTS, and the
+//!   mount namespace, whose root is already the container's), closes every descriptor from
+//!   `RESERVED_FD` up and lowers its descriptor limit (soft and hard) to `RESERVED_FD`, so
+//!   nothing in the container can hold a descriptor the filter lets `setns` use, changes its
+//!   user to `nobody` (which clears its capabilities; the kernel then refuses `setns` too),
+//!   checks that no capability is left, and becomes the container's **template**. Nothing on
+//!   that path creates a namespace, mounts, installs a filter or moves a process between
+//!   cgroups.
 //! - The **template** (SAND's second level) lives inside the container for as long as it is
 //!   warm: on `Run` it forks a process per invocation, enforces its deadline (killing the
 //!   invocation's whole process group), and reports how it exited. A **native** template's
 //!   process execs the function's program; a **WebAssembly** template already holds the
 //!   function's compiled code (the zygote loaded it at deploy, so forkers parked since inherit
 //!   it) and keeps the next instance prepared, so its process starts running at once, its data
-//!   calls going over a descriptor to the agent ([`super::link`]). Nothing is exec'd.
+//!   calls going over a descriptor to the agent ([`super::link`]). Nothing is exec'd. The
+//!   template prepares the following instance once that process has told the agent it runs
+//!   (it writes a byte on a pipe then), not while the process is starting.
+//! - Every one of these processes runs with the scheduler's short time slice
+//!   ([`prefer_latency`], inherited from the zygote): on a busy machine each wake-up and fork on
+//!   the way from a request to a running function would otherwise wait for the running task's
+//!   slice (milliseconds). Their CPU share and limits do not change.
 //! - The **holder** (`sandstorm __holder BASE`): builds a root file system part (see
 //!   [`super::parts`]) and stays as PID 1 of its namespace.
 //!
-//! Messages are JSON over a `SOCK_SEQPACKET` socket, descriptors alongside as `SCM_RIGHTS`.
+//! Messages are JSON over a `SOCK_SEQPACKET` socket, descriptors alongside as `SCM_RIGHTS`; a
+//! receiver sizes its buffer to the message (a freshly forked process pays a page fault for
+//! every page it writes).
 #![allow(unsafe_code)] // fork and exec: every use says why it is sound.
 
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{self, IoSlice, IoSliceMut, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -130,8 +144,6 @@ pub enum FromTemplate {
     Failed { error: String },
     /// Invocation `id`'s process could not be started.
     Refused { id: u64, error: String },
-    /// Invocation `id`'s process runs (pid inside the container).
-    Started { id: u64, pid: i32 },
     /// It ended: its exit code, or the signal that killed it, and whether that was the deadline.
     Exited {
         id: u64,
@@ -157,7 +169,22 @@ pub fn send(sock: BorrowedFd<'_>, message: &impl Serialize, fds: &[RawFd]) -> io
 
 /// Receives one message and its descriptors; `None` when the peer hung up.
 pub fn recv<T: DeserializeOwned>(sock: BorrowedFd<'_>) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
-    let mut buf = vec![0u8; MAX_MESSAGE];
+    // The message's length first, without taking it (its descriptors stay queued with it): a
+    // freshly forked template or forker then touches a buffer of that size, not of the largest
+    // message (every page it writes costs a copy-on-write or zero-fill fault).
+    let len = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut [IoSliceMut::new(&mut [])],
+        None,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+    )?
+    .bytes;
+    if len > MAX_MESSAGE {
+        return Err(io::Error::other(format!(
+            "a message of {len} bytes is larger than the limit of {MAX_MESSAGE}"
+        )));
+    }
+    let mut buf = vec![0u8; len.max(1)];
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (len, fds) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
@@ -188,16 +215,33 @@ pub fn recv<T: DeserializeOwned>(sock: BorrowedFd<'_>) -> io::Result<Option<(T, 
 
 /// The seccomp filters of every container process, compiled once in the zygote: these calls
 /// fail with EPERM (the rest of the kernel interface is allowed, as a deny list like Docker's
-/// refusals). Installing a filter costs the kernel a compilation (about 100 us each here), so
-/// all but `setns` are installed in the parked forker, off the critical path; `join` installs
-/// only the one-call filter that takes away `setns` once the parts are joined.
+/// refusals). Installing a filter costs the kernel a compilation (50-100 us each here), so
+/// they are all installed by the parked forker, off the critical path, and inherited by its
+/// template and every process the template forks.
+///
+/// `setns` is refused for every descriptor below [`RESERVED_FD`]: the forker moves the
+/// namespaces it is sent above it, the template joins them, closes everything from
+/// `RESERVED_FD` up and lowers its `RLIMIT_NOFILE` (soft and hard) to `RESERVED_FD`, so no
+/// process in the container can hold a descriptor `setns` accepts (nor raise the limit again:
+/// that needs `CAP_SYS_RESOURCE`). Without capabilities the kernel refuses their `setns` too.
 #[derive(Debug)]
 struct Filters {
-    /// Installed by a forker when it parks (it still needs `setns`).
+    /// Installed by a forker when it parks.
     park: Vec<seccompiler::BpfProgram>,
-    /// Installed by the template after it joined the parts.
-    join: seccompiler::BpfProgram,
 }
+
+/// The lowest descriptor `setns` accepts in a container, and the most descriptors a process
+/// in a container may have open (as in AWS Lambda).
+pub const RESERVED_FD: u32 = 1024;
+
+/// Namespaces joined by a template, moved from `RESERVED_FD` up in this order.
+const NAMESPACES: [CloneFlags; 5] = [
+    CloneFlags::CLONE_NEWNET,
+    CloneFlags::CLONE_NEWIPC,
+    CloneFlags::CLONE_NEWUTS,
+    CloneFlags::CLONE_NEWNS,
+    CloneFlags::CLONE_NEWPID,
+];
 
 fn compile_filters() -> io::Result<Filters> {
     use seccompiler::{
@@ -270,6 +314,22 @@ fn compile_filters() -> io::Result<Filters> {
         );
     }
     rules.insert(libc::SYS_clone, clone_rules);
+    // setns with a descriptor below RESERVED_FD (compared as the 32-bit int it is).
+    rules.insert(
+        libc::SYS_setns,
+        vec![
+            SeccompRule::new(vec![
+                SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Lt,
+                    u64::from(RESERVED_FD),
+                )
+                .map_err(io::Error::other)?,
+            ])
+            .map_err(io::Error::other)?,
+        ],
+    );
     // A filter that fails the calls of `rules` with `errno` and allows the rest.
     let program = |rules: std::collections::BTreeMap<i64, Vec<SeccompRule>>, errno: i32| {
         let filter = SeccompFilter::new(
@@ -289,8 +349,59 @@ fn compile_filters() -> io::Result<Filters> {
             program(rules, libc::EPERM)?,
             program(only(libc::SYS_clone3), libc::ENOSYS)?,
         ],
-        join: program(only(libc::SYS_setns), libc::EPERM)?,
     })
+}
+
+/// The shortest time slice the scheduler grants (EEVDF's custom slice, Linux 6.12 and later;
+/// older kernels ignore it), in nanoseconds.
+const LATENCY_SLICE_NS: u64 = 100_000;
+
+/// Asks the scheduler to treat the calling thread, and the threads and processes it starts
+/// from now on, as latency-sensitive: a short time slice (`sched_setattr`'s runtime for a
+/// normal policy, no privilege needed). Its share of the CPU (weight, nice, cgroup limits)
+/// does not change; it is scheduled sooner and in shorter turns. On a busy machine a process
+/// that wakes or is forked otherwise waits for the running task's default slice (a few
+/// milliseconds), several times on the way from a request to a running function. Best
+/// effort: nothing changes if the kernel refuses.
+pub fn prefer_latency() {
+    /// `struct sched_attr` (linux/sched/types.h).
+    #[repr(C)]
+    #[derive(Default)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+        util_min: u32,
+        util_max: u32,
+    }
+    const SCHED_FLAG_RESET_ON_FORK: u64 = 1;
+    let mut attr = SchedAttr::default();
+    let size = size_of::<SchedAttr>() as u32;
+    // SAFETY: the kernel writes at most `size` bytes into `attr`.
+    let got = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            0,
+            &raw mut attr,
+            libc::c_uint::from(size),
+            0,
+        )
+    };
+    if got != 0 || !matches!(attr.policy as i32, libc::SCHED_OTHER | libc::SCHED_BATCH) {
+        return;
+    }
+    attr.size = size;
+    attr.flags &= SCHED_FLAG_RESET_ON_FORK;
+    attr.runtime = LATENCY_SLICE_NS;
+    // SAFETY: the kernel reads `attr`; the policy and nice value are the thread's own.
+    unsafe {
+        libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0);
+    }
 }
 
 /// A function's code as loaded, and its version.
@@ -351,6 +462,8 @@ fn load(
 /// `sandstorm __zygote`: serves the agent on descriptor 3 until it hangs up.
 pub fn zygote_main() -> io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    // Inherited by every forker, template and invocation.
+    prefer_latency();
     // SAFETY: descriptor 3 is the socket the agent passed; nothing else owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(3) };
     let mut runtime = Runtime {
@@ -503,14 +616,34 @@ fn assemble(
             parts.len()
         )));
     }
+    // The namespaces, moved where `setns` accepts them.
+    let namespaces = parts[..NAMESPACES.len()]
+        .iter()
+        .map(|part| {
+            // SAFETY: fcntl duplicates a descriptor this process owns; the new one is owned
+            // by the OwnedFd alone.
+            let fd = unsafe {
+                libc::fcntl(
+                    part.as_raw_fd(),
+                    libc::F_DUPFD_CLOEXEC,
+                    RESERVED_FD as libc::c_int,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: fcntl just returned this new descriptor.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
     // Children forked from now on start in the container's PID namespace.
-    setns(&parts[4], CloneFlags::CLONE_NEWPID)?;
+    setns(&namespaces[4], CloneFlags::CLONE_NEWPID)?;
     // SAFETY: the zygote is single-threaded, so the child may run any code.
     match unsafe { fork() }? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
             let sock = parts[5].as_fd();
-            match join(parts, uid, gid, &runtime.filters.join) {
+            match join(namespaces, uid, gid) {
                 Ok(()) => {
                     let wasm = wasm.map(|c| (&runtime.sandbox, c));
                     let code = match template_main(sock, wasm, first) {
@@ -536,9 +669,28 @@ fn assemble(
 
 /// What a parked forker gives up while it waits, off the critical path: the capability
 /// bounding set (it never execs, so it needs none), inheritable and ambient capabilities,
-/// the right to gain privileges, and every call of the deny list but `setns`. It keeps its
-/// effective capabilities: it and the template still enter namespaces.
+/// the right to gain privileges, and every call of the deny list (`setns` only from
+/// [`RESERVED_FD`] up). It keeps its effective capabilities: it and the template still enter
+/// namespaces. It makes room for descriptors from `RESERVED_FD` up, where it will move them.
 fn drop_privileges_off_path(filters: &[seccompiler::BpfProgram]) -> io::Result<()> {
+    let room = libc::rlim_t::from(RESERVED_FD) + NAMESPACES.len() as libc::rlim_t + 16;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if limit.rlim_cur < room {
+            limit.rlim_cur = room;
+            limit.rlim_max = limit.rlim_max.max(room);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
     for cap in caps::all() {
         caps::drop(None, caps::CapSet::Bounding, cap).map_err(io::Error::other)?;
     }
@@ -551,20 +703,33 @@ fn drop_privileges_off_path(filters: &[seccompiler::BpfProgram]) -> io::Result<(
     Ok(())
 }
 
-/// Joins the parts and drops the rest of its privileges (in the forked child; the forker
-/// dropped the others when it parked).
-fn join(
-    parts: &[OwnedFd],
-    uid: u32,
-    gid: u32,
-    setns_filter: &seccompiler::BpfProgram,
-) -> io::Result<()> {
+/// Joins the namespaces (the forker joined the PID namespace for it) and drops the rest of its
+/// privileges (in the forked child; the forker dropped the others when it parked): closes
+/// every descriptor `setns` would accept and makes sure none can be opened again, and
+/// changes its user.
+fn join(namespaces: Vec<OwnedFd>, uid: u32, gid: u32) -> io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-    setns(&parts[0], CloneFlags::CLONE_NEWNET)?;
-    setns(&parts[1], CloneFlags::CLONE_NEWIPC)?;
-    setns(&parts[2], CloneFlags::CLONE_NEWUTS)?;
-    setns(&parts[3], CloneFlags::CLONE_NEWNS)?;
+    for (ns, flag) in namespaces.iter().zip(NAMESPACES).take(4) {
+        setns(ns, flag)?;
+    }
     chdir("/")?;
+    // close_range below closes them all.
+    for ns in namespaces {
+        let _ = ns.into_raw_fd();
+    }
+    let limit = libc::rlimit {
+        rlim_cur: libc::rlim_t::from(RESERVED_FD),
+        rlim_max: libc::rlim_t::from(RESERVED_FD),
+    };
+    // SAFETY: close_range closes descriptors no Rust object owns any more (the namespaces
+    // were released above; nothing else is moved this high), setrlimit reads the struct.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, RESERVED_FD, u32::MAX, 0) != 0
+            || libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
     nix::unistd::setgroups(&[Gid::from_raw(gid)])?;
     nix::unistd::setgid(Gid::from_raw(gid))?;
     // From root to another user: the kernel clears the permitted and effective sets.
@@ -575,7 +740,6 @@ fn join(
     {
         return Err(io::Error::other("capabilities survived the change of user"));
     }
-    seccompiler::apply_filter(setns_filter).map_err(io::Error::other)?;
     Ok(())
 }
 
@@ -606,7 +770,11 @@ fn template_main<'a>(
     )?;
     let mut running: HashMap<i32, Running> = HashMap::new();
     // A WebAssembly template keeps its next instance ready, so a forked invocation starts
-    // running at once; it prepares the following one after the fork, off that invocation's path.
+    // running at once. It prepares the following one once that invocation's process says it
+    // runs (a byte on this pipe, written after its report to the agent), so the two do not
+    // compete for a CPU before then; or once it exits, or when a `Run` finds none ready.
+    let (ran, ran_notice) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
     let mut next = first.or_else(|| wasm.map(prepare));
     loop {
         // Drain the exit notifications (coalesced: waitpid below finds every exit).
@@ -648,13 +816,20 @@ fn template_main<'a>(
         let mut fds = [
             PollFd::new(sock, PollFlags::POLLIN),
             PollFd::new(exits.as_fd(), PollFlags::POLLIN),
+            PollFd::new(ran.as_fd(), PollFlags::POLLIN),
         ];
         let timeout = PollTimeout::from(wait.as_millis().clamp(1, 50) as u16);
-        if poll(&mut fds, timeout)? == 0 {
-            continue;
+        let ready = poll(&mut fds, timeout)?;
+        let is_set = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+        if is_set(&fds[2]) || is_set(&fds[1]) {
+            let mut drain = [0u8; 64];
+            while nix::unistd::read(&ran, &mut drain).is_ok_and(|n| n > 0) {}
+            if next.is_none() {
+                next = wasm.map(prepare);
+            }
         }
-        if fds[0].revents().is_none_or(|r| r.is_empty()) {
-            continue; // Only an exit: reaped at the top of the loop.
+        if ready == 0 || !is_set(&fds[0]) {
+            continue; // Exits are reaped at the top of the loop.
         }
         let Some((
             ToTemplate::Run {
@@ -674,9 +849,7 @@ fn template_main<'a>(
             (Program::Exec { argv }, _) => spawn_exec(argv, &fds),
             (Program::Wasm, Some(wasm)) => {
                 let ready = next.take().unwrap_or_else(|| prepare(wasm));
-                let spawned = spawn_wasm(ready, fds);
-                next = Some(prepare(wasm));
-                spawned
+                spawn_wasm(ready, fds, ran_notice.as_raw_fd())
             }
             (Program::Wasm, None) => Err(io::Error::other(
                 "this container runs native programs, not WebAssembly",
@@ -700,14 +873,6 @@ fn template_main<'a>(
                 killed: false,
             },
         );
-        send(
-            sock,
-            &FromTemplate::Started {
-                id,
-                pid: pid.as_raw(),
-            },
-            &[],
-        )?;
     }
 }
 
@@ -771,8 +936,9 @@ fn prepare<'a>((sandbox, function): WasmTemplate<'a>) -> Ready<'a> {
         .map(|prepared| (link, prepared))
 }
 
-/// Forks a process that runs the prepared instance over the link in `fds[0]`.
-fn spawn_wasm(ready: Ready<'_>, mut fds: Vec<OwnedFd>) -> io::Result<Pid> {
+/// Forks a process that runs the prepared instance over the link in `fds[0]`, and writes a
+/// byte on `ran_notice` once it told the agent it runs.
+fn spawn_wasm(ready: Ready<'_>, mut fds: Vec<OwnedFd>, ran_notice: RawFd) -> io::Result<Pid> {
     if fds.is_empty() {
         return Err(io::Error::other(
             "Run of WebAssembly needs the link descriptor",
@@ -782,7 +948,10 @@ fn spawn_wasm(ready: Ready<'_>, mut fds: Vec<OwnedFd>) -> io::Result<Pid> {
     fork_invocation(move || {
         let (link, result) = match ready {
             Ok((link, prepared)) => {
-                if link.bind(stream).is_err() {
+                // SAFETY: the template's descriptor, inherited; this process owns its copy
+                // (the template's OwnedFd is never dropped here: the process exits).
+                let notice = unsafe { OwnedFd::from_raw_fd(ran_notice) };
+                if link.bind(stream).is_err() || link.notify_running(notice).is_err() {
                     return 1;
                 }
                 let Ok(input) = link.read_input() else {
@@ -934,7 +1103,7 @@ mod tests {
     #[allow(clippy::unwrap_used)]
     fn the_seccomp_filter_refuses_escape_hatches() {
         let filters = compile_filters().unwrap();
-        let filter: Vec<_> = filters.park.iter().chain([&filters.join]).collect();
+        let filter: Vec<_> = filters.park.iter().collect();
         // SAFETY: the child only makes system calls and exits; it touches no lock another
         // test thread could hold (no allocation after fork).
         match unsafe { fork() }.unwrap() {
@@ -972,6 +1141,9 @@ mod tests {
                         errno(libc::syscall(libc::SYS_init_module, 0, 0, 0)) == libc::EPERM,
                         errno(libc::syscall(libc::SYS_clone3, 0, 0)) == libc::ENOSYS,
                         errno(libc::syscall(libc::SYS_setns, 0, 0)) == libc::EPERM,
+                        errno(libc::syscall(libc::SYS_setns, RESERVED_FD - 1, 0)) == libc::EPERM,
+                        // Let through from RESERVED_FD up (no such descriptor here).
+                        errno(libc::syscall(libc::SYS_setns, RESERVED_FD + 100, 0)) == libc::EBADF,
                     ]
                 };
                 let mut failures = 0;
@@ -987,7 +1159,7 @@ mod tests {
                 assert_eq!(
                     status,
                     WaitStatus::Exited(child, 0),
-                    "exit code: bit i set = check i (ptrace, unshare, chroot, mount, init_module, clone3, setns) was not refused as expected; 100/101 = the filter could not be applied"
+                    "exit code: bit i set = check i (ptrace, unshare, chroot, mount, init_module, clone3, setns 0, setns below RESERVED_FD, setns above) was not refused as expected; 100/101 = the filter could not be applied"
                 );
             }
         }
