@@ -39,8 +39,9 @@ pub struct E2eBenchArgs {
     /// Invocations measured for each latency figure (direct and via the scheduler).
     #[arg(long, default_value_t = 5_000)]
     iterations: usize,
-    /// Invocations in the throughput run.
-    #[arg(long, default_value_t = 60_000)]
+    /// Invocations in each throughput run (unary, then streamed): enough for several seconds
+    /// each, so the figure is a sustained rate.
+    #[arg(long, default_value_t = 200_000)]
     throughput_invocations: usize,
     /// Concurrent clients in the throughput run (default: as many as the agent admits at once).
     /// The scheduler admits at most 9 invocations per agent core at once (one running, 8
