@@ -234,34 +234,34 @@ async fn functions_run_in_containers_next_to_a_real_storage_node() {
     );
 
     // A chain on the node's local bus: each output handed to the next step in the node.
-    let step = |name: &str, id: u64| pb::ChainStep {
-        function: function(TENANT, name),
-        invocation_id: id,
+    let chain = |steps: &[(&str, u64)], input: &str| pb::ExecuteChainRequest {
+        steps: steps
+            .iter()
+            .map(|&(name, id)| pb::ChainStep {
+                function: function(TENANT, name),
+                invocation_id: id,
+            })
+            .collect(),
+        input: input.as_bytes().to_vec(),
     };
-    let chain = agent
-        .execute_chain(pb::ExecuteChainRequest {
-            steps: vec![step("echo", 1), step("echo", 2), step("kv-sum", 3)],
-            input: b"a b c".to_vec(),
-        })
+    let ran = agent
+        .execute_chain(chain(&[("echo", 1), ("echo", 2), ("kv-sum", 3)], "a b c"))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(chain.output, b"42");
-    assert!(chain.failure.is_none(), "{:?}", chain.failure);
-    let ids: Vec<u64> = chain.records.iter().map(|r| r.invocation_id).collect();
+    assert_eq!(ran.output, b"42");
+    assert!(ran.failure.is_none(), "{:?}", ran.failure);
+    let ids: Vec<u64> = ran.records.iter().map(|r| r.invocation_id).collect();
     assert_eq!(ids, [1, 2, 3]);
-    assert_eq!(chain.records[0].handoff_ns, 0);
+    assert_eq!(ran.records[0].handoff_ns, 0);
     assert!(
-        chain.records[1..].iter().all(|r| r.handoff_ns > 0),
+        ran.records[1..].iter().all(|r| r.handoff_ns > 0),
         "{:?}",
-        chain.records
+        ran.records
     );
     // A failing step ends the chain and is named; an unknown one runs nothing.
     let failing = agent
-        .execute_chain(pb::ExecuteChainRequest {
-            steps: vec![step("echo", 4), step("fails", 5), step("echo", 6)],
-            input: b"x".to_vec(),
-        })
+        .execute_chain(chain(&[("echo", 4), ("fails", 5), ("echo", 6)], "x"))
         .await
         .unwrap()
         .into_inner();
@@ -270,10 +270,7 @@ async fn functions_run_in_containers_next_to_a_real_storage_node() {
     assert_eq!(failure.code, Code::Aborted as i32, "{failure:?}");
     assert_eq!(failing.records.len(), 1);
     let unknown = agent
-        .execute_chain(pb::ExecuteChainRequest {
-            steps: vec![step("echo", 7), step("nope", 8)],
-            input: b"x".to_vec(),
-        })
+        .execute_chain(chain(&[("echo", 7), ("nope", 8)], "x"))
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
