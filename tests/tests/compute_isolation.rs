@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use sandstorm_node_agent::compute::parts::ContainerLimits;
-use sandstorm_node_agent::compute::{ComputeConfig, ComputeNode, Outcome, preflight};
+use sandstorm_node_agent::compute::{ComputeConfig, ComputeNode, Outcome, RunResult, preflight};
 use sandstorm_tests::sandstorm_bin;
 
 fn node(name: &str) -> Option<ComputeNode> {
@@ -153,4 +153,73 @@ fn a_container_is_isolated_and_its_escapes_fail() {
     );
     drop(node);
     assert_eq!(cgroup_dirs("isolation-test"), 0, "cgroups leaked");
+}
+
+/// A container's first invocation runs in the spare its forker parked (no fork on the request's
+/// path), every later one in a process its template forks. Both must be held alike: each case
+/// here is the first invocation of a fresh container, followed by a forked second one.
+#[test]
+fn the_first_invocation_of_a_container_is_held_to_the_same_limits() {
+    let Some(node) = node("first-invocation-test") else {
+        return;
+    };
+    assert!(node.wait_pools_full(Duration::from_secs(60)));
+    type Check = dyn Fn(&RunResult);
+    let cases: [(&str, Duration, &Check); 5] = [
+        (
+            "id -u; grep -E 'CapEff|NoNewPrivs|Seccomp:' /proc/self/status; ulimit -n; hostname",
+            Duration::from_secs(5),
+            &|r| {
+                let out = String::from_utf8_lossy(&r.output);
+                assert_eq!(r.outcome, Outcome::Exited(0), "{out}");
+                assert!(out.starts_with("65534\n"), "{out}");
+                assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+                assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+                assert!(out.contains("Seccomp:\t2"), "{out}");
+                assert!(out.contains("\n1024\nsandbox\n"), "{out}");
+            },
+        ),
+        (
+            "ls /proc | grep -c '^[0-9]'; cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '",
+            Duration::from_secs(5),
+            // PID 1, the template, this shell and its pipeline (ls, grep); only lo.
+            &|r| {
+                let out = String::from_utf8_lossy(&r.output);
+                let mut lines = out.lines();
+                let pids: usize = lines.next().unwrap().parse().unwrap();
+                assert!(pids <= 5, "{out}");
+                assert_eq!(lines.collect::<Vec<_>>(), ["lo"], "{out}");
+            },
+        ),
+        (
+            "a=x; while true; do a=\"$a$a\"; done",
+            Duration::from_secs(20),
+            &|r| assert_eq!(r.outcome, Outcome::MemoryLimit),
+        ),
+        (
+            "b() { b | b & }; b; sleep 10",
+            Duration::from_millis(1500),
+            &|r| assert!(r.hit_pids_limit, "{:?}", r.outcome),
+        ),
+        ("while true; do :; done", Duration::from_millis(300), &|r| {
+            assert_eq!(r.outcome, Outcome::DeadlineExceeded)
+        }),
+    ];
+    for (script, deadline, check) in cases {
+        let c = node.assemble(false).unwrap();
+        let first = c.run(&sh(script), b"", deadline).unwrap();
+        check(&first);
+        let second = c.run(&sh(script), b"", deadline).unwrap();
+        check(&second);
+        assert_eq!(
+            c.run(&sh("echo alive"), b"", Duration::from_secs(5))
+                .unwrap()
+                .output,
+            b"alive\n"
+        );
+        node.destroy(c);
+    }
+    assert_eq!(node.live_containers(), 0, "containers leaked");
+    drop(node);
+    assert_eq!(cgroup_dirs("first-invocation-test"), 0, "cgroups leaked");
 }

@@ -339,7 +339,7 @@ async fn functions_run_in_containers_next_to_a_real_storage_node() {
     let sample = stats.message().await.unwrap().unwrap();
     assert_eq!(sample.role(), pb::Tier::Compute);
     assert!(sample.warm_containers >= 4, "{sample:?}");
-    assert_eq!(sample.pools.len(), 4, "{sample:?}");
+    assert_eq!(sample.pools.len(), 5, "{sample:?}");
     assert!(!sample.cores.is_empty());
     drop(stats);
 

@@ -1,6 +1,7 @@
 //! A container: its parts and the template that runs its invocations, each in a process of its
 //! own (SAND's two levels). Many invocations may run in one container at once: every `Run`
-//! carries an id, and a reader thread hands each exit report to the invocation waiting for it.
+//! carries an id, and the node's [`Reports`] thread hands each exit report to the invocation
+//! waiting for it.
 //!
 //! Dropping a container tears it down: the template (which kills its processes when the agent
 //! hangs up), then the cgroup (killing anything left and removing it), the root file system's
@@ -8,18 +9,21 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::time::{Duration, Instant};
 
 use sandstorm_naming::TenantId;
 use tokio::sync::oneshot;
 
 use super::link::{self, LinkOutcome, StorageRouter};
-use super::parts::{Cgroup, IpcUts, NetNs, RootFs};
-use super::zygote::{self, FromTemplate, Program, ToTemplate, WasmFunction};
+use super::parts::{Cgroup, Forker, IpcUts, NetNs, RootFs};
+use super::zygote::{self, FromTemplate, Program, ToForker, ToTemplate, WasmFunction};
 use crate::sandbox::RunError;
 
 /// Which parts came from pools.
@@ -81,19 +85,197 @@ pub struct WasmRun {
     pub link: Option<LinkOutcome>,
 }
 
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Exit>>>>;
+/// A container's template as the report reader and the container share it.
+#[derive(Debug)]
+struct Template {
+    sock: OwnedFd,
+    /// Invocations waiting for their exit report, by id.
+    waiters: Mutex<HashMap<u64, oneshot::Sender<Exit>>>,
+    /// Why setting the container up failed, as its template reported.
+    failed: Mutex<Option<String>>,
+}
+
+impl Template {
+    /// Reads one report and hands it to its waiter; false once the template is gone (every
+    /// waiter then learns so, its sender dropped).
+    fn read_one(&self) -> bool {
+        let report = match zygote::recv::<FromTemplate>(self.sock.as_fd()) {
+            Ok(Some((report, _))) => report,
+            Ok(None) | Err(_) => {
+                self.lock_waiters().clear();
+                return false;
+            }
+        };
+        let (id, exit) = match report {
+            FromTemplate::Exited {
+                id,
+                code,
+                signal,
+                deadline,
+                ..
+            } => {
+                let exit = if deadline {
+                    Exit::Deadline
+                } else if let Some(code) = code {
+                    Exit::Code(code)
+                } else {
+                    Exit::Signal(signal.unwrap_or(0))
+                };
+                (id, exit)
+            }
+            FromTemplate::Refused { id, error } => (id, Exit::Refused(error)),
+            FromTemplate::Failed { error } => {
+                tracing::warn!(%error, "a container's template failed");
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                self.lock_waiters().clear();
+                return false;
+            }
+        };
+        if let Some(tx) = self.lock_waiters().remove(&id) {
+            // An invocation that gave up is not an error.
+            let _ = tx.send(exit);
+        }
+        true
+    }
+
+    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Exit>>> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The epoll token that stops the reader.
+const STOP: u64 = u64::MAX;
+
+/// The node's reader of template reports: one thread and one `epoll` over every container's
+/// template socket, so assembling a container starts no thread (spawning one cost ~300 us of
+/// the critical path). Its count of templates is the node's count of live containers.
+#[derive(Debug)]
+pub struct Reports {
+    epoll: Arc<Epoll>,
+    templates: Arc<Mutex<HashMap<u64, Arc<Template>>>>,
+    next_token: AtomicU64,
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Reports {
+    /// Starts the reader thread.
+    pub fn start() -> io::Result<Self> {
+        let epoll = Arc::new(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?);
+        let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC)?;
+        epoll.add(&stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP))?;
+        let templates: Arc<Mutex<HashMap<u64, Arc<Template>>>> = Arc::default();
+        let thread = {
+            let (epoll, templates) = (epoll.clone(), templates.clone());
+            std::thread::Builder::new()
+                .name("template-reports".into())
+                .spawn(move || read_reports(&epoll, &templates))?
+        };
+        Ok(Self {
+            epoll,
+            templates,
+            next_token: AtomicU64::new(0),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Containers alive now.
+    pub fn live(&self) -> usize {
+        self.templates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    fn register(&self, template: &Arc<Template>) -> io::Result<u64> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        self.templates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, Arc::clone(template));
+        if let Err(e) = self
+            .epoll
+            .add(&template.sock, EpollEvent::new(EpollFlags::EPOLLIN, token))
+        {
+            self.unregister(token);
+            return Err(e.into());
+        }
+        Ok(token)
+    }
+
+    fn unregister(&self, token: u64) {
+        let template = self
+            .templates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&token);
+        if let Some(template) = template {
+            // Already gone if the template hung up first.
+            let _ = self.epoll.delete(&template.sock);
+            template.lock_waiters().clear();
+        }
+    }
+}
+
+impl Drop for Reports {
+    fn drop(&mut self) {
+        let _ = self.stop.write(1);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The reader thread: one report per readable template socket per wake-up (the epoll is level
+/// triggered, so the next one wakes it again), until [`STOP`].
+fn read_reports(epoll: &Epoll, templates: &Mutex<HashMap<u64, Arc<Template>>>) {
+    let mut events = [EpollEvent::empty(); 64];
+    loop {
+        let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "the template report reader stopped");
+                return;
+            }
+        };
+        for event in &events[..n] {
+            let token = event.data();
+            if token == STOP {
+                return;
+            }
+            let template = templates
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&token)
+                .cloned();
+            if let Some(template) = template
+                && !template.read_one()
+            {
+                let _ = epoll.delete(&template.sock);
+            }
+        }
+    }
+}
 
 /// A container: its parts and the template that runs its invocations.
 #[derive(Debug)]
 pub struct Container {
     // Field order is teardown order.
-    template: Arc<OwnedFd>,
-    reader: Option<JoinHandle<()>>,
-    waiters: Waiters,
+    template: Arc<Template>,
+    /// The socket of the process waiting to run its first invocation (see
+    /// [`super::zygote`]), until that one is started.
+    spare: Mutex<Option<OwnedFd>>,
+    /// What the template is sent with the first `Run`, and the function's code for it: it
+    /// joins the namespaces then, so it does not compete for a CPU with the spare before.
+    unassembled: Mutex<Option<(ToForker, Option<OwnedFd>)>>,
+    reports: Arc<Reports>,
+    /// Its template's registration with `reports`.
+    token: u64,
     next_id: AtomicU64,
     /// Held until teardown.
     parts: Parts,
-    live: Arc<AtomicU64>,
     /// How it was assembled.
     pub provenance: Provenance,
     /// The WebAssembly function its template holds, if it is one.
@@ -102,8 +284,10 @@ pub struct Container {
     pub born: Instant,
 }
 
-/// The parts a container is made of (dropped in this order).
+/// The parts a container is made of (dropped in this order). Only the cgroup is read; the
+/// others are held so dropping them tears the container down.
 #[derive(Debug)]
+#[allow(dead_code)]
 pub(super) struct Parts {
     pub cgroup: Cgroup,
     pub net: NetNs,
@@ -111,31 +295,68 @@ pub(super) struct Parts {
     pub rootfs: RootFs,
 }
 
+impl Parts {
+    /// What `Assemble` sends: the namespaces to join, then `code` if there is one.
+    fn assemble_fds(&self, code: Option<&OwnedFd>) -> Vec<RawFd> {
+        let mut fds = vec![
+            self.net.0.as_raw_fd(),
+            self.ipc_uts.ipc.as_raw_fd(),
+            self.ipc_uts.uts.as_raw_fd(),
+            self.rootfs.mnt.as_raw_fd(),
+        ];
+        fds.extend(code.map(AsRawFd::as_raw_fd));
+        fds
+    }
+}
+
 impl Container {
-    /// Wraps a freshly assembled template; `live` counts containers alive.
-    pub(super) fn new(
-        template: OwnedFd,
-        parts: Parts,
+    /// Assembles a container from a parked forker and the namespaces: sends `assemble` (with
+    /// the namespaces, and `code` for a WebAssembly function) to the forker's spare now, so it
+    /// joins them while the caller goes on, and to the forker with the first `Run` (see
+    /// [`Self::start`]). Nothing is waited for: if assembly fails, the template reports why
+    /// instead of running anything ([`Self::failure`]). `reports` reads the template's reports.
+    pub(super) fn assemble(
+        forker: Forker,
+        net: NetNs,
+        ipc_uts: IpcUts,
+        assemble: ToForker,
+        code: Option<OwnedFd>,
         provenance: Provenance,
-        wasm: Option<WasmFunction>,
-        live: Arc<AtomicU64>,
+        reports: Arc<Reports>,
     ) -> io::Result<Self> {
-        let template = Arc::new(template);
-        let waiters: Waiters = Arc::default();
-        let reader = {
-            let (template, waiters) = (template.clone(), waiters.clone());
-            std::thread::Builder::new()
-                .name("template-reader".into())
-                .spawn(move || read_reports(&template, &waiters))?
+        let Forker {
+            sock,
+            spare,
+            cgroup,
+            rootfs,
+        } = forker;
+        let parts = Parts {
+            cgroup,
+            net,
+            ipc_uts,
+            rootfs,
         };
-        live.fetch_add(1, Ordering::Relaxed);
+        let fds = parts.assemble_fds(code.as_ref());
+        // If the spare is gone, the template forks for the first invocation too.
+        let spare = zygote::send(spare.as_fd(), &assemble, &fds)
+            .is_ok()
+            .then_some(spare);
+        let ToForker::Assemble { wasm, .. } = &assemble;
+        let wasm = wasm.clone();
+        let template = Arc::new(Template {
+            sock,
+            waiters: Mutex::default(),
+            failed: Mutex::default(),
+        });
+        let token = reports.register(&template)?;
         Ok(Self {
             template,
-            reader: Some(reader),
-            waiters,
+            spare: Mutex::new(spare),
+            unassembled: Mutex::new(Some((assemble, code))),
+            reports,
+            token,
             next_id: AtomicU64::new(0),
             parts,
-            live,
             provenance,
             wasm,
             born: Instant::now(),
@@ -148,24 +369,40 @@ impl Container {
         &self,
         program: Program,
         deadline: Duration,
-        fds: &[std::os::fd::RawFd],
+        fds: &[RawFd],
     ) -> io::Result<oneshot::Receiver<Exit>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
+        self.template.lock_waiters().insert(id, tx);
+        let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
         let run = ToTemplate::Run {
             id,
-            deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+            deadline_ms,
             program,
         };
-        if let Err(e) = zygote::send(self.template.as_fd(), &run, fds) {
-            self.waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+        // The first invocation runs in the spare, which the template then adopts; if the
+        // spare is gone, the template forks for it like for the others.
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let spare_runs = spare.is_some_and(|spare| zygote::send(spare.as_fd(), &run, fds).is_ok());
+        let template = self.template.sock.as_fd();
+        let unassembled = self
+            .unassembled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let sent = unassembled
+            .map_or(Ok(()), |(assemble, code)| {
+                zygote::send(template, &assemble, &self.parts.assemble_fds(code.as_ref()))
+            })
+            .and_then(|()| {
+                if spare_runs {
+                    zygote::send(template, &ToTemplate::Adopt { id, deadline_ms }, &[])
+                } else {
+                    zygote::send(template, &run, fds)
+                }
+            });
+        if let Err(e) = sent {
+            self.template.lock_waiters().remove(&id);
             return Err(io::Error::other(format!("{} ({e})", self.failure())));
         }
         Ok(rx)
@@ -314,18 +551,17 @@ impl Container {
         }
     }
 
-    /// Why the container stopped answering: the forker's report if assembly failed.
+    /// Why the container stopped answering: its template's report if setting it up failed.
     pub fn failure(&self) -> String {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        let forker = self.parts.cgroup.forker.as_fd();
-        let mut fds = [PollFd::new(forker, PollFlags::POLLIN)];
-        if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0
-            && let Ok(Some((zygote::FromZygote::Failed { error }, _))) =
-                zygote::recv::<zygote::FromZygote>(forker)
+        match &*self
+            .template
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
         {
-            return format!("assembling the container failed: {error}");
+            Some(error) => format!("assembling the container failed: {error}"),
+            None => "the container's template is gone".to_owned(),
         }
-        "the container's template is gone".to_owned()
     }
 
     /// Memory the container's cgroup charges now, bytes.
@@ -335,62 +571,19 @@ impl Container {
 
     /// Invocations running in it now.
     pub fn running(&self) -> usize {
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.template.lock_waiters().len()
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        // Wakes the reader; the template sees the agent hang up and kills its processes.
-        let _ =
-            nix::sys::socket::shutdown(self.template.as_raw_fd(), nix::sys::socket::Shutdown::Both);
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        self.live.fetch_sub(1, Ordering::Relaxed);
+        // Its waiters learn it is gone; the template sees the agent hang up and kills its
+        // processes.
+        self.reports.unregister(self.token);
+        let _ = nix::sys::socket::shutdown(
+            self.template.sock.as_raw_fd(),
+            nix::sys::socket::Shutdown::Both,
+        );
         // The parts drop after this: cgroup, root file system, namespaces.
     }
-}
-
-/// The reader thread: hands each exit report to its waiter, until the template is gone (then
-/// every waiter learns so, its sender dropped).
-fn read_reports(template: &OwnedFd, waiters: &Waiters) {
-    loop {
-        let report = match zygote::recv::<FromTemplate>(template.as_fd()) {
-            Ok(Some((report, _))) => report,
-            Ok(None) | Err(_) => break,
-        };
-        let (id, exit) = match report {
-            FromTemplate::Exited {
-                id,
-                code,
-                signal,
-                deadline,
-                ..
-            } => {
-                let exit = if deadline {
-                    Exit::Deadline
-                } else if let Some(code) = code {
-                    Exit::Code(code)
-                } else {
-                    Exit::Signal(signal.unwrap_or(0))
-                };
-                (id, exit)
-            }
-            FromTemplate::Refused { id, error } => (id, Exit::Refused(error)),
-            FromTemplate::Failed { error } => {
-                tracing::warn!(%error, "a container's template failed");
-                break;
-            }
-        };
-        let waiter = waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        if let Some(tx) = waiter {
-            // An invocation that gave up is not an error.
-            let _ = tx.send(exit);
-        }
-    }
-    waiters.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }

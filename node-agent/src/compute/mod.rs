@@ -31,16 +31,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use sandstorm_naming::TenantId;
 
-use self::container::Parts;
-pub use self::container::{Container, Exit, Outcome, Provenance, RunResult, WasmRun};
+pub use self::container::{Container, Exit, Outcome, Provenance, Reports, RunResult, WasmRun};
 use self::link::AgentLink;
 pub use self::link::StorageRouter;
-use self::parts::{Cgroup, ContainerLimits, IpcUts, NetNs, RootFs};
+use self::parts::{Cgroup, ContainerLimits, Forker, IpcUts, NetNs, RootFs};
 use self::pool::Pool;
-use self::zygote::{FromZygote, ToForker, ToZygote, WasmFunction};
+use self::zygote::{FromZygote, ToForker, ToZygote, WasmFunction, seqpacket_pair};
 use crate::sandbox::{DeployError, FunctionLimits, RunError, Sandbox, SandboxConfig};
 use crate::stats::{CostKind, CostMeter};
 
@@ -176,16 +174,6 @@ pub fn build_base(state_dir: &Path) -> io::Result<PathBuf> {
     Ok(base)
 }
 
-/// A connected pair of `SOCK_SEQPACKET` sockets, the zygote protocol's transport.
-fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?)
-}
-
 /// The next reply of the zygote or a forker on `sock`; `Failed` and hang-ups are errors that
 /// say `what` was being done.
 fn reply(sock: &OwnedFd, what: &str) -> io::Result<FromZygote> {
@@ -196,6 +184,27 @@ fn reply(sock: &OwnedFd, what: &str) -> io::Result<FromZygote> {
         Some((reply, _)) => Ok(reply),
         None => Err(io::Error::other(format!("{what}: the process is gone"))),
     }
+}
+
+/// Parks a forker of `zygote` in `rootfs`'s PID namespace and in `cgroup`.
+fn park_forker(zygote: &Mutex<Zygote>, rootfs: RootFs, cgroup: Cgroup) -> io::Result<Forker> {
+    Forker::park(rootfs, cgroup, |pid, procs| {
+        let forker = zygote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .park(pid, procs)?;
+        // It joins the cgroups on its own (the zygote is free meanwhile), forks its spare,
+        // then reports with the spare's socket.
+        match zygote::recv::<FromZygote>(forker.as_fd())? {
+            Some((FromZygote::Ready, mut fds)) if fds.len() == 1 => Ok((forker, fds.remove(0))),
+            Some((FromZygote::Failed { error }, _)) => {
+                Err(io::Error::other(format!("parking a forker: {error}")))
+            }
+            other => Err(io::Error::other(format!(
+                "parking a forker: unexpected {other:?}"
+            ))),
+        }
+    })
 }
 
 /// The agent's side of the zygote.
@@ -234,11 +243,11 @@ impl Zygote {
         reply(&self.sock, "the zygote")
     }
 
-    /// Parks a forker in the cgroups of `procs`; returns its socket. It reports `Ready` on it
-    /// once it has joined them (off the zygote, which is free meanwhile).
-    fn park(&self, procs: &[OwnedFd]) -> io::Result<OwnedFd> {
+    /// Forks a forker into PID namespace `pid` that joins the cgroups of `procs`; returns its
+    /// socket, on which it reports `Ready` once inside them.
+    fn park(&self, pid: &OwnedFd, procs: &[OwnedFd]) -> io::Result<OwnedFd> {
         let (ours, theirs) = seqpacket_pair()?;
-        let mut fds = vec![theirs.as_raw_fd()];
+        let mut fds = vec![theirs.as_raw_fd(), pid.as_raw_fd()];
         fds.extend(procs.iter().map(AsRawFd::as_raw_fd));
         self.request(&ToZygote::Park, &fds)?;
         Ok(ours)
@@ -366,14 +375,16 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct ComputeNode {
     config: ComputeConfig,
-    /// Also held by the cgroup pool's factory; dropped (and the zygote killed) with the node.
+    /// Also held by the forker pool's factory; dropped (and the zygote killed) with the node.
     zygote: Arc<Mutex<Zygote>>,
     netns: Pool<NetNs>,
     ipc_uts: Pool<IpcUts>,
-    rootfs: Pool<RootFs>,
-    cgroups: Pool<Cgroup>,
+    /// Feed the forker pool.
+    rootfs: Arc<Pool<RootFs>>,
+    cgroups: Arc<Pool<Cgroup>>,
+    forkers: Pool<Forker>,
     next_cgroup: Arc<AtomicU64>,
-    live: Arc<AtomicU64>,
+    reports: Arc<Reports>,
     /// Compiles modules for the templates (same engine configuration as the zygote's).
     sandbox: Sandbox<AgentLink>,
     router: Arc<StorageRouter>,
@@ -409,36 +420,34 @@ impl ComputeNode {
         }
         let sandbox = Sandbox::for_templates(SandboxConfig::default()).map_err(io::Error::other)?;
         let zygote = Arc::new(Mutex::new(Zygote::start(&config.exe)?));
-        let parker = zygote.clone();
         let size = config.pool_size;
         let exe = config.exe.clone();
         let (node, limits) = (config.name.clone(), config.limits);
         let next_cgroup = Arc::new(AtomicU64::new(0));
         let counter = next_cgroup.clone();
+        let rootfs = Arc::new(Pool::new("rootfs", size, move || {
+            parts::create_rootfs(&exe, &base)
+        }));
+        let cgroups = Arc::new(Pool::new("cgroup", size, move || {
+            let id = counter.fetch_add(1, Ordering::Relaxed);
+            parts::create_cgroup(&node, &format!("c{id}"), limits)
+        }));
+        let forkers = {
+            let (rootfs, cgroups, zygote) = (rootfs.clone(), cgroups.clone(), zygote.clone());
+            Pool::new("forker", size, move || {
+                park_forker(&zygote, rootfs.take_or_make()?.0, cgroups.take_or_make()?.0)
+            })
+        };
         Ok(Self {
             netns: Pool::new("netns", size, parts::create_netns),
             ipc_uts: Pool::new("ipc-uts", size, parts::create_ipc_uts),
-            rootfs: Pool::new("rootfs", size, move || parts::create_rootfs(&exe, &base)),
-            cgroups: Pool::new("cgroup", size, move || {
-                let id = counter.fetch_add(1, Ordering::Relaxed);
-                let park = |procs: &[OwnedFd]| -> io::Result<OwnedFd> {
-                    let forker = parker
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .park(procs)?;
-                    match reply(&forker, "parking a forker")? {
-                        FromZygote::Ready => Ok(forker),
-                        other => Err(io::Error::other(format!(
-                            "parking a forker: unexpected {other:?}"
-                        ))),
-                    }
-                };
-                parts::create_cgroup(&node, &format!("c{id}"), limits, park)
-            }),
+            rootfs,
+            cgroups,
+            forkers,
             next_cgroup,
             zygote,
             config,
-            live: Arc::default(),
+            reports: Arc::new(Reports::start()?),
             sandbox,
             router,
             functions: RwLock::default(),
@@ -461,6 +470,7 @@ impl ComputeNode {
             && self.ipc_uts.wait_full(timeout)
             && self.rootfs.wait_full(timeout)
             && self.cgroups.wait_full(timeout)
+            && self.forkers.wait_full(timeout)
     }
 
     /// Sets the size every part pool is refilled to (the re-provisioner's plan).
@@ -469,6 +479,7 @@ impl ComputeNode {
         self.ipc_uts.set_target(size);
         self.rootfs.set_target(size);
         self.cgroups.set_target(size);
+        self.forkers.set_target(size);
     }
 
     /// Keeps a warm container of each of `functions` whatever its idle time, replacing the
@@ -496,19 +507,21 @@ impl ComputeNode {
         skipped
     }
 
-    /// Pool levels: (ready, target) for netns, ipc-uts, rootfs, cgroup.
-    pub fn pool_levels(&self) -> [(&'static str, usize, usize); 4] {
+    /// Pool levels: (ready, target) for netns, ipc-uts, rootfs, cgroup, forker (a rootfs and a
+    /// cgroup paired, with a process parked in them).
+    pub fn pool_levels(&self) -> [(&'static str, usize, usize); 5] {
         [
             ("netns", self.netns.ready(), self.netns.target()),
             ("ipc-uts", self.ipc_uts.ready(), self.ipc_uts.target()),
             ("rootfs", self.rootfs.ready(), self.rootfs.target()),
             ("cgroup", self.cgroups.ready(), self.cgroups.target()),
+            ("forker", self.forkers.ready(), self.forkers.target()),
         ]
     }
 
     /// Containers alive now (warm ones and any held by callers).
     pub fn live_containers(&self) -> u64 {
-        self.live.load(Ordering::Relaxed)
+        self.reports.live() as u64
     }
 
     /// Cgroups created so far (pooled and on demand).
@@ -592,39 +605,15 @@ impl ComputeNode {
         from_scratch: bool,
         wasm: Option<(&WasmFunction, &OwnedFd)>,
     ) -> io::Result<Container> {
-        let (parts, all_pooled) = if from_scratch {
-            let parts = Parts {
-                net: self.netns.make()?,
-                ipc_uts: self.ipc_uts.make()?,
-                rootfs: self.rootfs.make()?,
-                cgroup: self.cgroups.make()?,
-            };
-            (parts, false)
+        let (forker, net, ipc_uts, all_pooled) = if from_scratch {
+            let forker = park_forker(&self.zygote, self.rootfs.make()?, self.cgroups.make()?)?;
+            (forker, self.netns.make()?, self.ipc_uts.make()?, false)
         } else {
-            let (net, a) = self.netns.take_or_make()?;
-            let (ipc_uts, b) = self.ipc_uts.take_or_make()?;
-            let (rootfs, c) = self.rootfs.take_or_make()?;
-            let (cgroup, d) = self.cgroups.take_or_make()?;
-            let parts = Parts {
-                net,
-                ipc_uts,
-                rootfs,
-                cgroup,
-            };
-            (parts, a && b && c && d)
+            let (forker, a) = self.forkers.take_or_make()?;
+            let (net, b) = self.netns.take_or_make()?;
+            let (ipc_uts, c) = self.ipc_uts.take_or_make()?;
+            (forker, net, ipc_uts, a && b && c)
         };
-        let (ours, theirs) = seqpacket_pair()?;
-        let mut fds = vec![
-            parts.net.0.as_raw_fd(),
-            parts.ipc_uts.ipc.as_raw_fd(),
-            parts.ipc_uts.uts.as_raw_fd(),
-            parts.rootfs.mnt.as_raw_fd(),
-            parts.rootfs.pid.as_raw_fd(),
-            theirs.as_raw_fd(),
-        ];
-        if let Some((_, code)) = wasm {
-            fds.push(code.as_raw_fd());
-        }
         let provenance = if all_pooled {
             Provenance::Pooled
         } else {
@@ -635,19 +624,15 @@ impl ComputeNode {
             gid: self.config.gid,
             wasm: wasm.map(|(f, _)| f.clone()),
         };
-        // The forker parked in the cgroup does the work; the zygote is not involved. Its reply
-        // is not waited for: the first `Run` queues on the template's socket meanwhile, and
-        // if assembly fails the template's socket hangs up and the container reports the
-        // forker's error (`Container::failure`). The order goes first, so the forker works
-        // while the container (and its reader thread) is made here.
-        zygote::send(parts.cgroup.forker.as_fd(), &assemble, &fds)?;
-        drop(theirs);
-        Container::new(
-            ours,
-            parts,
+        let code = wasm.map(|(_, code)| code.try_clone()).transpose()?;
+        Container::assemble(
+            forker,
+            net,
+            ipc_uts,
+            assemble,
+            code,
             provenance,
-            wasm.map(|(f, _)| f.clone()),
-            self.live.clone(),
+            self.reports.clone(),
         )
     }
 

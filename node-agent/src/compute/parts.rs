@@ -6,7 +6,12 @@
 //!   and a per-instance writable tmpfs layer, already pivoted into, with `/proc` of its own PID
 //!   namespace and a minimal `/dev`; held by a small process that is PID 1 of that namespace;
 //! - [`Cgroup`]: a control group with memory, CPU and pids limits set, its `cgroup.procs` files
-//!   open so a process joins it with one write.
+//!   open so a process joins it with one write;
+//! - [`Forker`]: a root file system and a cgroup paired, with a process of the zygote's parked
+//!   inside both (in the cgroup and in the PID namespace), waiting to become a container's
+//!   template. The two parts a process must be born into or moved into are joined here, off
+//!   the critical path: entering a PID namespace takes a fork, and moving into a cgroup on
+//!   cgroup v1 waits for an RCU grace period (10-20 ms).
 //!
 //! Namespaces are held by file descriptors (or by the holder process), never by mounts on the
 //! host, so when the agent dies they die with it: nothing is left behind but cgroup directories,
@@ -169,14 +174,46 @@ pub fn create_rootfs(exe: &Path, base: &Path) -> io::Result<RootFs> {
 /// A control group with limits set, its `cgroup.procs` files open for joining.
 #[derive(Debug)]
 pub struct Cgroup {
-    /// The socket of a forker parked inside it (see [`super::zygote`]).
-    pub forker: OwnedFd,
+    /// Its `cgroup.procs` in each hierarchy: writing "0" to each moves the writer in.
+    pub procs: Vec<OwnedFd>,
     /// Where the memory controller's files are, to tell a memory kill from others.
     memory_dir: PathBuf,
     /// Where the pids controller's files are.
     pids_dir: PathBuf,
     /// Its directory in each hierarchy.
     dirs: Vec<PathBuf>,
+}
+
+/// A process parked in a cgroup and in a root file system's PID namespace (see
+/// [`super::zygote`]), and the two parts. Dropped in field order: the process sees its socket
+/// hang up and exits, then the cgroup (killing anything left) and the root file system go.
+#[derive(Debug)]
+pub struct Forker {
+    /// The parked process's socket; once it is assembled, its template's.
+    pub sock: OwnedFd,
+    /// The socket of the process it forked to run the container's first invocation.
+    pub spare: OwnedFd,
+    pub cgroup: Cgroup,
+    pub rootfs: RootFs,
+}
+
+impl Forker {
+    /// Pairs `rootfs` and `cgroup` with a process that `park` starts inside both: it is given
+    /// the PID namespace and the `cgroup.procs` files, and returns the process's socket and
+    /// its spare's once they are in.
+    pub fn park(
+        rootfs: RootFs,
+        cgroup: Cgroup,
+        park: impl FnOnce(&OwnedFd, &[OwnedFd]) -> io::Result<(OwnedFd, OwnedFd)>,
+    ) -> io::Result<Self> {
+        let (sock, spare) = park(&rootfs.pid, &cgroup.procs)?;
+        Ok(Self {
+            sock,
+            spare,
+            cgroup,
+            rootfs,
+        })
+    }
 }
 
 /// The cgroup root of this agent's containers, relative to each hierarchy.
@@ -198,16 +235,8 @@ fn hierarchy_dirs(relative: &str) -> (Vec<PathBuf>, PathBuf, PathBuf) {
     }
 }
 
-/// Creates cgroup `sandstorm/<node>/<name>` with `limits`, and a forker parked inside it.
-///
-/// `park` asks the zygote for a forker that joins the cgroups whose `cgroup.procs` it is given
-/// and returns the forker's socket once it is inside.
-pub fn create_cgroup(
-    node: &str,
-    name: &str,
-    limits: ContainerLimits,
-    park: impl FnOnce(&[OwnedFd]) -> io::Result<OwnedFd>,
-) -> io::Result<Cgroup> {
+/// Creates cgroup `sandstorm/<node>/<name>` with `limits`.
+pub fn create_cgroup(node: &str, name: &str, limits: ContainerLimits) -> io::Result<Cgroup> {
     let relative = format!("{}/{name}", cgroup_parent(node));
     // Built (directories made, limits written) by cgroups-rs; afterwards the part is its files.
     CgroupBuilder::new(&relative)
@@ -234,9 +263,8 @@ pub fn create_cgroup(
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         procs.push(file.into());
     }
-    let forker = park(&procs)?;
     Ok(Cgroup {
-        forker,
+        procs,
         memory_dir,
         pids_dir,
         dirs: hierarchy_dirs(&relative).0,

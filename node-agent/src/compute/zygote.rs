@@ -1,33 +1,42 @@
 //! The processes on the critical path of a container, and the holder of a root file system.
 //!
 //! - The **zygote** (`sandstorm __zygote`): a single-threaded process started with the agent. On
-//!   `Park` (off the critical path, when the cgroup pool refills) it forks a **parked forker**
-//!   that joins a pooled cgroup and waits. Joining a cgroup costs 10-20 ms the first time on
-//!   cgroup v1 (the kernel's threadgroup lock waits for an RCU grace period), so it is paid
-//!   here, and everything forked later from the forker starts inside the cgroup for free.
-//!   While it waits, the forker also gives up what it will not need (the capability bounding
-//!   set, the right to gain privileges: no_new_privs) and installs the whole seccomp filter,
-//!   compiled once in the zygote: installing a filter costs the kernel 50-100 us, too much for
-//!   the critical path. The filter refuses `setns` for every descriptor below [`RESERVED_FD`]
-//!   and lets it through from there up, where only the forker puts namespaces.
-//! - On `Assemble` the forker moves the namespaces it is sent from `RESERVED_FD` up, enters the
-//!   PID namespace and forks; the child joins the rest (setns into network, IPC, UTS, and the
-//!   mount namespace, whose root is already the container's), closes every descriptor from
-//!   `RESERVED_FD` up and lowers its descriptor limit (soft and hard) to `RESERVED_FD`, so
-//!   nothing in the container can hold a descriptor the filter lets `setns` use, changes its
-//!   user to `nobody` (which clears its capabilities; the kernel then refuses `setns` too),
-//!   checks that no capability is left, and becomes the container's **template**. Nothing on
-//!   that path creates a namespace, mounts, installs a filter or moves a process between
-//!   cgroups.
+//!   `Park` (off the critical path, when the forker pool refills) it forks a **parked forker**
+//!   into the PID namespace of a pooled root file system, and the forker joins a pooled
+//!   cgroup. Both must happen to a process before the request: a process enters a PID
+//!   namespace only by being forked into it, and joining a cgroup costs 10-20 ms the first time
+//!   on cgroup v1 (the kernel's threadgroup lock waits for an RCU grace period). Everything
+//!   forked later from the forker starts inside both for free. While it waits, the forker also
+//!   gives up what it will not need (the capability bounding set, the right to gain
+//!   privileges: no_new_privs) and installs the whole seccomp filter, compiled once in the
+//!   zygote: installing a filter costs the kernel 50-100 us, too much for the critical path.
+//!   The filter refuses `setns` for every descriptor below [`RESERVED_FD`] and lets it through
+//!   from there up, where only the forker and its spare put namespaces.
+//! - The forker then prepares an instance of each function it holds and forks its **spare**,
+//!   which waits beside it, holding those instances, to become the container's first
+//!   invocation: that one then starts without a fork (a fork costs 60-300 us here, page tables
+//!   and the child's page faults). The forker itself waits at the idle scheduling policy, so
+//!   on a busy or small machine the spare's way to a running function does not wait for it.
+//! - On `Assemble` (sent to the spare at once, and to the forker with the first invocation)
+//!   each moves the namespaces it is sent from `RESERVED_FD` up, joins them (setns into
+//!   network, IPC, UTS, and the mount namespace, whose root is already the container's),
+//!   closes every descriptor from `RESERVED_FD` up and lowers its descriptor limit (soft and
+//!   hard) to `RESERVED_FD`, so nothing in the container can hold a descriptor the filter
+//!   lets `setns` use, changes its user to `nobody` (which clears its capabilities; the kernel
+//!   then refuses `setns` too) and checks that no capability is left. The spare then runs the
+//!   first `Run` it is sent; the forker becomes the container's **template** and adopts the
+//!   spare. Nothing on that path forks, creates a namespace, mounts, installs a filter or
+//!   moves a process between cgroups.
 //! - The **template** (SAND's second level) lives inside the container for as long as it is
-//!   warm: on `Run` it forks a process per invocation, enforces its deadline (killing the
-//!   invocation's whole process group), and reports how it exited. A **native** template's
-//!   process execs the function's program; a **WebAssembly** template already holds the
-//!   function's compiled code (the zygote loaded it at deploy, so forkers parked since inherit
-//!   it) and keeps the next instance prepared, so its process starts running at once, its data
-//!   calls going over a descriptor to the agent ([`super::link`]). Nothing is exec'd. The
-//!   template prepares the following instance once that process has told the agent it runs
-//!   (it writes a byte on a pipe then), not while the process is starting.
+//!   warm: on `Run` it forks a process per invocation (on `Adopt`, it takes the spare's as
+//!   its own), enforces its deadline (killing the invocation's whole process group), and
+//!   reports how it exited. A **native** invocation execs the function's program; a
+//!   **WebAssembly** template already holds the function's compiled code (the zygote loaded it
+//!   at deploy, so forkers parked since inherit it) and keeps the next instance prepared, so
+//!   its process starts running at once, its data calls going over a descriptor to the agent
+//!   ([`super::link`]). Nothing is exec'd. The template prepares the following instance once
+//!   that process has told the agent it runs (it writes a byte on a pipe then), not while the
+//!   process is starting.
 //! - Every one of these processes runs with the scheduler's short time slice
 //!   ([`prefer_latency`], inherited from the zygote): on a busy machine each wake-up and fork on
 //!   the way from a request to a running function would otherwise wait for the running task's
@@ -43,7 +52,7 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{self, IoSlice, IoSliceMut, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -75,7 +84,8 @@ pub struct WasmFunction {
 /// What the agent asks the zygote.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToZygote {
-    /// Fork a forker that joins the cgroups whose `cgroup.procs` are sent after its socket.
+    /// Fork a forker into the PID namespace sent after its socket, that joins the cgroups
+    /// whose `cgroup.procs` are sent after that.
     Park,
     /// Load the function whose serialized code is in the memfd sent alongside: forkers parked
     /// from now on are born holding it.
@@ -87,9 +97,9 @@ pub enum ToZygote {
 /// What the agent asks a parked forker.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToForker {
-    /// Fork a template into the parts sent alongside: net, ipc, uts, mnt, pid, the template's
-    /// socket, and for a WebAssembly template the memfd of its code (used only if the forker
-    /// does not already hold this version).
+    /// Join the parts sent alongside (net, ipc, uts, mnt, and for a WebAssembly template the
+    /// memfd of its code, used only if the forker does not already hold this version) and
+    /// become the container's template, serving `ToTemplate` on the same socket.
     Assemble {
         uid: u32,
         gid: u32,
@@ -108,10 +118,6 @@ pub enum FromZygote {
     Ready,
     /// The function is loaded.
     Loaded,
-    /// A template was forked (host pid).
-    Assembled {
-        pid: i32,
-    },
     Failed {
         error: String,
     },
@@ -120,12 +126,15 @@ pub enum FromZygote {
 /// What the agent asks a container's template.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToTemplate {
-    /// Fork a process for invocation `id`.
+    /// Fork a process for invocation `id`. (Sent to the spare instead, it runs it itself.)
     Run {
         id: u64,
         deadline_ms: u64,
         program: Program,
     },
+    /// The spare runs invocation `id` (the agent sent it the `Run`): report its exit and
+    /// enforce its deadline as if it had been forked for it.
+    Adopt { id: u64, deadline_ms: u64 },
 }
 
 /// What an invocation's process runs.
@@ -217,10 +226,10 @@ pub fn recv<T: DeserializeOwned>(sock: BorrowedFd<'_>) -> io::Result<Option<(T, 
 /// fail with EPERM (the rest of the kernel interface is allowed, as a deny list like Docker's
 /// refusals). Installing a filter costs the kernel a compilation (50-100 us each here), so
 /// they are all installed by the parked forker, off the critical path, and inherited by its
-/// template and every process the template forks.
+/// spare and every process its template forks.
 ///
-/// `setns` is refused for every descriptor below [`RESERVED_FD`]: the forker moves the
-/// namespaces it is sent above it, the template joins them, closes everything from
+/// `setns` is refused for every descriptor below [`RESERVED_FD`]: the forker (as the spare)
+/// moves the namespaces it is sent above it, joins them, closes everything from
 /// `RESERVED_FD` up and lowers its `RLIMIT_NOFILE` (soft and hard) to `RESERVED_FD`, so no
 /// process in the container can hold a descriptor `setns` accepts (nor raise the limit again:
 /// that needs `CAP_SYS_RESOURCE`). Without capabilities the kernel refuses their `setns` too.
@@ -235,12 +244,11 @@ struct Filters {
 pub const RESERVED_FD: u32 = 1024;
 
 /// Namespaces joined by a template, moved from `RESERVED_FD` up in this order.
-const NAMESPACES: [CloneFlags; 5] = [
+const NAMESPACES: [CloneFlags; 4] = [
     CloneFlags::CLONE_NEWNET,
     CloneFlags::CLONE_NEWIPC,
     CloneFlags::CLONE_NEWUTS,
     CloneFlags::CLONE_NEWNS,
-    CloneFlags::CLONE_NEWPID,
 ];
 
 fn compile_filters() -> io::Result<Filters> {
@@ -364,6 +372,13 @@ const LATENCY_SLICE_NS: u64 = 100_000;
 /// milliseconds), several times on the way from a request to a running function. Best
 /// effort: nothing changes if the kernel refuses.
 pub fn prefer_latency() {
+    set_scheduling(None);
+}
+
+/// Sets the calling thread's short slice (see [`prefer_latency`]) and, if given, its policy
+/// (`SCHED_OTHER` or `SCHED_IDLE`; leaving `SCHED_IDLE` needs `CAP_SYS_NICE`). Whether the
+/// kernel took it.
+fn set_scheduling(policy: Option<i32>) -> bool {
     /// `struct sched_attr` (linux/sched/types.h).
     #[repr(C)]
     #[derive(Default)]
@@ -392,16 +407,18 @@ pub fn prefer_latency() {
             0,
         )
     };
-    if got != 0 || !matches!(attr.policy as i32, libc::SCHED_OTHER | libc::SCHED_BATCH) {
-        return;
+    let normal = [libc::SCHED_OTHER, libc::SCHED_BATCH, libc::SCHED_IDLE];
+    if got != 0 || !normal.contains(&(attr.policy as i32)) {
+        return false;
+    }
+    if let Some(policy) = policy {
+        attr.policy = policy as u32;
     }
     attr.size = size;
     attr.flags &= SCHED_FLAG_RESET_ON_FORK;
     attr.runtime = LATENCY_SLICE_NS;
     // SAFETY: the kernel reads `attr`; the policy and nice value are the thread's own.
-    unsafe {
-        libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0);
-    }
+    unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0) == 0 }
 }
 
 /// A function's code as loaded, and its version.
@@ -413,6 +430,8 @@ struct Runtime {
     filters: Filters,
     sandbox: Sandbox<AgentLink>,
     functions: HashMap<(u32, String), Loaded>,
+    /// The zygote's own PID namespace, to return to after forking a forker into another.
+    own_pid_ns: OwnedFd,
 }
 
 impl Runtime {
@@ -470,6 +489,7 @@ pub fn zygote_main() -> io::Result<()> {
         filters: compile_filters()?,
         sandbox: Sandbox::for_templates(SandboxConfig::default()).map_err(io::Error::other)?,
         functions: HashMap::new(),
+        own_pid_ns: std::fs::File::open("/proc/self/ns/pid")?.into(),
     };
     loop {
         reap_quietly();
@@ -481,8 +501,7 @@ pub fn zygote_main() -> io::Result<()> {
             return Ok(()); // The agent is gone.
         };
         let reply = match message {
-            ToZygote::Park => match park(&fds, &runtime) {
-                // (The forker inherited its copies; the zygote closes its own.)
+            ToZygote::Park => match park(fds, &runtime) {
                 Ok(pid) => FromZygote::Parked { pid: pid.as_raw() },
                 Err(e) => FromZygote::Failed {
                     error: e.to_string(),
@@ -515,25 +534,36 @@ pub fn zygote_main() -> io::Result<()> {
     }
 }
 
-/// Forks a forker that joins the cgroups (`fds[1..]`) and serves `Assemble` on `fds[0]`.
-fn park(fds: &[OwnedFd], runtime: &Runtime) -> io::Result<Pid> {
-    if fds.is_empty() {
-        return Err(io::Error::other("park needs the forker's socket"));
-    }
+/// Forks a forker into PID namespace `fds[1]` that joins the cgroups (`fds[2..]`) and serves
+/// `Assemble` on `fds[0]`. (The forker inherits the descriptors; the zygote closes its own.)
+fn park(fds: Vec<OwnedFd>, runtime: &Runtime) -> io::Result<Pid> {
+    let mut fds = fds.into_iter();
+    let (Some(sock), Some(pid_ns)) = (fds.next(), fds.next()) else {
+        return Err(io::Error::other(
+            "park needs the forker's socket and its PID namespace",
+        ));
+    };
+    // Children forked from now on start in the container's PID namespace; the zygote stays in
+    // its own, and its next children too.
+    setns(&pid_ns, CloneFlags::CLONE_NEWPID)?;
     // SAFETY: the zygote is single-threaded, so the child may run any code.
-    match unsafe { fork() }? {
+    let forked = unsafe { fork() };
+    if !matches!(forked, Ok(ForkResult::Child))
+        && let Err(e) = setns(&runtime.own_pid_ns, CloneFlags::CLONE_NEWPID)
+    {
+        // Every later forker would start in this container: better to stop.
+        let _ = writeln!(io::stderr(), "zygote: back to its PID namespace: {e}");
+        std::process::exit(1);
+    }
+    match forked? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
-            let code = match forker_main(fds, runtime) {
+            drop(pid_ns);
+            let code = match forker_main(sock.as_fd(), fds.collect(), runtime) {
                 Ok(()) => 0,
                 Err(e) => {
-                    let _ = send(
-                        fds[0].as_fd(),
-                        &FromZygote::Failed {
-                            error: e.to_string(),
-                        },
-                        &[],
-                    );
+                    let error = e.to_string();
+                    let _ = send(sock.as_fd(), &FromZygote::Failed { error }, &[]);
                     1
                 }
             };
@@ -542,14 +572,14 @@ fn park(fds: &[OwnedFd], runtime: &Runtime) -> io::Result<Pid> {
     }
 }
 
-/// A parked forker: joins its cgroups, reports ready, assembles one container, then waits for
-/// its template to end.
-fn forker_main(fds: &[OwnedFd], runtime: &Runtime) -> io::Result<()> {
+/// A parked forker: joins the cgroups of `procs`, reports ready, and on `Assemble` joins the
+/// container's other namespaces and becomes its template, serving on the same socket.
+fn forker_main(sock: BorrowedFd<'_>, procs: Vec<OwnedFd>, runtime: &Runtime) -> io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-    let sock = fds[0].as_fd();
-    for cgroup in &fds[1..] {
-        // "0" is the writing process.
-        nix::unistd::write(cgroup, b"0")?;
+    for cgroup in procs {
+        // "0" is the writing process. The descriptor is closed after: the container's
+        // processes must not hold it.
+        nix::unistd::write(&cgroup, b"0")?;
     }
     drop_privileges_off_path(&runtime.filters.park)?;
     // An instance of each function it holds (up to a few), made while it waits: the template
@@ -560,35 +590,121 @@ fn forker_main(fds: &[OwnedFd], runtime: &Runtime) -> io::Result<()> {
         .take(PREPARED_PER_FORKER)
         .map(|(key, (version, compiled))| (key, (*version, prepare((&runtime.sandbox, compiled)))))
         .collect();
-    send(sock, &FromZygote::Ready, &[])?;
+    // The spare: the container's first invocation runs in it, so it needs no fork. Exits
+    // are read from a signalfd once this is the template; blocked from now on, they wait.
+    let mut sigchld = nix::sys::signal::SigSet::empty();
+    sigchld.add(Signal::SIGCHLD);
+    sigchld.thread_block()?;
+    let (spare_sock, agent_end) = seqpacket_pair()?;
+    // SAFETY: the forker is single-threaded, so the child may run any code.
+    let spare = match unsafe { fork() }? {
+        ForkResult::Child => {
+            drop(agent_end);
+            // Not inherited from the forker: a spare outlives neither it nor the zygote.
+            let code = match nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+                Ok(()) => spare_main(spare_sock.as_fd(), prepared, runtime),
+                Err(_) => 1,
+            };
+            std::process::exit(code);
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(spare_sock);
+    // Until it joins the container (after the spare, which runs the first invocation), the
+    // forker runs only when nothing else wants the CPU: the spare's way to a running
+    // function does not wait for it. (On a machine kept busy by other work this delays the
+    // first invocation's exit report and deadline, never its start: the forker's share is the
+    // idle policy's until it joins, then a normal one.)
+    set_scheduling(Some(libc::SCHED_IDLE));
+    send(sock, &FromZygote::Ready, &[agent_end.as_raw_fd()])?;
+    drop(agent_end);
     let Some((ToForker::Assemble { uid, gid, wasm }, parts)) = recv::<ToForker>(sock)? else {
         return Ok(()); // Destroyed without being used.
     };
-    let assembled = match &wasm {
-        None => assemble(&parts, uid, gid, runtime, None, None),
-        Some(function) => runtime
-            .function(function, parts.get(6))
-            .and_then(|compiled| {
-                let first = prepared
-                    .remove(&(function.tenant, function.name.clone()))
-                    .filter(|(version, _)| *version == function.version)
-                    .map(|(_, ready)| ready);
-                drop(prepared);
-                assemble(&parts, uid, gid, runtime, Some(&compiled), first)
-            }),
-    };
-    let reply = match assembled {
-        Ok(pid) => FromZygote::Assembled { pid: pid.as_raw() },
-        Err(e) => FromZygote::Failed {
-            error: e.to_string(),
+    let compiled = match &wasm {
+        None => None,
+        Some(function) => match runtime.function(function, parts.get(NAMESPACES.len())) {
+            Ok(compiled) => Some(compiled),
+            Err(e) => return template_failed(sock, &e),
         },
     };
-    drop(parts);
-    send(sock, &reply, &[])?;
-    if let FromZygote::Assembled { pid } = reply {
-        let _ = waitpid(Pid::from_raw(pid), None);
+    let first = wasm.and_then(|function| {
+        prepared
+            .remove(&(function.tenant, function.name))
+            .filter(|(version, _)| *version == function.version)
+            .map(|(_, ready)| ready)
+    });
+    drop(prepared);
+    if let Err(e) = join(parts, uid, gid) {
+        return template_failed(sock, &e);
     }
-    Ok(())
+    let wasm = compiled.as_deref().map(|c| (&runtime.sandbox, c));
+    template_main(sock, wasm, first, spare)
+}
+
+/// A connected pair of `SOCK_SEQPACKET` sockets (close-on-exec).
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
+/// A parked forker's spare: it waits in the container's cgroup and PID namespace, holding the
+/// forker's prepared instances, for the container's first invocation, which then starts
+/// without a fork. On `Assemble` (sent to it and to the forker) it joins the container's other
+/// namespaces alongside the forker; on `Run` it becomes that invocation's process, and the
+/// forker, now the template, adopts it. Returns its exit code.
+fn spare_main(
+    sock: BorrowedFd<'_>,
+    mut prepared: HashMap<&(u32, String), (u64, Ready<'_>)>,
+    runtime: &Runtime,
+) -> i32 {
+    let Ok(Some((ToForker::Assemble { uid, gid, wasm }, parts))) = recv::<ToForker>(sock) else {
+        return 0; // Destroyed without being used.
+    };
+    let compiled = match &wasm {
+        None => None,
+        Some(function) => match runtime.function(function, parts.get(NAMESPACES.len())) {
+            Ok(compiled) => Some(compiled),
+            // The template reports it too.
+            Err(_) => return 1,
+        },
+    };
+    let mut ready = wasm.and_then(|function| {
+        prepared
+            .remove(&(function.tenant, function.name))
+            .filter(|(version, _)| *version == function.version)
+            .map(|(_, ready)| ready)
+    });
+    drop(prepared);
+    if join(parts, uid, gid).is_err() {
+        return 1;
+    }
+    let Ok(Some((ToTemplate::Run { program, .. }, fds))) = recv::<ToTemplate>(sock) else {
+        return 0;
+    };
+    let wasm = compiled.as_deref().map(|c| (&runtime.sandbox, c));
+    let next = || wasm.map(|wasm| ready.take().unwrap_or_else(|| prepare(wasm)));
+    match Invocation::new(program, fds, next, None) {
+        Ok(invocation) => {
+            become_invocation();
+            invocation.run()
+        }
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "the spare could not run its invocation: {e}");
+            126
+        }
+    }
+}
+
+/// Reports on a template's socket that the container could not be set up (the forker then
+/// exits).
+fn template_failed(sock: BorrowedFd<'_>, error: &io::Error) -> io::Result<()> {
+    let error = error.to_string();
+    send(sock, &FromTemplate::Failed { error }, &[])
 }
 
 /// Instances a parked forker prepares, at most (one per function it holds).
@@ -598,71 +714,6 @@ fn reap_quietly() {
     while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
         if status == WaitStatus::StillAlive {
             break;
-        }
-    }
-}
-
-fn assemble(
-    parts: &[OwnedFd],
-    uid: u32,
-    gid: u32,
-    runtime: &Runtime,
-    wasm: Option<&Compiled<AgentLink>>,
-    first: Option<Ready<'_>>,
-) -> io::Result<Pid> {
-    if parts.len() < 6 {
-        return Err(io::Error::other(format!(
-            "assemble needs 6 descriptors, got {}",
-            parts.len()
-        )));
-    }
-    // The namespaces, moved where `setns` accepts them.
-    let namespaces = parts[..NAMESPACES.len()]
-        .iter()
-        .map(|part| {
-            // SAFETY: fcntl duplicates a descriptor this process owns; the new one is owned
-            // by the OwnedFd alone.
-            let fd = unsafe {
-                libc::fcntl(
-                    part.as_raw_fd(),
-                    libc::F_DUPFD_CLOEXEC,
-                    RESERVED_FD as libc::c_int,
-                )
-            };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: fcntl just returned this new descriptor.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        })
-        .collect::<io::Result<Vec<_>>>()?;
-    // Children forked from now on start in the container's PID namespace.
-    setns(&namespaces[4], CloneFlags::CLONE_NEWPID)?;
-    // SAFETY: the zygote is single-threaded, so the child may run any code.
-    match unsafe { fork() }? {
-        ForkResult::Parent { child } => Ok(child),
-        ForkResult::Child => {
-            let sock = parts[5].as_fd();
-            match join(namespaces, uid, gid) {
-                Ok(()) => {
-                    let wasm = wasm.map(|c| (&runtime.sandbox, c));
-                    let code = match template_main(sock, wasm, first) {
-                        Ok(()) => 0,
-                        Err(_) => 1,
-                    };
-                    std::process::exit(code);
-                }
-                Err(e) => {
-                    let _ = send(
-                        sock,
-                        &FromTemplate::Failed {
-                            error: e.to_string(),
-                        },
-                        &[],
-                    );
-                    std::process::exit(1);
-                }
-            }
         }
     }
 }
@@ -703,20 +754,39 @@ fn drop_privileges_off_path(filters: &[seccompiler::BpfProgram]) -> io::Result<(
     Ok(())
 }
 
-/// Joins the namespaces (the forker joined the PID namespace for it) and drops the rest of its
-/// privileges (in the forked child; the forker dropped the others when it parked): closes
-/// every descriptor `setns` would accept and makes sure none can be opened again, and
+/// Joins the namespaces in `parts` (net, ipc, uts, mnt; the forker was born in the PID
+/// namespace) and drops the rest of its privileges (it dropped the others when it parked):
+/// closes every descriptor `setns` would accept and makes sure none can be opened again, and
 /// changes its user.
-fn join(namespaces: Vec<OwnedFd>, uid: u32, gid: u32) -> io::Result<()> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-    for (ns, flag) in namespaces.iter().zip(NAMESPACES).take(4) {
-        setns(ns, flag)?;
+fn join(parts: Vec<OwnedFd>, uid: u32, gid: u32) -> io::Result<()> {
+    if parts.len() < NAMESPACES.len() {
+        return Err(io::Error::other(format!(
+            "assemble needs {} namespaces, got {}",
+            NAMESPACES.len(),
+            parts.len()
+        )));
     }
+    for (part, flag) in parts.iter().zip(NAMESPACES) {
+        // Moved where the filter lets `setns` use it.
+        // SAFETY: fcntl duplicates a descriptor this process owns; the copy is closed by
+        // close_range below, and nothing else refers to it.
+        let fd = unsafe {
+            libc::fcntl(
+                part.as_raw_fd(),
+                libc::F_DUPFD_CLOEXEC,
+                RESERVED_FD as libc::c_int,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above; borrowed only for this call.
+        setns(unsafe { BorrowedFd::borrow_raw(fd) }, flag)?;
+    }
+    drop(parts);
     chdir("/")?;
-    // close_range below closes them all.
-    for ns in namespaces {
-        let _ = ns.into_raw_fd();
-    }
+    // Back from the forker's idle policy, while it may (CAP_SYS_NICE).
+    set_scheduling(Some(libc::SCHED_OTHER));
     let limit = libc::rlimit {
         rlim_cur: libc::rlim_t::from(RESERVED_FD),
         rlim_max: libc::rlim_t::from(RESERVED_FD),
@@ -753,12 +823,25 @@ struct Running {
     killed: bool,
 }
 
-/// A container's template: forks one process per `Run`, until the agent hangs up.
+/// The template's spare process until the agent says which invocation it runs.
+struct Spare {
+    pid: Pid,
+    /// Its exit (code, signal), if it ended before that.
+    exited: Option<(Option<i32>, Option<i32>)>,
+}
+
+/// A container's template: forks one process per `Run`, adopts its spare on `Adopt`, until the
+/// agent hangs up.
 fn template_main<'a>(
     sock: BorrowedFd<'_>,
     wasm: Option<WasmTemplate<'a>>,
     first: Option<Ready<'a>>,
+    spare: Pid,
 ) -> io::Result<()> {
+    let mut spare = Some(Spare {
+        pid: spare,
+        exited: None,
+    });
     // An exit wakes the template at once (a signalfd polled beside the socket), so it is
     // reported without waiting for the next timeout.
     let mut sigchld = nix::sys::signal::SigSet::empty();
@@ -798,6 +881,8 @@ fn template_main<'a>(
                     deadline: r.killed,
                 };
                 send(sock, &exited, &[])?;
+            } else if let Some(spare) = spare.as_mut().filter(|s| s.pid == pid) {
+                spare.exited = Some((code, signal));
             }
         }
         // Deadlines.
@@ -831,30 +916,67 @@ fn template_main<'a>(
         if ready == 0 || !is_set(&fds[0]) {
             continue; // Exits are reaped at the top of the loop.
         }
-        let Some((
-            ToTemplate::Run {
-                id,
-                deadline_ms,
-                program,
-            },
+        let (id, deadline_ms, program, fds) = match recv::<ToTemplate>(sock)? {
+            Some((
+                ToTemplate::Run {
+                    id,
+                    deadline_ms,
+                    program,
+                },
+                fds,
+            )) => (id, deadline_ms, program, fds),
+            Some((ToTemplate::Adopt { id, deadline_ms }, _)) => {
+                let deadline = Instant::now() + Duration::from_millis(deadline_ms);
+                match spare.take() {
+                    Some(Spare {
+                        pid,
+                        exited: Some((code, signal)),
+                    }) => {
+                        let pid = pid.as_raw();
+                        let exited = FromTemplate::Exited {
+                            id,
+                            pid,
+                            code,
+                            signal,
+                            deadline: false,
+                        };
+                        send(sock, &exited, &[])?;
+                    }
+                    Some(Spare { pid, exited: None }) => {
+                        let killed = false;
+                        running.insert(
+                            pid.as_raw(),
+                            Running {
+                                id,
+                                deadline,
+                                killed,
+                            },
+                        );
+                    }
+                    None => {
+                        let error = "the container's spare process was used already".to_owned();
+                        send(sock, &FromTemplate::Refused { id, error }, &[])?;
+                    }
+                }
+                continue;
+            }
+            None => {
+                // The agent hung up: everything in the container goes.
+                for pid in running.keys().copied().chain(spare.map(|s| s.pid.as_raw())) {
+                    let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                return Ok(());
+            }
+        };
+        let ran = ran_notice.as_raw_fd();
+        let spawned = Invocation::new(
+            program,
             fds,
-        )) = recv::<ToTemplate>(sock)?
-        else {
-            for pid in running.keys() {
-                let _ = nix::sys::signal::killpg(Pid::from_raw(*pid), Signal::SIGKILL);
-            }
-            return Ok(());
-        };
-        let spawned = match (&program, wasm) {
-            (Program::Exec { argv }, _) => spawn_exec(argv, &fds),
-            (Program::Wasm, Some(wasm)) => {
-                let ready = next.take().unwrap_or_else(|| prepare(wasm));
-                spawn_wasm(ready, fds, ran_notice.as_raw_fd())
-            }
-            (Program::Wasm, None) => Err(io::Error::other(
-                "this container runs native programs, not WebAssembly",
-            )),
-        };
+            || wasm.map(|wasm| next.take().unwrap_or_else(|| prepare(wasm))),
+            Some(ran),
+        )
+        .and_then(Invocation::spawn);
         let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => {
@@ -876,47 +998,108 @@ fn template_main<'a>(
     }
 }
 
-/// Forks a process in its own process group (so a deadline kills everything it forked) that
-/// runs `child` and exits with its code.
-fn fork_invocation(child: impl FnOnce() -> i32) -> io::Result<Pid> {
-    // SAFETY: the template is single-threaded.
-    match unsafe { fork() }? {
-        ForkResult::Parent { child } => Ok(child),
-        ForkResult::Child => {
-            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-            // If the template dies, so does the invocation.
-            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-            // The template blocks SIGCHLD for its signalfd; the invocation gets the default.
-            let mut sigchld = nix::sys::signal::SigSet::empty();
-            sigchld.add(Signal::SIGCHLD);
-            let _ = sigchld.thread_unblock();
-            std::process::exit(child());
-        }
-    }
+/// What an invocation's process does first, whether the template forked it for its `Run` or
+/// it waited as the container's spare: a process group of its own (so a deadline kills
+/// everything it forked), death with the template, and the default SIGCHLD disposition back
+/// (the template blocks it for its signalfd).
+fn become_invocation() {
+    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let mut sigchld = nix::sys::signal::SigSet::empty();
+    sigchld.add(Signal::SIGCHLD);
+    let _ = sigchld.thread_unblock();
 }
 
-/// Forks a process that execs `argv` with `stdio[0]` as stdin and `stdio[1]` as stdout/stderr.
-fn spawn_exec(argv: &[String], stdio: &[OwnedFd]) -> io::Result<Pid> {
-    let args: Vec<CString> = argv
-        .iter()
-        .map(|a| CString::new(a.as_bytes()))
-        .collect::<Result<_, _>>()
-        .map_err(io::Error::other)?;
-    let Some(program) = args.first() else {
-        return Err(io::Error::other("empty argv"));
-    };
-    let env = [c"PATH=/bin:/usr/bin", c"HOME=/tmp"];
-    if stdio.len() < 2 {
-        return Err(io::Error::other("Run needs stdin and stdout descriptors"));
+/// An invocation, checked and ready to run in its process.
+enum Invocation<'a> {
+    /// Exec `args` with `stdio[0]` as stdin and `stdio[1]` as stdout and stderr.
+    Exec {
+        args: Vec<CString>,
+        stdio: Vec<OwnedFd>,
+    },
+    /// Run the prepared instance over the link `stream`; write a byte on `ran_notice` once
+    /// the agent was told it runs.
+    Wasm {
+        ready: Ready<'a>,
+        stream: std::os::unix::net::UnixStream,
+        ran_notice: Option<RawFd>,
+    },
+}
+
+impl<'a> Invocation<'a> {
+    /// Checks `program` and the descriptors sent with it; `ready` gives a WebAssembly
+    /// template's prepared instance (`None` in a native container).
+    fn new(
+        program: Program,
+        mut fds: Vec<OwnedFd>,
+        ready: impl FnOnce() -> Option<Ready<'a>>,
+        ran_notice: Option<RawFd>,
+    ) -> io::Result<Self> {
+        match program {
+            Program::Exec { argv } => {
+                if argv.is_empty() {
+                    return Err(io::Error::other("empty argv"));
+                }
+                if fds.len() < 2 {
+                    return Err(io::Error::other("Run needs stdin and stdout descriptors"));
+                }
+                let args = argv
+                    .iter()
+                    .map(|a| CString::new(a.as_bytes()))
+                    .collect::<Result<_, _>>()
+                    .map_err(io::Error::other)?;
+                Ok(Self::Exec { args, stdio: fds })
+            }
+            Program::Wasm => {
+                if fds.is_empty() {
+                    return Err(io::Error::other(
+                        "Run of WebAssembly needs the link descriptor",
+                    ));
+                }
+                let ready = ready().ok_or_else(|| {
+                    io::Error::other("this container runs native programs, not WebAssembly")
+                })?;
+                let stream = std::os::unix::net::UnixStream::from(fds.swap_remove(0));
+                Ok(Self::Wasm {
+                    ready,
+                    stream,
+                    ran_notice,
+                })
+            }
+        }
     }
-    fork_invocation(|| {
-        let _ = dup2_stdin(&stdio[0]);
-        let _ = dup2_stdout(&stdio[1]);
-        let _ = dup2_stderr(&stdio[1]);
-        let err = execve(program, &args, &env).err();
-        let _ = writeln!(io::stderr(), "exec {}: {err:?}", argv[0]);
-        127
-    })
+
+    /// Runs it in this process (after [`become_invocation`]); the process's exit code.
+    fn run(self) -> i32 {
+        match self {
+            Self::Exec { args, stdio } => {
+                let _ = dup2_stdin(&stdio[0]);
+                let _ = dup2_stdout(&stdio[1]);
+                let _ = dup2_stderr(&stdio[1]);
+                let env = [c"PATH=/bin:/usr/bin", c"HOME=/tmp"];
+                let err = execve(&args[0], &args, &env).err();
+                let _ = writeln!(io::stderr(), "exec {:?}: {err:?}", args[0]);
+                127
+            }
+            Self::Wasm {
+                ready,
+                stream,
+                ran_notice,
+            } => run_wasm(ready, stream, ran_notice),
+        }
+    }
+
+    /// Forks a process that runs it.
+    fn spawn(self) -> io::Result<Pid> {
+        // SAFETY: the template is single-threaded.
+        match unsafe { fork() }? {
+            ForkResult::Parent { child } => Ok(child),
+            ForkResult::Child => {
+                become_invocation();
+                std::process::exit(self.run());
+            }
+        }
+    }
 }
 
 /// An instance prepared for the next invocation (with its unbound link), or why it could not be.
@@ -936,42 +1119,42 @@ fn prepare<'a>((sandbox, function): WasmTemplate<'a>) -> Ready<'a> {
         .map(|prepared| (link, prepared))
 }
 
-/// Forks a process that runs the prepared instance over the link in `fds[0]`, and writes a
-/// byte on `ran_notice` once it told the agent it runs.
-fn spawn_wasm(ready: Ready<'_>, mut fds: Vec<OwnedFd>, ran_notice: RawFd) -> io::Result<Pid> {
-    if fds.is_empty() {
-        return Err(io::Error::other(
-            "Run of WebAssembly needs the link descriptor",
-        ));
-    }
-    let stream = std::os::unix::net::UnixStream::from(fds.swap_remove(0));
-    fork_invocation(move || {
-        let (link, result) = match ready {
-            Ok((link, prepared)) => {
+/// Runs the prepared instance over the link; the process's exit code.
+fn run_wasm(
+    ready: Ready<'_>,
+    stream: std::os::unix::net::UnixStream,
+    ran_notice: Option<RawFd>,
+) -> i32 {
+    let (link, result) = match ready {
+        Ok((link, prepared)) => {
+            if link.bind(stream).is_err() {
+                return 1;
+            }
+            if let Some(notice) = ran_notice {
                 // SAFETY: the template's descriptor, inherited; this process owns its copy
                 // (the template's OwnedFd is never dropped here: the process exits).
-                let notice = unsafe { OwnedFd::from_raw_fd(ran_notice) };
-                if link.bind(stream).is_err() || link.notify_running(notice).is_err() {
+                let notice = unsafe { OwnedFd::from_raw_fd(notice) };
+                if link.notify_running(notice).is_err() {
                     return 1;
                 }
-                let Ok(input) = link.read_input() else {
-                    return 1;
-                };
-                (link, prepared.run(input))
             }
-            Err(e) => {
-                let link = AgentLink::unbound();
-                if link.bind(stream).is_err() || link.read_input().is_err() {
-                    return 1;
-                }
-                (std::sync::Arc::new(link), Err(e))
-            }
-        };
-        match link.done(result) {
-            Ok(()) => 0,
-            Err(_) => 1,
+            let Ok(input) = link.read_input() else {
+                return 1;
+            };
+            (link, prepared.run(input))
         }
-    })
+        Err(e) => {
+            let link = AgentLink::unbound();
+            if link.bind(stream).is_err() || link.read_input().is_err() {
+                return 1;
+            }
+            (std::sync::Arc::new(link), Err(e))
+        }
+    };
+    match link.done(result) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
 }
 
 /// `sandstorm __holder BASE`: runs in a new mount namespace whose children start a new PID
@@ -1054,6 +1237,8 @@ pub fn holder_main(base: &Path) -> io::Result<()> {
                 pivot_root(".", ".")?;
                 umount2(".", MntFlags::MNT_DETACH)?;
                 chdir("/")?;
+                // Back from the forker's idle policy, while it may (CAP_SYS_NICE).
+                set_scheduling(Some(libc::SCHED_OTHER));
                 Ok(())
             })();
             if let Err(e) = result {
