@@ -3,8 +3,10 @@
 //! with a warm container per function whose template forks a process per invocation (SAND).
 //!
 //! - [`parts`]: network, IPC/UTS namespaces, root file systems (overlay in a pivoted mount
-//!   namespace, held by PID 1 of its PID namespace), cgroups with limits;
-//! - [`pool`]: background-refilled pools of them;
+//!   namespace, held by PID 1 of its PID namespace), cgroups with limits, and forkers (a root
+//!   file system and a cgroup paired, with a forker and its spare parked inside them);
+//! - [`pool`]: background-refilled pools of them (the forker pool takes its root file systems
+//!   and cgroups from theirs);
 //! - [`zygote`]: the single-threaded processes that assemble and run containers;
 //! - [`container`]: a container and the invocations running in it;
 //! - [`link`]: a WebAssembly function's data calls, forwarded to the storage nodes;
@@ -379,7 +381,7 @@ pub struct ComputeNode {
     zygote: Arc<Mutex<Zygote>>,
     netns: Pool<NetNs>,
     ipc_uts: Pool<IpcUts>,
-    /// Feed the forker pool.
+    /// These two feed the forker pool.
     rootfs: Arc<Pool<RootFs>>,
     cgroups: Arc<Pool<Cgroup>>,
     forkers: Pool<Forker>,
