@@ -223,3 +223,34 @@ fn the_first_invocation_of_a_container_is_held_to_the_same_limits() {
     drop(node);
     assert_eq!(cgroup_dirs("first-invocation-test"), 0, "cgroups leaked");
 }
+
+/// Invocations that arrive together at a fresh container: one runs in the spare, the template
+/// forks the others, and each gets its own output and exit.
+#[test]
+fn concurrent_first_invocations_of_a_container_all_run() {
+    let Some(node) = node("concurrent-first-test") else {
+        return;
+    };
+    assert!(node.wait_pools_full(Duration::from_secs(60)));
+    for _ in 0..5 {
+        let c = node.assemble(false).unwrap();
+        let c = &c;
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..6)
+                .map(|i| {
+                    scope.spawn(move || {
+                        let script = format!("echo {i}");
+                        c.run(&sh(&script), b"", Duration::from_secs(5)).unwrap()
+                    })
+                })
+                .collect();
+            for (i, run) in runs.into_iter().enumerate() {
+                let r = run.join().unwrap();
+                assert_eq!(r.outcome, Outcome::Exited(0));
+                assert_eq!(r.output, format!("{i}\n").into_bytes());
+            }
+        });
+    }
+    drop(node);
+    assert_eq!(cgroup_dirs("concurrent-first-test"), 0, "cgroups leaked");
+}

@@ -269,6 +269,7 @@ pub struct Container {
     spare: Mutex<Option<OwnedFd>>,
     /// What the template is sent with the first `Run`, and the function's code for it: it
     /// joins the namespaces then, so it does not compete for a CPU with the spare before.
+    /// Every message to the template is sent under this lock.
     unassembled: Mutex<Option<(ToForker, Option<OwnedFd>)>>,
     reports: Arc<Reports>,
     /// Its template's registration with `reports`.
@@ -385,22 +386,23 @@ impl Container {
         let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
         let spare_runs = spare.is_some_and(|spare| zygote::send(spare.as_fd(), &run, fds).is_ok());
         let template = self.template.sock.as_fd();
-        let unassembled = self
-            .unassembled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let sent = unassembled
-            .map_or(Ok(()), |(assemble, code)| {
-                zygote::send(template, &assemble, &self.parts.assemble_fds(code.as_ref()))
-            })
-            .and_then(|()| {
-                if spare_runs {
-                    zygote::send(template, &ToTemplate::Adopt { id, deadline_ms }, &[])
-                } else {
-                    zygote::send(template, &run, fds)
-                }
-            });
+        let sent = {
+            // Held while sending: the template's first message must be its `Assemble`, not a
+            // concurrent invocation's `Run`.
+            let mut unassembled = self.unassembled.lock().unwrap_or_else(|e| e.into_inner());
+            unassembled
+                .take()
+                .map_or(Ok(()), |(assemble, code)| {
+                    zygote::send(template, &assemble, &self.parts.assemble_fds(code.as_ref()))
+                })
+                .and_then(|()| {
+                    if spare_runs {
+                        zygote::send(template, &ToTemplate::Adopt { id, deadline_ms }, &[])
+                    } else {
+                        zygote::send(template, &run, fds)
+                    }
+                })
+        };
         if let Err(e) = sent {
             self.template.lock_waiters().remove(&id);
             return Err(io::Error::other(format!("{} ({e})", self.failure())));
