@@ -589,3 +589,79 @@ impl Drop for Container {
         // The parts drop after this: cgroup, root file system, namespaces.
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // A panic is how a test reports failure.
+
+    use super::*;
+
+    /// A template registered with `reports`, and the template process's end of its socket.
+    fn registered(reports: &Reports) -> (Arc<Template>, u64, OwnedFd) {
+        let (ours, theirs) = zygote::seqpacket_pair().unwrap();
+        let template = Arc::new(Template {
+            sock: ours,
+            waiters: Mutex::default(),
+            failed: Mutex::default(),
+        });
+        let token = reports.register(&template).unwrap();
+        (template, token, theirs)
+    }
+
+    fn waiter(template: &Template, id: u64) -> oneshot::Receiver<Exit> {
+        let (tx, rx) = oneshot::channel();
+        template.lock_waiters().insert(id, tx);
+        rx
+    }
+
+    fn report(end: &OwnedFd, report: &FromTemplate) {
+        zygote::send(end.as_fd(), report, &[]).unwrap();
+    }
+
+    fn exited(id: u64, code: Option<i32>, signal: Option<i32>, deadline: bool) -> FromTemplate {
+        FromTemplate::Exited {
+            id,
+            pid: 10,
+            code,
+            signal,
+            deadline,
+        }
+    }
+
+    #[test]
+    fn one_reader_hands_every_template_report_to_its_waiter() {
+        let reports = Reports::start().unwrap();
+        let (a, a_token, a_end) = registered(&reports);
+        let (b, _, b_end) = registered(&reports);
+        assert_eq!(reports.live(), 2);
+
+        let (a1, a2, a3, b1) = (waiter(&a, 1), waiter(&a, 2), waiter(&a, 3), waiter(&b, 1));
+        report(&b_end, &exited(1, Some(3), None, false));
+        report(&a_end, &exited(2, None, Some(9), true));
+        report(&a_end, &exited(3, None, Some(9), false));
+        let error = "the pids limit".to_owned();
+        report(&a_end, &FromTemplate::Refused { id: 1, error });
+        assert_eq!(b1.blocking_recv().unwrap(), Exit::Code(3));
+        assert_eq!(a2.blocking_recv().unwrap(), Exit::Deadline);
+        assert_eq!(a3.blocking_recv().unwrap(), Exit::Signal(9));
+        assert_eq!(
+            a1.blocking_recv().unwrap(),
+            Exit::Refused("the pids limit".into())
+        );
+
+        // A template that fails: its reason is kept and its waiters learn it is gone.
+        let a4 = waiter(&a, 4);
+        let error = "setns: EPERM".to_owned();
+        report(&a_end, &FromTemplate::Failed { error });
+        assert!(a4.blocking_recv().is_err());
+        assert_eq!(a.failed.lock().unwrap().as_deref(), Some("setns: EPERM"));
+        // One that hangs up: the same, without a reason.
+        let b2 = waiter(&b, 2);
+        drop(b_end);
+        assert!(b2.blocking_recv().is_err());
+        assert!(b.failed.lock().unwrap().is_none());
+
+        reports.unregister(a_token);
+        assert_eq!(reports.live(), 1);
+    }
+}
