@@ -93,14 +93,18 @@ struct Template {
     waiters: Mutex<HashMap<u64, oneshot::Sender<Exit>>>,
     /// Why setting the container up failed, as its template reported.
     failed: Mutex<Option<String>>,
+    /// The number and socket of the process waiting to run the next invocation without a fork
+    /// (see [`super::zygote`]): the forker's spare, then each one the template forks after the
+    /// last was used.
+    spare: Mutex<Option<(u64, OwnedFd)>>,
 }
 
 impl Template {
     /// Reads one report and hands it to its waiter; false once the template is gone (every
     /// waiter then learns so, its sender dropped).
     fn read_one(&self) -> bool {
-        let report = match zygote::recv::<FromTemplate>(self.sock.as_fd()) {
-            Ok(Some((report, _))) => report,
+        let (report, fds) = match zygote::recv::<FromTemplate>(self.sock.as_fd()) {
+            Ok(Some(report)) => report,
             Ok(None) | Err(_) => {
                 self.lock_waiters().clear();
                 return false;
@@ -124,6 +128,11 @@ impl Template {
                 (id, exit)
             }
             FromTemplate::Refused { id, error } => (id, Exit::Refused(error)),
+            FromTemplate::Spare { number } => {
+                let spare = fds.into_iter().next().map(|sock| (number, sock));
+                *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = spare;
+                return true;
+            }
             FromTemplate::Failed { error } => {
                 tracing::warn!(%error, "a container's template failed");
                 *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
@@ -264,9 +273,6 @@ fn read_reports(epoll: &Epoll, templates: &Mutex<HashMap<u64, Arc<Template>>>) {
 pub struct Container {
     // Field order is teardown order.
     template: Arc<Template>,
-    /// The socket of the process waiting to run its first invocation (see
-    /// [`super::zygote`]), until that one is started.
-    spare: Mutex<Option<OwnedFd>>,
     /// What the template is sent with the first `Run`, and the function's code for it: it
     /// joins the namespaces then, so it does not compete for a CPU with the spare before.
     /// Every message to the template is sent under this lock.
@@ -348,11 +354,11 @@ impl Container {
             sock,
             waiters: Mutex::default(),
             failed: Mutex::default(),
+            spare: Mutex::new(spare.map(|spare| (0, spare))),
         });
         let token = reports.register(&template)?;
         Ok(Self {
             template,
-            spare: Mutex::new(spare),
             unassembled: Mutex::new(Some((assemble, code))),
             reports,
             token,
@@ -381,10 +387,20 @@ impl Container {
             deadline_ms,
             program,
         };
-        // The first invocation runs in the spare, which the template then adopts; if the
-        // spare is gone, the template forks for it like for the others.
-        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let spare_runs = spare.is_some_and(|spare| zygote::send(spare.as_fd(), &run, fds).is_ok());
+        // The spare waiting in the container, if there is one, runs it and the template then
+        // adopts it; otherwise (concurrent invocations, or the spare is gone) the template
+        // forks for it.
+        let spare = self
+            .template
+            .spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let spare_runs = spare.and_then(|(number, spare)| {
+            zygote::send(spare.as_fd(), &run, fds)
+                .is_ok()
+                .then_some(number)
+        });
         let template = self.template.sock.as_fd();
         let sent = {
             // Held while sending: the template's first message must be its `Assemble`, not a
@@ -396,8 +412,13 @@ impl Container {
                     zygote::send(template, &assemble, &self.parts.assemble_fds(code.as_ref()))
                 })
                 .and_then(|()| {
-                    if spare_runs {
-                        zygote::send(template, &ToTemplate::Adopt { id, deadline_ms }, &[])
+                    if let Some(spare) = spare_runs {
+                        let adopt = ToTemplate::Adopt {
+                            id,
+                            deadline_ms,
+                            spare,
+                        };
+                        zygote::send(template, &adopt, &[])
                     } else {
                         zygote::send(template, &run, fds)
                     }
@@ -603,6 +624,7 @@ mod tests {
             sock: ours,
             waiters: Mutex::default(),
             failed: Mutex::default(),
+            spare: Mutex::default(),
         });
         let token = reports.register(&template).unwrap();
         (template, token, theirs)

@@ -132,9 +132,13 @@ pub enum ToTemplate {
         deadline_ms: u64,
         program: Program,
     },
-    /// The spare runs invocation `id` (the agent sent it the `Run`): report its exit and
-    /// enforce its deadline as if it had been forked for it.
-    Adopt { id: u64, deadline_ms: u64 },
+    /// Spare number `spare` runs invocation `id` (the agent sent it the `Run`): report its
+    /// exit and enforce its deadline as if it had been forked for it.
+    Adopt {
+        id: u64,
+        deadline_ms: u64,
+        spare: u64,
+    },
 }
 
 /// What an invocation's process runs.
@@ -153,6 +157,9 @@ pub enum FromTemplate {
     Failed { error: String },
     /// Invocation `id`'s process could not be started.
     Refused { id: u64, error: String },
+    /// A new spare waits, its socket sent alongside: send it the next invocation's `Run`,
+    /// then `Adopt` it by this number.
+    Spare { number: u64 },
     /// It ended: its exit code, or the signal that killed it, and whether that was the deadline.
     Exited {
         id: u64,
@@ -595,21 +602,7 @@ fn forker_main(sock: BorrowedFd<'_>, procs: Vec<OwnedFd>, runtime: &Runtime) -> 
     let mut sigchld = nix::sys::signal::SigSet::empty();
     sigchld.add(Signal::SIGCHLD);
     sigchld.thread_block()?;
-    let (spare_sock, agent_end) = seqpacket_pair()?;
-    // SAFETY: the forker is single-threaded, so the child may run any code.
-    let spare = match unsafe { fork() }? {
-        ForkResult::Child => {
-            drop(agent_end);
-            // Not inherited from the forker: a spare outlives neither it nor the zygote.
-            let code = match nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
-                Ok(()) => spare_main(spare_sock.as_fd(), prepared, runtime),
-                Err(_) => 1,
-            };
-            std::process::exit(code);
-        }
-        ForkResult::Parent { child } => child,
-    };
-    drop(spare_sock);
+    let (spare, agent_end) = fork_spare(|sock| spare_main(sock, &mut prepared, runtime))?;
     // Until it joins the container (after the spare, which runs the first invocation), the
     // forker runs only when nothing else wants the CPU: the spare's way to a running
     // function does not wait for it. (On a machine kept busy by other work this delays the
@@ -659,7 +652,7 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// forker, now the template, adopts it. Returns its exit code.
 fn spare_main(
     sock: BorrowedFd<'_>,
-    mut prepared: HashMap<&(u32, String), (u64, Ready<'_>)>,
+    prepared: &mut HashMap<&(u32, String), (u64, Ready<'_>)>,
     runtime: &Runtime,
 ) -> i32 {
     let Ok(Some((ToForker::Assemble { uid, gid, wasm }, parts))) = recv::<ToForker>(sock) else {
@@ -673,22 +666,52 @@ fn spare_main(
             Err(_) => return 1,
         },
     };
-    let mut ready = wasm.and_then(|function| {
+    let ready = wasm.and_then(|function| {
         prepared
             .remove(&(function.tenant, function.name))
             .filter(|(version, _)| *version == function.version)
             .map(|(_, ready)| ready)
     });
-    drop(prepared);
+    prepared.clear();
     if join(parts, uid, gid).is_err() {
         return 1;
     }
-    let Ok(Some((ToTemplate::Run { program, .. }, fds))) = recv::<ToTemplate>(sock) else {
-        return 0;
-    };
     let wasm = compiled.as_deref().map(|c| (&runtime.sandbox, c));
+    spare_run(sock, wasm, ready, None)
+}
+
+/// Forks a spare that runs `body` on its end of a new socket (and exits with its code);
+/// returns its pid and the agent's end.
+fn fork_spare(body: impl FnOnce(BorrowedFd<'_>) -> i32) -> io::Result<(Pid, OwnedFd)> {
+    let (spare_end, agent_end) = seqpacket_pair()?;
+    // SAFETY: the forker and the template are single-threaded, so the child may run any code.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            drop(agent_end);
+            // Not inherited: a spare does not outlive the process that forked it.
+            let code = match nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+                Ok(()) => body(spare_end.as_fd()),
+                Err(_) => 1,
+            };
+            std::process::exit(code);
+        }
+        ForkResult::Parent { child } => Ok((child, agent_end)),
+    }
+}
+
+/// A spare inside its container: waits for its `Run` and becomes that invocation's process
+/// (with `ready`, the instance it was given, for WebAssembly). Returns its exit code.
+fn spare_run<'a>(
+    sock: BorrowedFd<'_>,
+    wasm: Option<WasmTemplate<'a>>,
+    mut ready: Option<Ready<'a>>,
+    ran_notice: Option<RawFd>,
+) -> i32 {
+    let Ok(Some((ToTemplate::Run { program, .. }, fds))) = recv::<ToTemplate>(sock) else {
+        return 0; // Destroyed without being used.
+    };
     let next = || wasm.map(|wasm| ready.take().unwrap_or_else(|| prepare(wasm)));
-    match Invocation::new(program, fds, next, None) {
+    match Invocation::new(program, fds, next, ran_notice) {
         Ok(invocation) => {
             become_invocation();
             invocation.run()
@@ -823,25 +846,95 @@ struct Running {
     killed: bool,
 }
 
-/// The template's spare process until the agent says which invocation it runs.
-struct Spare {
-    pid: Pid,
-    /// Its exit (code, signal), if it ended before that.
-    exited: Option<(Option<i32>, Option<i32>)>,
+/// How a process ended: its exit code, or the signal that killed it.
+type Ending = (Option<i32>, Option<i32>);
+
+/// A template's spares: the process waiting for the container's next invocation, so that one
+/// starts without a fork (the agent sends it the `Run` and tells the template to adopt it, by
+/// number), and the spares that ended before they were adopted.
+struct Spares {
+    /// The one waiting now, with its number.
+    waiting: Option<(u64, Pid)>,
+    /// Spares that ended unadopted (the out-of-memory killer may pick one), the last few: the
+    /// agent may have sent one its `Run` just before.
+    ended: std::collections::VecDeque<(u64, Pid, Ending)>,
+    /// The number the next spare gets.
+    next: u64,
 }
 
-/// A container's template: forks one process per `Run`, adopts its spare on `Adopt`, until the
-/// agent hangs up.
+impl Spares {
+    /// The forker's spare, number 0, is the first one.
+    fn new(first: Pid) -> Self {
+        Self {
+            waiting: Some((0, first)),
+            ended: std::collections::VecDeque::new(),
+            next: 1,
+        }
+    }
+
+    /// Notes that `pid` ended, if it is the waiting spare; whether it was.
+    fn ended(&mut self, pid: Pid, ending: Ending) -> bool {
+        match self.waiting {
+            Some((number, spare)) if spare == pid => {
+                self.waiting = None;
+                if self.ended.len() == 8 {
+                    self.ended.pop_front();
+                }
+                self.ended.push_back((number, pid, ending));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Spare `number` for an invocation: its pid if it waits, or how it ended.
+    fn adopt(&mut self, number: u64) -> Option<Result<Pid, (Pid, Ending)>> {
+        match self.waiting {
+            Some((waiting, pid)) if waiting == number => {
+                self.waiting = None;
+                Some(Ok(pid))
+            }
+            _ => {
+                let at = self.ended.iter().position(|(n, ..)| *n == number)?;
+                let (_, pid, ending) = self.ended.remove(at)?;
+                Some(Err((pid, ending)))
+            }
+        }
+    }
+
+    /// Forks a new spare running `body` if none waits, and hands the agent its socket. A fork
+    /// the pids limit refuses is tried again at the next chance.
+    fn replenish(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        body: impl FnOnce(BorrowedFd<'_>) -> i32,
+    ) -> io::Result<()> {
+        if self.waiting.is_some() {
+            return Ok(());
+        }
+        let Ok((pid, agent_end)) = fork_spare(body) else {
+            return Ok(());
+        };
+        let number = self.next;
+        self.next += 1;
+        self.waiting = Some((number, pid));
+        send(
+            sock,
+            &FromTemplate::Spare { number },
+            &[agent_end.as_raw_fd()],
+        )
+    }
+}
+
+/// A container's template: forks one process per `Run`, adopts its spare on `Adopt` and forks
+/// the next spare once that one runs, until the agent hangs up.
 fn template_main<'a>(
     sock: BorrowedFd<'_>,
     wasm: Option<WasmTemplate<'a>>,
     first: Option<Ready<'a>>,
     spare: Pid,
 ) -> io::Result<()> {
-    let mut spare = Some(Spare {
-        pid: spare,
-        exited: None,
-    });
+    let mut spares = Spares::new(spare);
     // An exit wakes the template at once (a signalfd polled beside the socket), so it is
     // reported without waiting for the next timeout.
     let mut sigchld = nix::sys::signal::SigSet::empty();
@@ -881,8 +974,8 @@ fn template_main<'a>(
                     deadline: r.killed,
                 };
                 send(sock, &exited, &[])?;
-            } else if let Some(spare) = spare.as_mut().filter(|s| s.pid == pid) {
-                spare.exited = Some((code, signal));
+            } else {
+                spares.ended(pid, (code, signal));
             }
         }
         // Deadlines.
@@ -909,6 +1002,11 @@ fn template_main<'a>(
         if is_set(&fds[2]) || is_set(&fds[1]) {
             let mut drain = [0u8; 64];
             while nix::unistd::read(&ran, &mut drain).is_ok_and(|n| n > 0) {}
+            // The spare takes the prepared instance; the template prepares another.
+            if spares.waiting.is_none() {
+                let (ready, notice) = (next.take(), ran_notice.as_raw_fd());
+                spares.replenish(sock, |sock| spare_run(sock, wasm, ready, Some(notice)))?;
+            }
             if next.is_none() {
                 next = wasm.map(prepare);
             }
@@ -925,24 +1023,17 @@ fn template_main<'a>(
                 },
                 fds,
             )) => (id, deadline_ms, program, fds),
-            Some((ToTemplate::Adopt { id, deadline_ms }, _)) => {
-                let deadline = Instant::now() + Duration::from_millis(deadline_ms);
-                match spare.take() {
-                    Some(Spare {
-                        pid,
-                        exited: Some((code, signal)),
-                    }) => {
-                        let pid = pid.as_raw();
-                        let exited = FromTemplate::Exited {
-                            id,
-                            pid,
-                            code,
-                            signal,
-                            deadline: false,
-                        };
-                        send(sock, &exited, &[])?;
-                    }
-                    Some(Spare { pid, exited: None }) => {
+            Some((
+                ToTemplate::Adopt {
+                    id,
+                    deadline_ms,
+                    spare,
+                },
+                _,
+            )) => {
+                match spares.adopt(spare) {
+                    Some(Ok(pid)) => {
+                        let deadline = Instant::now() + Duration::from_millis(deadline_ms);
                         let killed = false;
                         running.insert(
                             pid.as_raw(),
@@ -953,8 +1044,19 @@ fn template_main<'a>(
                             },
                         );
                     }
+                    Some(Err((pid, (code, signal)))) => {
+                        let pid = pid.as_raw();
+                        let exited = FromTemplate::Exited {
+                            id,
+                            pid,
+                            code,
+                            signal,
+                            deadline: false,
+                        };
+                        send(sock, &exited, &[])?;
+                    }
                     None => {
-                        let error = "the container's spare process was used already".to_owned();
+                        let error = format!("the container has no spare process {spare}");
                         send(sock, &FromTemplate::Refused { id, error }, &[])?;
                     }
                 }
@@ -962,7 +1064,8 @@ fn template_main<'a>(
             }
             None => {
                 // The agent hung up: everything in the container goes.
-                for pid in running.keys().copied().chain(spare.map(|s| s.pid.as_raw())) {
+                let spare = spares.waiting.map(|(_, pid)| pid.as_raw());
+                for pid in running.keys().copied().chain(spare) {
                     let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
