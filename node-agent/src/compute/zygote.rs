@@ -28,9 +28,11 @@
 //!   spare. Nothing on that path forks, creates a namespace, mounts, installs a filter or
 //!   moves a process between cgroups.
 //! - The **template** (SAND's second level) lives inside the container for as long as it is
-//!   warm: on `Run` it forks a process per invocation (on `Adopt`, it takes the spare's as
-//!   its own), enforces its deadline (killing the invocation's whole process group), and
-//!   reports how it exited. A **native** invocation execs the function's program; a
+//!   warm. Once its spare runs (or ends), it forks the next one with its prepared instance
+//!   and hands the agent its socket, so a warm container's next invocation starts without a
+//!   fork too; invocations that find no spare waiting (concurrent ones) get a process forked
+//!   on `Run`. For each it adopts or forks it enforces the deadline (killing the
+//!   invocation's whole process group) and reports how it exited. A **native** invocation execs the function's program; a
 //!   **WebAssembly** template already holds the function's compiled code (the zygote loaded it
 //!   at deploy, so forkers parked since inherit it) and keeps the next instance prepared, so
 //!   its process starts running at once, its data calls going over a descriptor to the agent
