@@ -934,6 +934,10 @@ impl ComputeNode {
                     ExecuteError::Container("the function succeeded without a report".into())
                 })?;
                 self.meter.record(CostKind::InstanceStart, link.start);
+                if let Some(running) = link.stats.running_at {
+                    let to_running = running.saturating_duration_since(started);
+                    self.record_assembly(start_kind, to_running.saturating_sub(link.start));
+                }
                 Execution {
                     output,
                     start_kind,
@@ -958,6 +962,9 @@ impl ComputeNode {
                 .map_err(|e| ExecuteError::Container(e.to_string()))?
                 .map_err(|e| ExecuteError::Container(e.to_string()))?;
                 let exec = ran.elapsed();
+                if let Some(first_byte) = result.first_byte {
+                    self.record_assembly(start_kind, ready + first_byte);
+                }
                 let output = match result.outcome {
                     Outcome::Exited(0) => result.output,
                     Outcome::Exited(code) => {
@@ -999,18 +1006,25 @@ impl ComputeNode {
         Ok(execution)
     }
 
+    /// Records what getting a container from the pools cost an invocation that found none
+    /// warm: from its request until its function ran, less the function's own instantiation.
+    /// (Assembly returns before the container's processes have joined it: the first
+    /// invocation waits for that, so its start is where the cost shows.)
+    fn record_assembly(&self, start_kind: StartKind, cost: Duration) {
+        if start_kind == StartKind::Assembled {
+            self.meter.record(CostKind::ContainerAssembly, cost);
+        }
+    }
+
     /// Assembles a container for `function` on a blocking thread.
     async fn assemble_async(
         &self,
         function: &Function,
     ) -> Result<(StartKind, Container), ExecuteError> {
-        let started = Instant::now();
         let container = tokio::task::block_in_place(|| {
             self.assemble_function(function.tenant, &function.name, false)
         })?;
         self.counters.assemblies.fetch_add(1, Ordering::Relaxed);
-        self.meter
-            .record(CostKind::ContainerAssembly, started.elapsed());
         let kind = match container.provenance {
             Provenance::Pooled => StartKind::Assembled,
             Provenance::Built => StartKind::Cold,
