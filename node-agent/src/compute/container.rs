@@ -291,10 +291,8 @@ pub struct Container {
     pub born: Instant,
 }
 
-/// The parts a container is made of (dropped in this order). Only the cgroup is read; the
-/// others are held so dropping them tears the container down.
+/// The parts a container is made of (dropped in this order).
 #[derive(Debug)]
-#[allow(dead_code)]
 pub(super) struct Parts {
     pub cgroup: Cgroup,
     pub net: NetNs,

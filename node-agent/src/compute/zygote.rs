@@ -385,9 +385,9 @@ pub fn prefer_latency() {
 }
 
 /// Sets the calling thread's short slice (see [`prefer_latency`]) and, if given, its policy
-/// (`SCHED_OTHER` or `SCHED_IDLE`; leaving `SCHED_IDLE` needs `CAP_SYS_NICE`). Whether the
-/// kernel took it.
-fn set_scheduling(policy: Option<i32>) -> bool {
+/// (`SCHED_OTHER` or `SCHED_IDLE`; leaving `SCHED_IDLE` needs `CAP_SYS_NICE`). Best effort,
+/// like [`prefer_latency`].
+fn set_scheduling(policy: Option<i32>) {
     /// `struct sched_attr` (linux/sched/types.h).
     #[repr(C)]
     #[derive(Default)]
@@ -418,7 +418,7 @@ fn set_scheduling(policy: Option<i32>) -> bool {
     };
     let normal = [libc::SCHED_OTHER, libc::SCHED_BATCH, libc::SCHED_IDLE];
     if got != 0 || !normal.contains(&(attr.policy as i32)) {
-        return false;
+        return;
     }
     if let Some(policy) = policy {
         attr.policy = policy as u32;
@@ -427,7 +427,9 @@ fn set_scheduling(policy: Option<i32>) -> bool {
     attr.flags &= SCHED_FLAG_RESET_ON_FORK;
     attr.runtime = LATENCY_SLICE_NS;
     // SAFETY: the kernel reads `attr`; the policy and nice value are the thread's own.
-    unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0) == 0 }
+    unsafe {
+        libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0);
+    }
 }
 
 /// A function's code as loaded, and its version.
