@@ -86,12 +86,6 @@ fn chosen_node(record: &pb::InvocationRecord) -> Option<NodeId> {
 }
 
 impl Scheduler {
-    fn release_all<'a>(&self, placements: impl IntoIterator<Item = &'a Placed>) {
-        for p in placements {
-            self.release(p);
-        }
-    }
-
     /// Runs a chain: validates every step first, then runs them in order, each step's output
     /// the next one's input, on a node's local bus where consecutive steps share the node.
     pub async fn invoke_chain(
@@ -142,7 +136,6 @@ impl Scheduler {
             if let Err(e) =
                 self.check_payload(&functions[i], format!("input of {name}"), input.len())
             {
-                self.release_all(pending.as_ref().map(|p| &p.1));
                 return Err(in_step(i, name, e));
             }
             let head = match pending.take() {
@@ -218,10 +211,7 @@ impl Scheduler {
                         input = back;
                         global_until = i + steps;
                     }
-                    Err(e) => {
-                        self.release_all(pending.as_ref().map(|p| &p.1));
-                        return Err(e);
-                    }
+                    Err(e) => return Err(e),
                 }
                 continue;
             }
@@ -244,10 +234,7 @@ impl Scheduler {
                 .await;
             let response = match response {
                 Ok(r) => r,
-                Err(e) => {
-                    self.release_all(pending.as_ref().map(|p| &p.1));
-                    return Err(in_step(i, &f.name, e));
-                }
+                Err(e) => return Err(in_step(i, &f.name, e)),
             };
             answered = Instant::now();
             let record = response.record.unwrap_or_default();
@@ -269,7 +256,7 @@ impl Scheduler {
         self: &Arc<Self>,
         first_step: usize,
         functions: &[FunctionEntry],
-        group: Vec<(u64, Placed)>,
+        mut group: Vec<(u64, Placed)>,
         input: Vec<u8>,
         head_hop: pb::ChainHop,
         retryable: bool,
@@ -317,8 +304,8 @@ impl Scheduler {
         );
         let response = match outcome {
             Ok(Ok(response)) => response.into_inner(),
+            // Returning drops `group`, which gives every step's reservation back.
             Ok(Err(status)) => {
-                self.release_all(group.iter().map(|g| &g.1));
                 return match classify(&status) {
                     Failure::NotDeployed | Failure::NeverStarted(_) => {
                         tracing::warn!(%node, error = %status.message(), "the local bus refused a chain group; taking the global path");
@@ -345,7 +332,6 @@ impl Scheduler {
                 };
             }
             Err(_) => {
-                self.release_all(group.iter().map(|g| &g.1));
                 if retryable {
                     return Ok(Group::NothingRan(input));
                 }
@@ -364,7 +350,7 @@ impl Scheduler {
             .map(|r| record::node_ns(r).saturating_add(r.handoff_ns))
             .sum();
         let mut records = Vec::with_capacity(group.len());
-        for (k, ((id, placed), exec)) in group.iter().zip(&response.records).enumerate() {
+        for (k, ((id, placed), exec)) in group.iter_mut().zip(&response.records).enumerate() {
             let f = &functions[k];
             self.finish(f, placed, exec, arrival_us);
             let mut rec = placed.record.clone();
@@ -396,8 +382,8 @@ impl Scheduler {
             self.publish_decision(f, &rec);
             records.push(rec);
         }
-        // Steps that did not run (a step failed, or the node answered for fewer).
-        self.release_all(group.iter().skip(response.records.len()).map(|g| &g.1));
+        // Steps that did not run (a step failed, or the node answered for fewer) give their
+        // reservations back as `group` drops on return.
         if let Some(failure) = response.failure {
             let k = failure.step as usize;
             let name = functions.get(k).map_or("?", |f| f.name.as_str());

@@ -38,8 +38,50 @@ pub(super) struct Placed {
     pub(super) name: String,
     pub(super) agent: NodeAgentClient<Channel>,
     pub(super) executor: Arc<Executor>,
-    pub(super) reservation: Option<Reservation>,
+    pub(super) reservation: HeldReservation,
     pub(super) record: pb::InvocationRecord,
+}
+
+/// A reservation on the live view, owned by the invocation that made it. Whatever ends the
+/// call (an answer, a failure, the client's deadline, a cancelled request, a dropped stream),
+/// the reservation goes back: completed when the node answered, and otherwise unreserved when
+/// this is dropped. Without the drop, every abandoned call kept its node's load raised for
+/// good, and a burst of client time-outs left every node at its admission limit.
+///
+/// It takes the scheduler's lock when dropped armed: never drop one while holding it.
+pub(super) struct HeldReservation {
+    scheduler: Arc<Scheduler>,
+    reservation: Option<Reservation>,
+}
+
+impl HeldReservation {
+    pub(super) fn new(scheduler: Arc<Scheduler>, reservation: Option<Reservation>) -> Self {
+        Self {
+            scheduler,
+            reservation,
+        }
+    }
+
+    /// The invocation ran to an answer: its load and backlog leave the view (the memory of a
+    /// new context stays, held by the context).
+    pub(super) fn complete(&mut self, view: &mut crate::placement::ClusterView) {
+        if let Some(r) = self.reservation.take() {
+            view.complete(r.node, r.work_us);
+        }
+    }
+
+    /// The invocation did not complete: give the reservation back now.
+    pub(super) fn release(&mut self) {
+        if let Some(r) = self.reservation.take() {
+            self.scheduler.lock().view.unreserve(r);
+        }
+    }
+}
+
+impl Drop for HeldReservation {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// How a failed attempt ended.
@@ -208,7 +250,7 @@ impl Scheduler {
                 Ok(Ok(response)) => {
                     let round_trip = sent.elapsed();
                     let exec = response.record.unwrap_or_default();
-                    self.finish(f, &placed, &exec, arrival_us);
+                    self.finish(f, &mut placed, &exec, arrival_us);
                     let mut rec = placed.record;
                     record::merge_execution(&mut rec, &exec);
                     if rec.node.is_empty() {
@@ -237,7 +279,7 @@ impl Scheduler {
                 Ok(Err(failure)) => failure,
                 Err(_) => Failure::Timeout(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)),
             };
-            self.release(&placed);
+            placed.reservation.release();
             let node = std::mem::take(&mut placed.name);
             let retry_elsewhere = |message: String,
                                    failed: &mut Vec<pb::FailedAttempt>,
@@ -318,7 +360,7 @@ impl Scheduler {
     /// counts as holding the invocation's data (the hint that keeps a chain on one node's local
     /// bus when the cost model agrees). Key hints, when given, take precedence.
     pub(super) fn place(
-        &self,
+        self: &Arc<Self>,
         id: u64,
         f: &FunctionEntry,
         keys: &[Vec<u8>],
@@ -402,12 +444,14 @@ impl Scheduler {
             schedule_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             ..Default::default()
         };
+        // Armed only once the lock is let go: a guard dropped under it would deadlock.
+        drop(guard);
         Ok(Placed {
             node: choice.node,
             name,
             agent,
             executor,
-            reservation: choice.reservation,
+            reservation: HeldReservation::new(self.clone(), choice.reservation),
             record,
         })
     }
@@ -416,14 +460,12 @@ impl Scheduler {
     pub(super) fn finish(
         &self,
         f: &FunctionEntry,
-        placed: &Placed,
+        placed: &mut Placed,
         exec: &pb::ExecutionRecord,
         arrival_us: u64,
     ) {
         let mut inner = self.lock();
-        if let Some(r) = placed.reservation {
-            inner.view.complete(r.node, r.work_us);
-        }
+        placed.reservation.complete(&mut inner.view);
         inner.note_execution(placed.node, f.id, exec, self.now_us());
         // The profile holds native compute: undo the sandbox slowdown of a run in a storage node.
         let slowdown = if exec.tier == i32::from(pb::Tier::Storage) {
@@ -441,13 +483,6 @@ impl Scheduler {
             bytes: exec.bytes_read + exec.bytes_written,
         };
         inner.profiler.record(f.id, &observation);
-    }
-
-    /// The invocation did not complete: give its reservation back.
-    pub(super) fn release(&self, placed: &Placed) {
-        if let Some(r) = placed.reservation {
-            self.lock().view.unreserve(r);
-        }
     }
 }
 
