@@ -216,6 +216,7 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
                 name: name.to_owned(),
                 module,
                 limits: None,
+                ..Default::default()
             };
             client
                 .deploy_function(authed(request, &token)?)
@@ -308,6 +309,7 @@ async fn demo_tenant(
         .create_tenant(authed(
             pb::CreateTenantRequest {
                 name: "demo".into(),
+                ..Default::default()
             },
             admin.trim(),
         )?)

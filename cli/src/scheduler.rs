@@ -188,7 +188,13 @@ pub fn run(command: SchedulerCommand) -> anyhow::Result<()> {
                 let channel = channel(&connection).await?;
                 let mut admin = AdminClient::new(channel);
                 let r = admin
-                    .create_tenant(authed(pb::CreateTenantRequest { name }, &token)?)
+                    .create_tenant(authed(
+                        pb::CreateTenantRequest {
+                            name,
+                            ..Default::default()
+                        },
+                        &token,
+                    )?)
                     .await?
                     .into_inner();
                 println!("tenant {} created; token: {}", r.tenant_id, r.token);
@@ -317,6 +323,7 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             memory_mb: args.memory_mb,
             max_payload_bytes: 0,
         }),
+        ..Default::default()
     };
     let r = client
         .deploy_function(authed(request, &token)?)

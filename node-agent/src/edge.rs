@@ -56,6 +56,14 @@ pub fn function_limits(limits: Option<pb::FunctionLimits>) -> FunctionLimits {
             0 => defaults.memory_bytes,
             b => usize::try_from(b).unwrap_or(usize::MAX),
         },
+        max_data_calls: match limits.max_data_calls {
+            0 => defaults.max_data_calls,
+            n => n,
+        },
+        max_data_bytes: match limits.max_data_bytes {
+            0 => defaults.max_data_bytes,
+            n => n,
+        },
     }
 }
 

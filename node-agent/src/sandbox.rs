@@ -149,13 +149,25 @@ pub struct FunctionLimits {
     pub deadline: Duration,
     /// Most linear memory one instance may grow to (default 16 MiB).
     pub memory_bytes: usize,
+    /// Most data calls one invocation may make (default 10,000): the tenant's quota.
+    pub max_data_calls: u64,
+    /// Most bytes (keys and values, read and written) one invocation's data calls may move
+    /// (default 64 MiB): the tenant's quota.
+    pub max_data_bytes: u64,
 }
+
+/// [`FunctionLimits::max_data_calls`] when the deploy says 0.
+pub const DEFAULT_MAX_DATA_CALLS: u64 = 10_000;
+/// [`FunctionLimits::max_data_bytes`] when the deploy says 0.
+pub const DEFAULT_MAX_DATA_BYTES: u64 = 64 << 20;
 
 impl Default for FunctionLimits {
     fn default() -> Self {
         Self {
             deadline: Duration::from_secs(1),
             memory_bytes: 16 << 20,
+            max_data_calls: DEFAULT_MAX_DATA_CALLS,
+            max_data_bytes: DEFAULT_MAX_DATA_BYTES,
         }
     }
 }

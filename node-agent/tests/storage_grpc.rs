@@ -272,6 +272,7 @@ async fn failing_invocations_leave_the_node_serving() {
     let limits = Some(pb::FunctionLimits {
         deadline_ms: 50,
         memory_bytes: 1 << 20,
+        ..Default::default()
     });
     let cases: [(&str, String, Code, &str); 5] = [
         ("trap", r#"(func (export "run") (result i32) unreachable)"#.into(), Code::Aborted, "trapped"),

@@ -54,6 +54,7 @@ async fn cluster(dir: &Path) -> (Service, Service, SchedulerClient<Channel>, Str
         .create_tenant(authed(
             pb::CreateTenantRequest {
                 name: "chains".into(),
+                ..Default::default()
             },
             admin.trim(),
         ))
@@ -68,6 +69,7 @@ async fn cluster(dir: &Path) -> (Service, Service, SchedulerClient<Channel>, Str
             name: name.into(),
             module,
             limits: None,
+            ..Default::default()
         };
         client
             .deploy_function(authed(request, &token))

@@ -216,6 +216,7 @@ async fn functions_run_in_containers_next_to_a_real_storage_node() {
             limits: Some(pb::FunctionLimits {
                 deadline_ms: 200,
                 memory_bytes: 0,
+                ..Default::default()
             }),
             ..Default::default()
         })

@@ -75,6 +75,7 @@ impl Tenant {
             name: name.into(),
             module,
             limits: None,
+            ..Default::default()
         };
         self.client
             .deploy_function(authed(request, &self.token))
@@ -138,7 +139,13 @@ fn admin_token(data_dir: &Path) -> String {
 async fn create_tenant(scheduler: &Service, admin: &str, name: &str) -> String {
     let mut client = AdminClient::connect(scheduler.endpoint()).await.unwrap();
     client
-        .create_tenant(authed(pb::CreateTenantRequest { name: name.into() }, admin))
+        .create_tenant(authed(
+            pb::CreateTenantRequest {
+                name: name.into(),
+                ..Default::default()
+            },
+            admin,
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -518,6 +525,7 @@ async fn one_tenant_never_sees_or_touches_anothers_functions_data_or_results() {
         .create_tenant(authed(
             pb::CreateTenantRequest {
                 name: "evil".into(),
+                ..Default::default()
             },
             &acme.token,
         ))
@@ -667,6 +675,7 @@ async fn bad_input_gets_a_distinct_status_and_the_scheduler_keeps_serving() {
         name: "junk".into(),
         module: b"\0asm\x01\0\0\0garbage".to_vec(),
         limits: None,
+        ..Default::default()
     };
     let e = client
         .deploy_function(authed(bad_module, &token))
@@ -682,6 +691,7 @@ async fn bad_input_gets_a_distinct_status_and_the_scheduler_keeps_serving() {
         name: "junk".into(),
         module: b"#!/bin/sh".to_vec(),
         limits: None,
+        ..Default::default()
     };
     let e = client
         .deploy_function(authed(not_wasm, &token))

@@ -300,6 +300,7 @@ async fn set_up(cluster: &Cluster) -> anyhow::Result<(SchedulerClient<Channel>, 
         .create_tenant(authed(
             pb::CreateTenantRequest {
                 name: "bench".into(),
+                ..Default::default()
             },
             admin,
         )?)
@@ -316,6 +317,7 @@ async fn set_up(cluster: &Cluster) -> anyhow::Result<(SchedulerClient<Channel>, 
                 name: "echo".into(),
                 module,
                 limits: None,
+                ..Default::default()
             },
             &tenant.token,
         )?)

@@ -118,6 +118,14 @@ impl NodeAgent for ComputeService {
         Ok(Response::new(pb::RemoveResponse { existed }))
     }
 
+    /// Quotas on stored data concern storage nodes only.
+    async fn set_tenant_quotas(
+        &self,
+        _request: Request<pb::SetTenantQuotasRequest>,
+    ) -> Result<Response<pb::SetTenantQuotasResponse>, Status> {
+        Ok(Response::new(pb::SetTenantQuotasResponse {}))
+    }
+
     async fn provision(
         &self,
         request: Request<pb::ProvisionRequest>,
@@ -293,6 +301,7 @@ fn node_stats(node: &ComputeNode, cpus: &mut CpuSampler) -> pb::NodeStats {
         functions: u32::try_from(node.function_count()).unwrap_or(u32::MAX),
         warm_containers: u32::try_from(node.warm_containers()).unwrap_or(u32::MAX),
         pools,
+        tenants: Vec::new(),
     }
 }
 

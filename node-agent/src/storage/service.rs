@@ -146,6 +146,14 @@ impl NodeAgent for StorageService {
         }))
     }
 
+    async fn set_tenant_quotas(
+        &self,
+        _request: Request<pb::SetTenantQuotasRequest>,
+    ) -> Result<Response<pb::SetTenantQuotasResponse>, Status> {
+        // WIP(issue 14): per-tenant allowances on the store.
+        Err(Status::unimplemented("tenant quotas are not enforced yet"))
+    }
+
     async fn provision(
         &self,
         request: Request<pb::ProvisionRequest>,

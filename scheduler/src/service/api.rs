@@ -303,10 +303,30 @@ impl Admin for Api {
         self.caller(&request)?.admin("listing tenants")?;
         ok(self.scheduler.list_tenants())
     }
+
+    async fn update_tenant(
+        &self,
+        request: Request<pb::UpdateTenantRequest>,
+    ) -> Reply<pb::UpdateTenantResponse> {
+        self.caller(&request)?.admin("updating tenants")?;
+        Err(Status::unimplemented("WIP(issue 14)"))
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<pb::CreateJoinTokenRequest>,
+    ) -> Reply<pb::CreateJoinTokenResponse> {
+        self.caller(&request)?.admin("creating join tokens")?;
+        Err(Status::unimplemented("WIP(issue 14)"))
+    }
 }
 
 #[tonic::async_trait]
 impl Cluster for Api {
+    async fn join(&self, _request: Request<pb::JoinRequest>) -> Reply<pb::JoinResponse> {
+        Err(Status::unimplemented("WIP(issue 14)"))
+    }
+
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Reply<pb::RegisterResponse> {
         ok(self.scheduler.register(request.into_inner()).await?)
     }

@@ -232,6 +232,7 @@ impl Scheduler {
             limits: Some(pb::FunctionLimits {
                 deadline_ms: f.limits.deadline_ms,
                 memory_bytes: u64::from(f.limits.memory_mb) << 20,
+                ..Default::default()
             }),
             ..Default::default()
         };

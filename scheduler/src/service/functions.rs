@@ -106,6 +106,7 @@ impl Scheduler {
                 name: t.name.clone(),
                 functions: u32::try_from(inner.catalog.functions_of(t.id).count())
                     .unwrap_or(u32::MAX),
+                quotas: None,
             })
             .collect();
         pb::ListTenantsResponse { tenants }

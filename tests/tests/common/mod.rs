@@ -39,7 +39,13 @@ impl Tenant {
     pub async fn create(endpoint: &str, admin: &str, name: &str) -> Self {
         let mut admin_client = AdminClient::connect(endpoint.to_owned()).await.unwrap();
         let token = admin_client
-            .create_tenant(authed(pb::CreateTenantRequest { name: name.into() }, admin))
+            .create_tenant(authed(
+                pb::CreateTenantRequest {
+                    name: name.into(),
+                    ..Default::default()
+                },
+                admin,
+            ))
             .await
             .unwrap()
             .into_inner()
@@ -55,6 +61,7 @@ impl Tenant {
             name: example.into(),
             module: sandstorm_guest_examples::module(example).unwrap().to_vec(),
             limits: None,
+            ..Default::default()
         };
         self.client
             .deploy_function(authed(request, &self.token))
