@@ -11,8 +11,13 @@ use sandstorm_node_agent::storage::{self, StorageConfig};
 /// Run a node agent: a storage node (data + WebAssembly functions next to it) or a compute node.
 ///
 /// The node serves gRPC (`NodeAgent`: deploy, remove, execute, stats stream; `KeyValue` on storage
-/// nodes) and prints `listening on ADDR` once it accepts connections. Stop it with Ctrl-C or
-/// SIGTERM. Standalone it needs no scheduler: tests and benchmarks drive it directly.
+/// nodes; health) to cluster members only, over mutual TLS with the cluster CA, and prints
+/// `listening on ADDR` once it accepts connections. Stop it with Ctrl-C or SIGTERM.
+///
+/// Its credentials live in its identity directory. The first time, it joins: `--scheduler ADDR
+/// --join-token TOKEN --ca CA.pem` (the scheduler's cluster port, a token from `sandstorm cluster
+/// join-token`, the scheduler's `DATA_DIR/ca.pem`). Standalone (no `--scheduler`) it needs
+/// credentials issued with `sandstorm cluster issue`.
 ///
 /// A compute node needs root, the memory, cpu and pids cgroup controllers, overlayfs and a static
 /// busybox (`scripts/setup.sh` installs it); it says which is missing if one is.
@@ -37,10 +42,11 @@ pub struct AgentArgs {
     /// Worker cores that run functions (default: every core of the machine). Storage role.
     #[arg(long)]
     cores: Option<usize>,
-    /// Compute role: a storage node (`host:port`) functions read their data from; repeat for
-    /// several (keys are spread over them by consistent hashing, in the order given). With
-    /// `--scheduler` not needed: the scheduler's storage nodes replace these once it knows any.
-    #[arg(long = "storage", value_name = "ADDR")]
+    /// Compute role: a storage node functions read their data from, as `NAME=host:port` (its
+    /// certificate must name NAME); repeat for several (keys are spread over them by consistent
+    /// hashing, in the order given). With `--scheduler` not needed: the scheduler's storage
+    /// nodes replace these once it knows any.
+    #[arg(long = "storage", value_name = "NAME=ADDR")]
     storage: Vec<String>,
     /// Compute role: parts of each kind kept ready in the pools.
     #[arg(long, default_value_t = 8)]
@@ -54,9 +60,22 @@ pub struct AgentArgs {
     /// Where Prometheus scrapes `/metrics` (`127.0.0.1:0` picks a free port; printed).
     #[arg(long, default_value = "127.0.0.1:0")]
     metrics: SocketAddr,
-    /// Register with the scheduler at ADDR (`host:port`) and keep registering every second.
+    /// Register with the scheduler's cluster port at ADDR (`host:port`) and keep registering
+    /// every second.
     #[arg(long)]
     scheduler: Option<String>,
+    /// Where the node's certificate, key and the cluster CA are kept (default:
+    /// `<data dir>/identity`, the data dir being `--data-dir` or `sandstorm-data/<name>`).
+    #[arg(long)]
+    identity_dir: Option<PathBuf>,
+    /// A join token (from `sandstorm cluster join-token`) to get credentials with, the first
+    /// time (default: `SANDSTORM_JOIN_TOKEN`).
+    #[arg(long, env = "SANDSTORM_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// The cluster CA's certificate (the scheduler's `DATA_DIR/ca.pem`), to trust the scheduler
+    /// while joining.
+    #[arg(long, value_name = "CA.pem")]
+    ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -74,6 +93,43 @@ impl AgentArgs {
             Role::Compute => "compute-0".into(),
         })
     }
+
+    fn peer(&self) -> anyhow::Result<sandstorm_identity::Peer> {
+        let role = match self.role {
+            Role::Storage => sandstorm_identity::Role::Storage,
+            Role::Compute => sandstorm_identity::Role::Compute,
+        };
+        sandstorm_identity::Peer::new(role, &self.name()).context("--name")
+    }
+
+    /// The node's credentials, joining the cluster for them the first time.
+    fn credentials(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<sandstorm_identity::Credentials> {
+        let bootstrap = crate::register::Bootstrap {
+            dir: self.identity_dir.clone().unwrap_or_else(|| {
+                crate::register::default_identity_dir(self.data_dir.as_deref(), &self.name())
+            }),
+            scheduler: self.scheduler.clone(),
+            join_token: self.join_token.clone(),
+            ca_file: self.ca.clone(),
+        };
+        runtime.block_on(crate::register::credentials(&self.peer()?, &bootstrap))
+    }
+}
+
+/// `NAME=ADDR` pairs of `--storage`.
+fn storage_seeds(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    args.iter()
+        .map(|a| {
+            let (name, addr) = a.split_once('=').with_context(|| {
+                format!("--storage {a:?}: give the storage node as NAME=host:port (its certificate names NAME)")
+            })?;
+            sandstorm_identity::check_node_name(name).with_context(|| format!("--storage {a:?}"))?;
+            Ok((name.to_owned(), addr.to_owned()))
+        })
+        .collect()
 }
 
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
@@ -104,12 +160,14 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let credentials = args.credentials(&runtime)?;
     let data_dir = config.data_dir.clone();
     let registration = args
         .scheduler
         .clone()
         .map(|scheduler| crate::register::Registration {
             scheduler,
+            credentials: credentials.clone(),
             name: args.name(),
             role: sandstorm_proto::v1::Tier::Storage,
             listen: config.listen,
@@ -120,6 +178,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
     runtime.block_on(crate::telemetry::serve(args.metrics))?;
     runtime.block_on(storage::run(
         config,
+        credentials,
         move |addr| {
             match &data_dir {
                 Some(dir) => println!("data directory {}", dir.display()),
@@ -139,7 +198,7 @@ fn run_compute(args: &AgentArgs) -> anyhow::Result<()> {
     compute::preflight().context("the compute role cannot start on this machine")?;
     let exe = std::env::current_exe().context("finding the sandstorm binary")?;
     let mut config = ComputeConfig::new(&args.name(), exe);
-    config.storage = args.storage.clone();
+    config.storage = storage_seeds(&args.storage)?;
     config.pool_size = args.pool_size;
     config.keep_alive = std::time::Duration::from_secs(args.keep_alive_secs);
     if let Some(dir) = &args.state_dir {
@@ -157,11 +216,17 @@ fn run_compute(args: &AgentArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let credentials = args.credentials(&runtime)?;
+    config
+        .router
+        .set_credentials(credentials.clone())
+        .map_err(anyhow::Error::msg)?;
     let registration = args
         .scheduler
         .clone()
         .map(|scheduler| crate::register::Registration {
             scheduler,
+            credentials: credentials.clone(),
             name: args.name(),
             role: sandstorm_proto::v1::Tier::Compute,
             listen: args.listen,
@@ -174,6 +239,7 @@ fn run_compute(args: &AgentArgs) -> anyhow::Result<()> {
     runtime.block_on(compute::service::run(
         config,
         args.listen,
+        credentials,
         |addr| {
             println!("listening on {addr}");
             if let Some(r) = registration {

@@ -7,10 +7,8 @@
 //! load running until interrupted. Everything lives under `--data-dir` (children's logs in
 //! `logs/`); a second run reuses it, including the demo tenant's token.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -20,6 +18,7 @@ use sandstorm_proto::v1::admin_client::AdminClient;
 use sandstorm_proto::v1::scheduler_client::SchedulerClient;
 use tonic::transport::Channel;
 
+use crate::launch::{self, Joining, Process};
 use crate::scheduler::authed;
 
 /// Run a scheduler, a storage node and a compute node on this machine, with the example
@@ -49,109 +48,46 @@ pub struct DevArgs {
 /// The example functions `sandstorm dev` deploys.
 const EXAMPLES: [&str; 5] = ["echo", "kv-sum", "graph-walk", "hash-chain", "counter"];
 
-/// A child `sandstorm` process, terminated (SIGTERM, then waited for) when dropped.
-#[derive(Debug)]
-struct Process {
-    name: &'static str,
-    child: Child,
-    addr: SocketAddr,
-    /// Its `/metrics` URL, as it printed it.
-    metrics: Option<String>,
-    /// Its dashboard's URL, as it printed it (the scheduler only).
-    dashboard: Option<String>,
-}
-
-impl Process {
-    /// Starts `sandstorm ARGS` with its logs in `logs/NAME.log` and waits for its
-    /// `listening on ADDR` line.
-    fn start(name: &'static str, logs: &Path, args: &[String]) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("finding the sandstorm binary")?;
-        let log_path = logs.join(format!("{name}.log"));
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-        let mut child = Command::new(exe)
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting the {name}"))?;
-        let stdout = child.stdout.take().context("the child's stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let mut metrics = None;
-        let mut dashboard = None;
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(url) = line.strip_prefix("metrics on ") {
-                        metrics = Some(url.trim().to_owned());
-                    }
-                    if let Some(url) = line.strip_prefix("dashboard on ") {
-                        dashboard = Some(url.trim().to_owned());
-                    }
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        break addr.trim().parse().context("the address it printed")?;
-                    }
-                }
-                _ => {
-                    let status = child.wait().ok();
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(10).collect();
-                    bail!(
-                        "the {name} exited ({status:?}) before it was listening; the end of {}:\n{}",
-                        log_path.display(),
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    );
-                }
-            }
-        };
-        // Keep reading its stdout so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Self {
-            name,
-            child,
-            addr,
-            metrics,
-            dashboard,
-        })
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let _ = self.child.wait();
-        eprintln!("stopped the {}", self.name);
-    }
-}
-
 pub fn run(args: &DevArgs) -> anyhow::Result<()> {
     let root = &args.data_dir;
     let logs = root.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let scheduler_dir = root.join("scheduler");
+    let identities = root.join("identity");
     let s = |x: &str| x.to_owned();
     let path = |p: &Path| p.display().to_string();
+    let ca_file = scheduler_dir.join(sandstorm_identity::CA_FILE);
+    if !ca_file.exists() {
+        // A new cluster CA is about to be made: certificates from an older one are worthless.
+        let _ = std::fs::remove_dir_all(&identities);
+    }
 
     let scheduler = Process::start(
         "scheduler",
         &logs,
-        &[
-            s("scheduler"),
-            s("--listen"),
-            args.grpc.to_string(),
-            s("--data-dir"),
-            path(&scheduler_dir),
-            s("--dashboard"),
-            args.dashboard.to_string(),
-        ],
+        &launch::scheduler_args(
+            &args.grpc.to_string(),
+            &scheduler_dir,
+            &[s("--dashboard"), args.dashboard.to_string()],
+        ),
+        &[],
+        &[],
     )?;
     let grpc = scheduler.addr.to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let channel = runtime.block_on(launch::connect_loopback(&grpc))?;
+    // Agents join as any node of a real cluster does: with a join token and the CA to trust.
+    let joining = runtime.block_on(Joining::new(
+        &scheduler,
+        &scheduler_dir,
+        &channel,
+        identities.clone(),
+        600,
+    ))?;
+    let admin = launch::admin_token(&scheduler_dir)?;
     let storage = Process::start(
         "storage node",
         &logs,
@@ -165,9 +101,12 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
             s("127.0.0.1:0"),
             s("--data-dir"),
             path(&root.join("storage-0")),
-            s("--scheduler"),
-            grpc.clone(),
-        ],
+        ]
+        .into_iter()
+        .chain(joining.args("storage-0"))
+        .collect::<Vec<_>>(),
+        &[],
+        &[],
     )?;
     let compute = if args.no_compute {
         None
@@ -187,24 +126,22 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
                 s("--listen"),
                 s("127.0.0.1:0"),
                 s("--storage"),
-                storage.addr.to_string(),
+                format!("storage-0={}", storage.addr),
                 s("--state-dir"),
                 path(&std::fs::canonicalize(root)?.join("compute-0")),
                 s("--pool-size"),
                 s("4"),
-                s("--scheduler"),
-                grpc.clone(),
-            ],
+            ]
+            .into_iter()
+            .chain(joining.args("compute-0"))
+            .collect::<Vec<_>>(),
+            &[],
+            &[],
         )?)
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     runtime.block_on(async {
-        let channel = connect(&grpc).await?;
-        let token = demo_tenant(&channel, &scheduler_dir, root).await?;
+        let token = demo_tenant(&channel, &admin, root).await?;
         let nodes = 1 + usize::from(compute.is_some());
         wait_for_nodes(&channel, &token, nodes).await?;
         let mut client = SchedulerClient::new(channel.clone());
@@ -236,24 +173,28 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
 
         println!();
         println!("grpc: {grpc}");
-        println!(
-            "metrics: {}",
-            scheduler.metrics.as_deref().unwrap_or("(not served)")
-        );
+        println!("metrics: {}", scheduler.metrics());
+        // The one-time login URL: opening it logs the browser in (the dashboard is the operator's).
         println!(
             "dashboard: {}",
-            scheduler.dashboard.as_deref().unwrap_or("(not served)")
+            scheduler
+                .printed("dashboard login URL (once, for 15 minutes): ")
+                .unwrap_or("(not served)")
         );
         println!();
-        let metrics = |p: &Process| p.metrics.clone().unwrap_or_default();
+        println!(
+            "cluster port {} (mutual TLS; CA {})",
+            joining.cluster_port,
+            path(&joining.ca_file)
+        );
         println!(
             "storage node {} (metrics {}; logs in {})",
             storage.addr,
-            metrics(&storage),
+            storage.metrics(),
             path(&logs)
         );
         match &compute {
-            Some(c) => println!("compute node {} (metrics {})", c.addr, metrics(c)),
+            Some(c) => println!("compute node {} (metrics {})", c.addr, c.metrics()),
             None => println!("compute node: none"),
         }
         println!(
@@ -277,41 +218,27 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     // Agents first, then the scheduler.
-    drop(compute);
-    drop(storage);
-    drop(scheduler);
+    for process in compute.into_iter().chain([storage, scheduler]) {
+        let name = process.name().to_owned();
+        drop(process);
+        eprintln!("stopped the {name}");
+    }
     Ok(())
 }
 
-async fn connect(addr: &str) -> anyhow::Result<Channel> {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to the scheduler at {addr}"))
-}
-
 /// The `demo` tenant's token: created on the first run and kept in `DATA_DIR/demo-token`.
-async fn demo_tenant(
-    channel: &Channel,
-    scheduler_dir: &Path,
-    root: &Path,
-) -> anyhow::Result<String> {
+async fn demo_tenant(channel: &Channel, admin: &str, root: &Path) -> anyhow::Result<String> {
     let saved = root.join("demo-token");
     if let Ok(token) = std::fs::read_to_string(&saved) {
         return Ok(token.trim().to_owned());
     }
-    let admin_file = scheduler_dir.join(sandstorm_scheduler::service::ADMIN_TOKEN_FILE);
-    let admin = std::fs::read_to_string(&admin_file)
-        .with_context(|| format!("reading {}", admin_file.display()))?;
     let created = AdminClient::new(channel.clone())
         .create_tenant(authed(
             pb::CreateTenantRequest {
                 name: "demo".into(),
                 ..Default::default()
             },
-            admin.trim(),
+            admin,
         )?)
         .await
         .context("creating the demo tenant")?

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod bench;
 mod dev;
+mod launch;
 mod register;
 mod scheduler;
 mod sim;

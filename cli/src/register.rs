@@ -8,30 +8,151 @@
 //! session; logs failures once per outage.
 //!
 //! A compute agent also learns the storage nodes from every answer: the scheduler's key ring
-//! (node ids and addresses). When it differs from what the agent routes with, the agent's
-//! [`StorageRouter`] is replaced and it prints `storage nodes: node-ID=ADDR ...`, so the agent
-//! and the scheduler agree on which storage node owns each key, and a storage node that joins or
-//! moves is used within a second.
+//! (node ids, names and addresses). When it differs from what the agent routes with, the agent's
+//! [`StorageRouter`] is replaced and it prints `storage nodes: node-ID=NAME@ADDR ...`, so the
+//! agent and the scheduler agree on which storage node owns each key, and a storage node that
+//! joins or moves is used within a second.
+//!
+//! Everything here runs on the scheduler's cluster port over mutual TLS. An agent without
+//! credentials first joins ([`credentials`]): it makes a key pair, presents the join token and
+//! its public key, and keeps the certificate it gets in its identity directory, so a restarted
+//! agent registers again with the same certificate (the only one its name is bound to).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
-
+use anyhow::{Context, bail};
+use sandstorm_identity::{Credentials, Peer, Role};
 use sandstorm_naming::NodeId;
-use sandstorm_node_agent::compute::StorageRouter;
+use sandstorm_node_agent::compute::{StorageRoute, StorageRouter};
 use sandstorm_proto::v1 as pb;
 use sandstorm_proto::v1::cluster_client::ClusterClient;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Re-registration period.
 const PERIOD: Duration = Duration::from_secs(1);
 /// Deadline of one registration (the scheduler deploys every function before answering).
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// How an agent gets its cluster credentials.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    /// Where they are kept (`ca.pem`, `node.pem`, `node-key.pem`).
+    pub dir: PathBuf,
+    /// The scheduler's cluster port (`host:port`), to join through.
+    pub scheduler: Option<String>,
+    /// A join token from `sandstorm cluster join-token`.
+    pub join_token: Option<String>,
+    /// The cluster CA's certificate (the scheduler's `DATA_DIR/ca.pem`), to trust the scheduler
+    /// while joining.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The agent's credentials: those kept in the identity directory, or (the first time) new ones
+/// from joining the cluster with the join token. They must name `peer`.
+pub async fn credentials(peer: &Peer, b: &Bootstrap) -> anyhow::Result<Credentials> {
+    if let Some(creds) = Credentials::load(&b.dir)? {
+        if creds.peer != *peer {
+            bail!(
+                "the identity directory {} holds the certificate of the {}, not of the {peer}; \
+                 give this agent another --identity-dir (or its own --name)",
+                b.dir.display(),
+                creds.peer
+            );
+        }
+        if let Some(ca_file) = &b.ca_file {
+            let ca_pem = std::fs::read_to_string(ca_file)
+                .with_context(|| format!("reading the cluster CA {}", ca_file.display()))?;
+            if ca_pem.trim() != creds.ca_pem.trim() {
+                bail!(
+                    "the credentials in {} were issued by another cluster CA than {}: this node \
+                     belonged to another cluster; remove that directory to join this one",
+                    b.dir.display(),
+                    ca_file.display()
+                );
+            }
+        }
+        return Ok(creds);
+    }
+    let (Some(scheduler), Some(token), Some(ca_file)) = (&b.scheduler, &b.join_token, &b.ca_file)
+    else {
+        bail!(
+            "no cluster credentials in {} and nothing to join with: an agent joins once with \
+             --scheduler ADDR --join-token TOKEN --ca CA.pem (the token from `sandstorm cluster \
+             join-token`, the CA from the scheduler's data directory)",
+            b.dir.display()
+        );
+    };
+    let ca_pem = std::fs::read_to_string(ca_file)
+        .with_context(|| format!("reading the cluster CA {}", ca_file.display()))?;
+    let (key_pem, public_key) = sandstorm_identity::new_key()?;
+    let channel = cluster_channel(
+        scheduler,
+        sandstorm_identity::anonymous_client_tls(&ca_pem, Some(&Peer::scheduler())),
+    )?;
+    let role = match peer.role {
+        Role::Storage => pb::Tier::Storage,
+        Role::Compute => pb::Tier::Compute,
+        Role::Scheduler => bail!("the scheduler does not join its own cluster"),
+    };
+    let joined = tokio::time::timeout(
+        DEADLINE,
+        ClusterClient::new(channel).join(pb::JoinRequest {
+            token: token.clone(),
+            name: peer.name.clone(),
+            role: role.into(),
+            public_key,
+        }),
+    )
+    .await
+    .with_context(|| format!("joining through {scheduler}: no answer"))?
+    .map_err(|s| anyhow::anyhow!("joining through {scheduler}: {}", s.message()))?
+    .into_inner();
+    let creds = Credentials::from_pem(joined.ca_pem, joined.certificate_pem, key_pem)?;
+    if creds.peer != *peer {
+        bail!(
+            "the scheduler issued a certificate for the {}, not the {peer}",
+            creds.peer
+        );
+    }
+    creds.save(&b.dir)?;
+    println!(
+        "joined the cluster as the {peer}; credentials kept in {}",
+        b.dir.display()
+    );
+    Ok(creds)
+}
+
+/// The default identity directory of node `name`: `<data dir>/identity`.
+pub fn default_identity_dir(data_dir: Option<&Path>, name: &str) -> PathBuf {
+    data_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("sandstorm-data").join(name))
+        .join("identity")
+}
+
+/// A lazily connected channel to the scheduler's cluster port with `tls`.
+fn cluster_channel(scheduler: &str, tls: ClientTlsConfig) -> anyhow::Result<Channel> {
+    let host = scheduler
+        .strip_prefix("https://")
+        .or_else(|| scheduler.strip_prefix("http://"))
+        .unwrap_or(scheduler);
+    Ok(Endpoint::from_shared(format!("https://{host}"))
+        .with_context(|| format!("the scheduler address {scheduler:?}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy())
+}
+
 /// What the agent announces.
 #[derive(Debug, Clone)]
 pub struct Registration {
+    /// The scheduler's cluster port.
     pub scheduler: String,
+    /// The agent's certificate: registration, like every cluster link, is mutual TLS.
+    pub credentials: Credentials,
     pub name: String,
     pub role: pb::Tier,
     pub listen: SocketAddr,
@@ -40,15 +161,6 @@ pub struct Registration {
     pub keep_alive_ms: u64,
     /// Compute role: the router to keep in step with the scheduler's storage nodes.
     pub router: Option<Arc<StorageRouter>>,
-}
-
-/// `http://host:port` for `addr`, with an unspecified address as loopback.
-fn url(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    }
 }
 
 /// Starts the registration loop on the current tokio runtime.
@@ -73,18 +185,24 @@ async fn register_forever(r: Registration) {
     let request = pb::RegisterRequest {
         name: r.name.clone(),
         role: r.role.into(),
-        address: format!("http://{host}"),
+        address: format!("https://{host}"),
         cores: r.cores,
         memory_mb: 0,
         incarnation,
         keep_alive_ms: r.keep_alive_ms,
     };
     let mut failing = false;
+    let channel = match cluster_channel(&r.scheduler, r.credentials.client_tls(&Peer::scheduler()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(scheduler = %r.scheduler, error = %e, "cannot register: bad scheduler address");
+            return;
+        }
+    };
     loop {
         let attempt = async {
-            let mut client = ClusterClient::connect(url(&r.scheduler))
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut client = ClusterClient::new(channel.clone());
             client
                 .register(request.clone())
                 .await
@@ -128,10 +246,14 @@ fn follow_storage(router: &StorageRouter, response: &pb::RegisterResponse) {
     if response.storage.is_empty() {
         return;
     }
-    let mut nodes: Vec<(NodeId, String)> = response
+    let mut nodes: Vec<StorageRoute> = response
         .storage
         .iter()
-        .map(|s| (NodeId(s.node_id), s.address.clone()))
+        .map(|s| StorageRoute {
+            id: NodeId(s.node_id),
+            name: s.name.clone(),
+            address: s.address.clone(),
+        })
         .collect();
     nodes.sort();
     if nodes == router.nodes() {
@@ -145,7 +267,7 @@ fn follow_storage(router: &StorageRouter, response: &pb::RegisterResponse) {
         Ok(()) => {
             let list: Vec<String> = nodes
                 .iter()
-                .map(|(id, addr)| format!("node-{}={addr}", id.0))
+                .map(|r| format!("node-{}={}@{}", r.id.0, r.name, r.address))
                 .collect();
             println!("storage nodes: {}", list.join(" "));
         }

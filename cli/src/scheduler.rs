@@ -29,18 +29,66 @@ pub enum SchedulerCommand {
     Invoke(InvokeArgs),
     Put(PutArgs),
     Status(StatusArgs),
+    /// Cluster membership: join tokens for agents, credentials issued offline.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
 }
 
-/// Run the scheduler: the client API (functions, data, invocations), the cluster API agents
-/// register with, health checking and server reflection, all on one gRPC port.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Make a join token (admin): an agent presents it once, with the cluster CA, to get its
+    /// node certificate. Prints the token and the agent flags to use it with.
+    JoinToken {
+        /// How long the token can be used, seconds (default 24 hours; at most 30 days).
+        #[arg(long, default_value_t = 0)]
+        ttl_s: u32,
+        #[command(flatten)]
+        connection: Connection,
+        /// Read the admin token from this file (the scheduler's `DATA_DIR/admin-token`).
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+    },
+    /// Issue credentials offline with the CA in a scheduler's data directory (whoever can read
+    /// its `ca-key.pem`): for an agent run without a scheduler, or an operator's tool that calls
+    /// agents directly (role `scheduler`). Writes `ca.pem`, `node.pem` and `node-key.pem`.
+    Issue {
+        /// The scheduler's data directory (holding `ca.pem` and `ca-key.pem`).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// storage, compute or scheduler.
+        #[arg(long)]
+        role: String,
+        /// The node name the certificate is bound to.
+        #[arg(long)]
+        name: String,
+        /// The identity directory to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Run the scheduler: the client port (the client and admin APIs with bearer tokens, health
+/// checking, server reflection) and the cluster port (agents join and register, mutual TLS with
+/// the cluster CA).
 ///
-/// Prints `listening on ADDR` once it accepts connections; on first start it generates the admin
-/// token into the data directory and prints it.
+/// On first start it creates the cluster CA (`DATA_DIR/ca.pem`) and the admin token in the data
+/// directory and prints the token. Prints `cluster port on ADDR`, then `listening on ADDR` (the
+/// client port) once both accept connections.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to serve gRPC on (`127.0.0.1:0` picks a free port).
+    /// Address of the client port (`127.0.0.1:0` picks a free port).
     #[arg(long, default_value = "127.0.0.1:7100")]
     listen: SocketAddr,
+    /// Address of the cluster port agents join and register through.
+    #[arg(long, default_value = "127.0.0.1:7102")]
+    cluster_listen: SocketAddr,
+    /// TLS on the client port: `auto` (whenever it does not listen on loopback) or `on`.
+    #[arg(long, value_enum, default_value_t = ClientTlsArg::Auto)]
+    client_tls: ClientTlsArg,
+    /// A DNS name or IP address clients reach this scheduler by, for its certificate (loopback,
+    /// the host name and the listen addresses are always in it); repeatable.
+    #[arg(long = "tls-name", value_name = "NAME")]
+    tls_names: Vec<String>,
     /// Where tenants, tokens, functions and nodes are kept.
     #[arg(long, default_value = "sandstorm-data/scheduler")]
     data_dir: PathBuf,
@@ -68,15 +116,27 @@ pub struct ServeArgs {
     sim_report: Option<PathBuf>,
 }
 
+/// TLS on the scheduler's client port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientTlsArg {
+    Auto,
+    On,
+}
+
 /// Where a client finds the scheduler and who it is.
 #[derive(Debug, Args)]
 pub struct Connection {
-    /// The scheduler's address (default: `SANDSTORM_SCHEDULER`, or 127.0.0.1:7100).
+    /// The scheduler's client port (default: `SANDSTORM_SCHEDULER`, or 127.0.0.1:7100);
+    /// `https://HOST:PORT` for TLS.
     #[arg(long)]
     scheduler: Option<String>,
     /// Bearer token (default: `SANDSTORM_TOKEN`).
     #[arg(long)]
     token: Option<String>,
+    /// The cluster CA's certificate (the scheduler's `DATA_DIR/ca.pem`): talk TLS to the
+    /// scheduler and trust only that CA (default: `SANDSTORM_CA`). Needed off loopback.
+    #[arg(long, value_name = "CA.pem")]
+    ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,14 +237,7 @@ pub fn run(command: SchedulerCommand) -> anyhow::Result<()> {
                 connection,
                 admin_token_file,
             }) => {
-                let token = match (&connection.token, admin_token_file) {
-                    (Some(t), _) => t.clone(),
-                    (None, Some(file)) => std::fs::read_to_string(&file)
-                        .with_context(|| format!("reading {}", file.display()))?
-                        .trim()
-                        .to_owned(),
-                    (None, None) => token(&connection)?,
-                };
+                let token = admin_token(&connection, admin_token_file.as_deref())?;
                 let channel = channel(&connection).await?;
                 let mut admin = AdminClient::new(channel);
                 let r = admin
@@ -218,6 +271,7 @@ pub fn run(command: SchedulerCommand) -> anyhow::Result<()> {
                 Ok(())
             }
             SchedulerCommand::Status(args) => status(args).await,
+            SchedulerCommand::Cluster(command) => cluster(command).await,
         }
     })
 }
@@ -227,6 +281,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::telemetry::serve(args.metrics).await?;
     let config = SchedulerConfig {
         listen: args.listen,
+        cluster_listen: args.cluster_listen,
+        client_tls: match args.client_tls {
+            ClientTlsArg::Auto => service::ClientTls::Auto,
+            ClientTlsArg::On => service::ClientTls::On,
+        },
+        tls_names: args.tls_names.clone(),
         data_dir: args.data_dir.clone(),
         node_timeout: Duration::from_millis(args.node_timeout_ms.max(1)),
         policy,
@@ -249,12 +309,76 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             if let Some(addr) = ready.dashboard {
                 println!("dashboard on http://{addr}/");
             }
+            if let Some(url) = &ready.dashboard_login {
+                println!("dashboard login URL (once, for 15 minutes): {url}");
+            }
+            println!("cluster CA {}", ready.ca_file.display());
+            println!("cluster port on {}", ready.cluster_addr);
+            println!(
+                "client port {}",
+                if ready.client_tls {
+                    "speaks TLS"
+                } else {
+                    "is plaintext (loopback)"
+                }
+            );
             println!("listening on {}", ready.addr);
         },
         crate::agent::shutdown_signal(),
     )
     .await?;
     Ok(())
+}
+
+/// The admin token: `--token`, else the file, else `SANDSTORM_TOKEN`.
+fn admin_token(connection: &Connection, file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    match (&connection.token, file) {
+        (Some(t), _) => Ok(t.clone()),
+        (None, Some(file)) => Ok(std::fs::read_to_string(file)
+            .with_context(|| format!("reading {}", file.display()))?
+            .trim()
+            .to_owned()),
+        (None, None) => token(connection),
+    }
+}
+
+async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::JoinToken {
+            ttl_s,
+            connection,
+            admin_token_file,
+        } => {
+            let token = admin_token(&connection, admin_token_file.as_deref())?;
+            let mut admin = AdminClient::new(channel(&connection).await?);
+            let r = admin
+                .create_join_token(authed(pb::CreateJoinTokenRequest { ttl_s }, &token)?)
+                .await?
+                .into_inner();
+            println!("join token: {}", r.token);
+            println!("expires at {} (Unix seconds)", r.expires_unix_s);
+            println!(
+                "on each agent host: sandstorm agent --role ROLE --name NAME --scheduler \
+                 SCHEDULER-HOST:CLUSTER-PORT --join-token {} --ca ca.pem (copied from the \
+                 scheduler's data directory)",
+                r.token
+            );
+            Ok(())
+        }
+        ClusterCommand::Issue {
+            data_dir,
+            role,
+            name,
+            out,
+        } => {
+            let ca = sandstorm_identity::ClusterCa::load(&data_dir)?;
+            let peer = sandstorm_identity::Peer::new(role.parse()?, &name)?;
+            let creds = ca.issue_with_key(&peer, &[])?;
+            creds.save(&out)?;
+            println!("credentials of the {peer} written to {}", out.display());
+            Ok(())
+        }
+    }
 }
 
 fn token(connection: &Connection) -> anyhow::Result<String> {
@@ -271,17 +395,51 @@ pub(crate) async fn channel(connection: &Connection) -> anyhow::Result<Channel> 
         .clone()
         .or_else(|| std::env::var("SANDSTORM_SCHEDULER").ok())
         .unwrap_or_else(|| "127.0.0.1:7100".to_owned());
-    let url = if addr.contains("://") {
-        addr.clone()
-    } else {
-        format!("http://{addr}")
-    };
-    tonic::transport::Endpoint::from_shared(url)?
+    let ca = connection
+        .ca
+        .clone()
+        .or_else(|| std::env::var_os("SANDSTORM_CA").map(PathBuf::from));
+    let endpoint = client_endpoint(&addr, ca.as_deref())?;
+    endpoint
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(120))
         .connect()
         .await
         .with_context(|| format!("connecting to the scheduler at {addr}"))
+}
+
+/// The endpoint of a scheduler's client port at `addr`: TLS trusting only the CA in `ca` when
+/// one is given or the address says `https://`; plaintext only to loopback.
+pub(crate) fn client_endpoint(
+    addr: &str,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<tonic::transport::Endpoint> {
+    let (tls, host) = match (addr.strip_prefix("https://"), addr.strip_prefix("http://")) {
+        (Some(host), _) => (true, host),
+        (None, Some(host)) => (ca.is_some(), host),
+        (None, None) => (ca.is_some(), addr),
+    };
+    let scheme = if tls { "https" } else { "http" };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{host}"))
+        .with_context(|| format!("the scheduler address {addr:?}"))?;
+    if !tls {
+        let loopback = host
+            .parse::<SocketAddr>()
+            .map(|a| a.ip().is_loopback())
+            .unwrap_or_else(|_| host.starts_with("localhost:"));
+        if !loopback {
+            bail!(
+                "{addr} is not a loopback address: the scheduler's client port speaks TLS there; \
+                 pass --ca (or set SANDSTORM_CA) to the cluster CA, the scheduler's DATA_DIR/ca.pem"
+            );
+        }
+        return Ok(endpoint);
+    }
+    let Some(ca) = ca else {
+        bail!("{addr}: TLS needs the cluster CA to trust: pass --ca or set SANDSTORM_CA");
+    };
+    let pem = std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
+    Ok(endpoint.tls_config(sandstorm_identity::anonymous_client_tls(&pem, None))?)
 }
 
 async fn client(connection: &Connection) -> anyhow::Result<(SchedulerClient<Channel>, String)> {

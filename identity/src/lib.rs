@@ -123,6 +123,9 @@ pub enum IdentityError {
     /// a PEM file does not hold what it should
     #[error("{what}: {why}")]
     BadPem { what: String, why: String },
+    /// an address that cannot be dialled
+    #[error("address {address:?}: {why}")]
+    BadAddress { address: String, why: String },
     /// rcgen refused to make or sign a certificate
     #[error("making a certificate: {0}")]
     Certificate(#[from] rcgen::Error),
@@ -295,6 +298,23 @@ impl ClusterCa {
         if dir.join(CA_FILE).exists() || dir.join(CA_KEY_FILE).exists() {
             return Ok((Self::load(dir)?, false));
         }
+        let (ca, key_pem) = Self::generate()?;
+        std::fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        write(&dir.join(CA_KEY_FILE), &key_pem, 0o600)?;
+        write(&dir.join(CA_FILE), &ca.cert_pem, 0o644)?;
+        Ok((ca, true))
+    }
+
+    /// A new CA kept only in memory: for tests and benchmarks that start nodes in-process.
+    pub fn ephemeral() -> Result<Self, IdentityError> {
+        Ok(Self::generate()?.0)
+    }
+
+    /// A new CA and its private key (PEM).
+    fn generate() -> Result<(Self, String), IdentityError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -304,18 +324,13 @@ impl ClusterCa {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         validity(&mut params, CA_VALIDITY);
         let cert = params.self_signed(&key)?;
-        std::fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
-        write(&dir.join(CA_KEY_FILE), &key.serialize_pem(), 0o600)?;
-        write(&dir.join(CA_FILE), &cert.pem(), 0o644)?;
+        let key_pem = key.serialize_pem();
         Ok((
             Self {
                 cert_pem: cert.pem(),
                 issuer: Issuer::new(params, key),
             },
-            true,
+            key_pem,
         ))
     }
 
@@ -416,6 +431,8 @@ pub fn new_key() -> Result<(String, Vec<u8>), IdentityError> {
 /// Whether a server asks its callers for a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
+    /// It does not: callers authenticate otherwise (the scheduler's client port: bearer tokens).
+    None,
     /// Every caller presents a certificate of the cluster CA, or the handshake fails.
     Required,
     /// Callers may present one; calls without are told apart by [`authorize`] (the scheduler's
@@ -504,11 +521,15 @@ impl Credentials {
 
     /// Serving with these credentials, trusting only the cluster CA for callers.
     pub fn server_tls(&self, client_auth: ClientAuth) -> ServerTlsConfig {
-        ServerTlsConfig::new()
+        let config = ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
-            .client_ca_root(Certificate::from_pem(&self.ca_pem))
-            .client_auth_optional(client_auth == ClientAuth::Optional)
-            .timeout(HANDSHAKE_TIMEOUT)
+            .timeout(HANDSHAKE_TIMEOUT);
+        match client_auth {
+            ClientAuth::None => config,
+            ClientAuth::Required | ClientAuth::Optional => config
+                .client_ca_root(Certificate::from_pem(&self.ca_pem))
+                .client_auth_optional(client_auth == ClientAuth::Optional),
+        }
     }
 
     /// Dialling `server` with these credentials: its certificate must be the cluster CA's and
@@ -520,10 +541,33 @@ impl Credentials {
             .domain_name(server.dns_name())
             .timeout(HANDSHAKE_TIMEOUT)
     }
+
+    /// An endpoint dialling `server` at `address` (`host:port`, `http://host:port` or
+    /// `https://host:port`: always TLS whatever the scheme says) with these credentials.
+    /// Connection settings (timeouts, lazy or eager connect) are the caller's.
+    pub fn endpoint(
+        &self,
+        server: &Peer,
+        address: &str,
+    ) -> Result<tonic::transport::Endpoint, IdentityError> {
+        let host = address
+            .strip_prefix("https://")
+            .or_else(|| address.strip_prefix("http://"))
+            .unwrap_or(address);
+        let bad = |e: tonic::transport::Error| IdentityError::BadAddress {
+            address: address.to_owned(),
+            why: e.to_string(),
+        };
+        tonic::transport::Endpoint::from_shared(format!("https://{host}"))
+            .map_err(bad)?
+            .tls_config(self.client_tls(server))
+            .map_err(bad)
+            .map(|e| e.tcp_nodelay(true))
+    }
 }
 
 /// The DER of the first PEM block of `pem`.
-fn first_pem_der(pem: &str, what: &str) -> Result<Vec<u8>, IdentityError> {
+pub fn first_pem_der(pem: &str, what: &str) -> Result<Vec<u8>, IdentityError> {
     let bad = |why: String| IdentityError::BadPem {
         what: what.to_owned(),
         why,

@@ -131,6 +131,43 @@ where
     }
 }
 
+/// Serves `routes` to cluster members only: mutual TLS with the node's `credentials`, every
+/// caller's certificate checked against the cluster CA (a stranger's handshake fails), plus gRPC
+/// health. Which roles may call which service is the services' own interceptors'
+/// ([`sandstorm_identity::require`]). Runs until `shutdown`, as [`serve_until`].
+pub async fn serve_cluster_routes(
+    credentials: &sandstorm_identity::Credentials,
+    listener: tokio::net::TcpListener,
+    routes: tonic::service::Routes,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let (_, health) = tonic_health::server::health_reporter();
+    let mut builder = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .tls_config(credentials.server_tls(sandstorm_identity::ClientAuth::Required))?;
+    serve_until(
+        |stop| {
+            builder
+                .add_routes(routes.add_service(health))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop,
+                )
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// Only the scheduler calls `NodeAgent`.
+pub const NODE_AGENT_CALLERS: &[sandstorm_identity::Role] = &[sandstorm_identity::Role::Scheduler];
+/// The scheduler (tenants' data it routes) and compute nodes (their containers' data calls,
+/// stamped with the container's tenant) call `KeyValue`.
+pub const KEY_VALUE_CALLERS: &[sandstorm_identity::Role] = &[
+    sandstorm_identity::Role::Scheduler,
+    sandstorm_identity::Role::Compute,
+];
+
 /// Most steps one `ExecuteChain` runs (the scheduler's chain limit).
 pub const MAX_CHAIN_STEPS: usize = 16;
 

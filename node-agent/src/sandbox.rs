@@ -114,7 +114,7 @@ pub struct SandboxConfig {
     pub epoch_tick: Duration,
     /// Largest module accepted at deploy (16 MiB).
     pub max_module_bytes: usize,
-    /// Largest input or output of one invocation (4 MiB).
+    /// Largest input or output of one invocation ([`sandstorm_proto::MAX_PAYLOAD_BYTES`]).
     pub max_payload_bytes: usize,
     /// Log lines one invocation may write; more are dropped (10).
     pub log_lines_per_invocation: u32,
@@ -134,7 +134,7 @@ impl Default for SandboxConfig {
             max_memory_bytes: 256 << 20,
             epoch_tick: Duration::from_millis(1),
             max_module_bytes: 16 << 20,
-            max_payload_bytes: 4 << 20,
+            max_payload_bytes: sandstorm_proto::MAX_PAYLOAD_BYTES,
             log_lines_per_invocation: 10,
             log_line_bytes: 512,
             keep_resident_bytes: 256 << 10,
@@ -1029,7 +1029,8 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
         st.logs_left -= 1;
         let end = src.start + src.len().min(st.log_line_bytes);
         let line = String::from_utf8_lossy(&data[src.start..end]);
-        info!(target: "guest", tenant = st.tenant.0, function = &*st.function, "{line}");
+        // A field, escaped by the formatter: a tenant's text never becomes a line of its own.
+        info!(target: "guest", tenant = st.tenant.0, function = &*st.function, line = ?line, "function log");
         if st.logs_left == 0 {
             info!(target: "guest", tenant = st.tenant.0, function = &*st.function, "log limit reached; further lines of this invocation are dropped");
         }

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sandstorm_identity::{ClusterCa, Peer, Role};
 use sandstorm_node_agent::storage::store::Limits;
 use sandstorm_node_agent::storage::{StorageConfig, StorageNode, service};
 use sandstorm_proto::v1 as pb;
@@ -18,6 +19,8 @@ use tonic::transport::Channel;
 struct Node {
     agent: NodeAgentClient<Channel>,
     kv: KeyValueClient<Channel>,
+    ca: ClusterCa,
+    addr: SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -38,19 +41,40 @@ async fn start() -> Node {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(service::serve(node, listener, async {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(service::endpoint(addr))
-        .expect("uri")
-        .connect()
+    let ca = ClusterCa::ephemeral().unwrap();
+    let credentials = ca.issue_with_key(&storage_peer(), &[]).unwrap();
+    tokio::spawn(async move {
+        service::serve(node, listener, &credentials, async {
+            let _ = stopped.await;
+        })
         .await
-        .expect("connect");
+    });
+    let channel = dial(&ca, Peer::scheduler(), addr).await.expect("connect");
     Node {
         agent: NodeAgentClient::new(channel.clone()),
         kv: KeyValueClient::new(channel),
+        ca,
+        addr,
         _stop: stop,
     }
+}
+
+fn storage_peer() -> Peer {
+    Peer::new(Role::Storage, "storage-0").unwrap()
+}
+
+/// A connection to the node at `addr` as `caller`, with a certificate from `ca`.
+async fn dial(
+    ca: &ClusterCa,
+    caller: Peer,
+    addr: SocketAddr,
+) -> Result<Channel, tonic::transport::Error> {
+    let credentials = ca.issue_with_key(&caller, &[]).unwrap();
+    credentials
+        .endpoint(&storage_peer(), &addr.to_string())
+        .unwrap()
+        .connect()
+        .await
 }
 
 fn function(tenant: u32, name: &str) -> Option<pb::FunctionRef> {
@@ -421,14 +445,14 @@ async fn oversized_keys_values_and_payloads_are_refused() {
     assert_eq!(err.code(), Code::Aborted);
     assert!(err.message().contains("key too large"), "{}", err.message());
 
-    // An input over the payload limit (4 MiB by default).
+    // An input over the payload limit (4 MiB less 64 KiB by default).
     deploy_example(&mut node, 1, "echo").await;
-    let big = "x".repeat((4 << 20) + 1);
+    let big = "x".repeat(sandstorm_proto::MAX_PAYLOAD_BYTES + 1);
     let err = invoke(&mut node, 1, "echo", &big).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
         err.message()
-            .contains("larger than the limit of 4194304 bytes"),
+            .contains("larger than the limit of 4128768 bytes"),
         "{}",
         err.message()
     );
@@ -546,4 +570,92 @@ async fn stats_stream_pushes_per_core_figures_and_measured_costs() {
     // It keeps coming.
     let second = stream.message().await.unwrap().unwrap();
     assert!(second.at_unix_us >= first.at_unix_us);
+}
+
+/// Whether a call on `channel` was refused for want of an acceptable certificate or role.
+async fn kv_get(channel: Channel) -> Result<pb::GetResponse, tonic::Status> {
+    KeyValueClient::new(channel)
+        .get(pb::GetRequest {
+            tenant: 1,
+            key: b"k".to_vec(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn only_cluster_members_in_their_roles_reach_the_node() {
+    let mut node = start().await;
+    put(&mut node, 1, "k", "secret").await;
+    let addr = node.addr;
+
+    // Plaintext: no TLS, nothing served.
+    let plaintext = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await;
+    if let Ok(channel) = plaintext {
+        let refused = kv_get(channel).await.unwrap_err();
+        assert_ne!(refused.code(), Code::Ok);
+    }
+
+    // TLS that trusts the cluster CA but shows no certificate: the handshake is refused.
+    let anonymous = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(sandstorm_identity::anonymous_client_tls(
+            node.ca.cert_pem(),
+            Some(&storage_peer()),
+        ))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = anonymous {
+        let refused = kv_get(channel).await.unwrap_err();
+        assert!(
+            format!("{refused:?}").contains("CertificateRequired"),
+            "{refused:?}"
+        );
+    }
+
+    // A certificate from another CA, naming a scheduler: refused too.
+    let stranger_ca = ClusterCa::ephemeral().unwrap();
+    if let Ok(channel) = dial(&stranger_ca, Peer::scheduler(), addr).await {
+        let refused = kv_get(channel).await.unwrap_err();
+        assert!(
+            format!("{refused:?}").contains("Certificate"),
+            "{refused:?}"
+        );
+    }
+
+    // A compute node may make data calls (its containers'), but not manage the node.
+    let compute = dial(
+        &node.ca,
+        Peer::new(Role::Compute, "compute-0").unwrap(),
+        addr,
+    )
+    .await
+    .unwrap();
+    let value = kv_get(compute.clone()).await.unwrap();
+    assert!(value.found);
+    assert_eq!(value.value, b"secret");
+    let refused = NodeAgentClient::new(compute)
+        .remove(pb::RemoveRequest {
+            function: function(1, "any"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("compute"), "{refused:?}");
+
+    // Another storage node is a member, but neither calls the other's API.
+    let storage = dial(
+        &node.ca,
+        Peer::new(Role::Storage, "storage-1").unwrap(),
+        addr,
+    )
+    .await
+    .unwrap();
+    let refused = kv_get(storage).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
 }

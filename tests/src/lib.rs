@@ -529,6 +529,108 @@ impl Service {
         }
     }
 
+    /// What followed `prefix` on the first stdout line that starts with it.
+    pub fn printed(&self, prefix: &str) -> Option<String> {
+        self.stdout_lines()
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix).map(|rest| rest.trim().to_owned()))
+    }
+
+    /// A scheduler's cluster port, from its `cluster port on ADDR` line.
+    pub fn cluster_addr(&self) -> String {
+        self.printed("cluster port on ").unwrap_or_else(|| {
+            panic!(
+                "no `cluster port on` line:\n{}",
+                self.stdout_lines().join("\n")
+            )
+        })
+    }
+
+    /// A scheduler's data directory, from its `data directory PATH` line.
+    pub fn data_dir(&self) -> PathBuf {
+        let dir = PathBuf::from(
+            self.printed("data directory ")
+                .expect("a scheduler prints its data directory"),
+        );
+        if dir.is_absolute() {
+            dir
+        } else {
+            workspace_root().join(dir)
+        }
+    }
+
+    /// Whether a scheduler's client port speaks TLS (its `client port ...` line).
+    pub fn client_tls(&self) -> bool {
+        self.printed("client port ").as_deref() == Some("speaks TLS")
+    }
+
+    /// A scheduler's cluster CA certificate file.
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir().join("ca.pem")
+    }
+
+    /// `sandstorm agent ARGS` joined to this scheduler (see [`Service::join_args`]), keeping its
+    /// credentials under the scheduler's data directory by the `--name` in `args`, so a
+    /// restarted agent of that name registers with the certificate it got the first time.
+    pub fn start_agent(&self, args: &[&str]) -> Service {
+        self.start_agent_in(None, args)
+    }
+
+    /// [`Service::start_agent`] in the network namespace `netns` (see [`Service::start_in_netns`]).
+    pub fn start_agent_in(&self, netns: Option<&str>, args: &[&str]) -> Service {
+        let name = args
+            .iter()
+            .position(|a| *a == "--name")
+            .and_then(|i| args.get(i + 1))
+            .expect("an agent started by a test has a --name");
+        let identity = self.data_dir().join("test-identities").join(name);
+        let all: Vec<String> = args
+            .iter()
+            .map(|a| (*a).to_owned())
+            .chain(self.join_args(&identity))
+            .collect();
+        Service::start_in(netns, all)
+    }
+
+    /// The flags an agent joins this scheduler with: the cluster port, a new join token (from
+    /// `sandstorm cluster join-token`, as an operator gets one), the CA, and `identity_dir` to
+    /// keep the agent's credentials in.
+    pub fn join_args(&self, identity_dir: &Path) -> Vec<String> {
+        let data_dir = self.data_dir();
+        let admin_token_file = data_dir.join("admin-token");
+        let ca_file = self.ca_file();
+        let mut args = vec![
+            "cluster".to_owned(),
+            "join-token".to_owned(),
+            "--scheduler".to_owned(),
+            self.addr.to_string(),
+            "--admin-token-file".to_owned(),
+            admin_token_file.display().to_string(),
+        ];
+        if self.client_tls() {
+            args.extend(["--ca".to_owned(), ca_file.display().to_string()]);
+        }
+        let run = sandstorm(None, args);
+        run.success();
+        let token = run
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("join token: "))
+            .unwrap_or_else(|| panic!("no join token printed:\n{}", run.stdout))
+            .trim()
+            .to_owned();
+        vec![
+            "--scheduler".into(),
+            self.cluster_addr(),
+            "--join-token".into(),
+            token,
+            "--ca".into(),
+            ca_file.display().to_string(),
+            "--identity-dir".into(),
+            identity_dir.display().to_string(),
+        ]
+    }
+
     /// `http://ADDR` for a gRPC client.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)

@@ -16,7 +16,7 @@ use sandstorm_proto::v1 as pb;
 use sandstorm_tests::Service;
 
 fn storage_agent(name: &str, scheduler: &Service) -> Service {
-    Service::start([
+    scheduler.start_agent(&[
         "agent",
         "--role",
         "storage",
@@ -27,8 +27,6 @@ fn storage_agent(name: &str, scheduler: &Service) -> Service {
         "--cores",
         "1",
         "--in-memory",
-        "--scheduler",
-        &scheduler.addr.to_string(),
     ])
 }
 
@@ -68,6 +66,8 @@ async fn calls_abandoned_by_their_clients_give_back_what_they_held() {
     let dir = tempfile::tempdir().unwrap();
     let scheduler = Service::start([
         "scheduler",
+        "--cluster-listen",
+        "127.0.0.1:0",
         "--listen",
         "127.0.0.1:0",
         "--data-dir",
@@ -78,7 +78,7 @@ async fn calls_abandoned_by_their_clients_give_back_what_they_held() {
     a.wait_for_stdout("registered with the scheduler", 1);
     b.wait_for_stdout("registered with the scheduler", 1);
     let admin = common::admin_token(dir.path());
-    let mut tenant = Tenant::create(&scheduler.endpoint(), &admin, "leaver").await;
+    let mut tenant = Tenant::create(&scheduler, &admin, "leaver").await;
     tenant.deploy("hash-chain").await;
     tenant.deploy("echo").await;
     tenant.wait_alive("storage-0", true).await;

@@ -27,12 +27,14 @@ async fn cluster(dir: &Path) -> (Service, Service, SchedulerClient<Channel>, Str
     let data = dir.join("scheduler");
     let sched = Service::start([
         "scheduler",
+        "--cluster-listen",
+        "127.0.0.1:0",
         "--listen",
         "127.0.0.1:0",
         "--data-dir",
         data.to_str().unwrap(),
     ]);
-    let node = Service::start([
+    let node = sched.start_agent(&[
         "agent",
         "--role",
         "storage",
@@ -43,8 +45,6 @@ async fn cluster(dir: &Path) -> (Service, Service, SchedulerClient<Channel>, Str
         "--cores",
         "1",
         "--in-memory",
-        "--scheduler",
-        &sched.addr.to_string(),
     ]);
     node.wait_for_stdout("registered with the scheduler", 1);
     let admin = std::fs::read_to_string(data.join("admin-token")).unwrap();

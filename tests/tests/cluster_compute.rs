@@ -30,14 +30,15 @@ async fn the_scheduler_places_on_a_registered_compute_node_that_reads_from_stora
     let state = tempfile::tempdir().unwrap();
     let scheduler = Service::start([
         "scheduler",
+        "--cluster-listen",
+        "127.0.0.1:0",
         "--listen",
         "127.0.0.1:0",
         "--data-dir",
         dir.path().to_str().unwrap(),
     ]);
-    let sched = scheduler.addr.to_string();
     // The compute node first: it knows no storage node until the scheduler tells it.
-    let compute = Service::start([
+    let compute = scheduler.start_agent(&[
         "agent",
         "--role",
         "compute",
@@ -49,11 +50,9 @@ async fn the_scheduler_places_on_a_registered_compute_node_that_reads_from_stora
         "2",
         "--state-dir",
         state.path().to_str().unwrap(),
-        "--scheduler",
-        &sched,
     ]);
     compute.wait_for_stdout("registered with the scheduler", 1);
-    let storage = Service::start([
+    let storage = scheduler.start_agent(&[
         "agent",
         "--role",
         "storage",
@@ -64,8 +63,6 @@ async fn the_scheduler_places_on_a_registered_compute_node_that_reads_from_stora
         "--cores",
         "1",
         "--in-memory",
-        "--scheduler",
-        &sched,
     ]);
     let registered = storage.wait_for_stdout("registered with the scheduler", 1);
     // `... as node-N (...)`: the id the scheduler's key ring uses.
@@ -76,12 +73,12 @@ async fn the_scheduler_places_on_a_registered_compute_node_that_reads_from_stora
         .unwrap();
     let learned = compute.wait_for_stdout("storage nodes:", 1);
     assert!(
-        learned.contains(&format!("node-{id}=http://{}", storage.addr)),
+        learned.contains(&format!("node-{id}=storage-0@https://{}", storage.addr)),
         "the compute node routes by the scheduler's ids and addresses: {learned}"
     );
 
     let admin = common::admin_token(dir.path());
-    let mut tenant = Tenant::create(&scheduler.endpoint(), &admin, "compute").await;
+    let mut tenant = Tenant::create(&scheduler, &admin, "compute").await;
     tenant.deploy("hash-chain").await;
     tenant.deploy("graph-walk").await;
     for (key, value) in [

@@ -26,7 +26,7 @@ const NODE_TIMEOUT_MS: u64 = 600;
 const INVOCATION_BOUND: Duration = Duration::from_secs(3 * 3 + 3);
 
 fn storage_agent(name: &str, scheduler: &Service) -> Service {
-    Service::start([
+    scheduler.start_agent(&[
         "agent",
         "--role",
         "storage",
@@ -37,8 +37,6 @@ fn storage_agent(name: &str, scheduler: &Service) -> Service {
         "--cores",
         "1",
         "--in-memory",
-        "--scheduler",
-        &scheduler.addr.to_string(),
     ])
 }
 
@@ -104,6 +102,8 @@ async fn a_killed_agent_fails_nothing_silently_and_rejoins() {
     let timeout = NODE_TIMEOUT_MS.to_string();
     let scheduler = Service::start([
         "scheduler",
+        "--cluster-listen",
+        "127.0.0.1:0",
         "--listen",
         "127.0.0.1:0",
         "--data-dir",
@@ -117,7 +117,7 @@ async fn a_killed_agent_fails_nothing_silently_and_rejoins() {
     victim.wait_for_stdout("registered with the scheduler", 1);
 
     let admin = common::admin_token(dir.path());
-    let mut tenant = Tenant::create(&scheduler.endpoint(), &admin, "faults").await;
+    let mut tenant = Tenant::create(&scheduler, &admin, "faults").await;
     tenant.deploy("echo").await;
     tenant.deploy("hash-chain").await;
     tenant.wait_alive("storage-0", true).await;
@@ -215,7 +215,18 @@ async fn a_killed_agent_fails_nothing_silently_and_rejoins() {
     let restarted = storage_agent("storage-1", &scheduler);
     restarted.wait_for_stdout("registered with the scheduler", 1);
     let back = tenant.wait_alive("storage-1", true).await;
-    assert_eq!(back.address, format!("http://{}", restarted.addr));
+    assert!(
+        back.address.is_empty(),
+        "a tenant learns no node addresses: {back:?}"
+    );
+    let mut operator = Tenant {
+        client: tenant.client.clone(),
+        token: admin.clone(),
+    };
+    assert_eq!(
+        operator.node("storage-1").await.address,
+        format!("https://{}", restarted.addr)
+    );
     let mut on_restarted = 0;
     for i in 0..40 {
         let (out, record) = tenant

@@ -7,26 +7,35 @@
 
 #![allow(clippy::unwrap_used)] // A panic is how a test reports failure.
 
+use sandstorm_identity::Role;
 use sandstorm_proto::v1 as pb;
 use sandstorm_proto::v1::key_value_client::KeyValueClient;
 use sandstorm_proto::v1::node_agent_client::NodeAgentClient;
 use sandstorm_tests::Service;
 use tonic::Code;
 
+mod common;
+use common::TestCa;
+
 const TENANT: u32 = 7;
 const OTHER: u32 = 8;
 
-fn compute_agent(name: &str, storage: &Service, state: &std::path::Path) -> Service {
+/// The standalone compute node `name` reading from `storage` (`storage-0`), with credentials
+/// from `ca`.
+fn compute_agent(ca: &TestCa, name: &str, storage: &Service, state: &std::path::Path) -> Service {
+    let identity = ca.identity(Role::Compute, name);
     Service::start([
         "agent",
         "--role",
         "compute",
         "--name",
         name,
+        "--identity-dir",
+        identity.to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
         "--storage",
-        &storage.addr.to_string(),
+        &format!("storage-0={}", storage.addr),
         "--pool-size",
         "2",
         "--state-dir",
@@ -89,10 +98,16 @@ async fn functions_run_in_containers_next_to_a_real_storage_node() {
         return;
     }
     let state = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let storage_identity = ca.identity(Role::Storage, "storage-0");
     let storage = Service::start([
         "agent",
         "--role",
         "storage",
+        "--name",
+        "storage-0",
+        "--identity-dir",
+        storage_identity.to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
         "--in-memory",
@@ -100,9 +115,9 @@ async fn functions_run_in_containers_next_to_a_real_storage_node() {
         "1",
     ]);
     let node = "compute-e2e";
-    let mut compute = compute_agent(node, &storage, state.path());
-    let mut kv = KeyValueClient::connect(storage.endpoint()).await.unwrap();
-    let mut agent = NodeAgentClient::connect(compute.endpoint()).await.unwrap();
+    let mut compute = compute_agent(&ca, node, &storage, state.path());
+    let mut kv = KeyValueClient::new(ca.dial(&storage, Role::Storage, "storage-0").await);
+    let mut agent = NodeAgentClient::new(ca.dial(&compute, Role::Compute, node).await);
 
     for (key, value) in [
         ("a", "1"),
@@ -144,7 +159,7 @@ async fn functions_run_in_containers_next_to_a_real_storage_node() {
         .await
         .unwrap();
     assert_eq!(walk.record.unwrap().keys_read, 4);
-    let mut on_storage = NodeAgentClient::connect(storage.endpoint()).await.unwrap();
+    let mut on_storage = NodeAgentClient::new(ca.dial(&storage, Role::Storage, "storage-0").await);
     deploy_example(&mut on_storage, TENANT, "graph-walk").await;
     let expected = execute(&mut on_storage, TENANT, "graph-walk", "1 4")
         .await
@@ -350,8 +365,8 @@ async fn functions_run_in_containers_next_to_a_real_storage_node() {
         "warm containers and pools hold cgroups"
     );
     compute.kill();
-    let mut again = compute_agent(node, &storage, state.path());
-    let mut agent = NodeAgentClient::connect(again.endpoint()).await.unwrap();
+    let mut again = compute_agent(&ca, node, &storage, state.path());
+    let mut agent = NodeAgentClient::new(ca.dial(&again, Role::Compute, node).await);
     deploy_example(&mut agent, TENANT, "kv-sum").await;
     assert_eq!(
         execute(&mut agent, TENANT, "kv-sum", "a b c")

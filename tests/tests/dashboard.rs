@@ -173,13 +173,29 @@ async fn screenshot(c: &Client, name: &str) {
     println!("screenshot: {}", path.display());
 }
 
+/// The status of `GET PATH` on the HTTP server at `base` (`http://HOST:PORT`), with `header`.
+fn http_status(base: &str, path: &str, header: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let host = base.strip_prefix("http://").unwrap();
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    let extra = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
+}
+
 /// What `sandstorm dev` printed: (gRPC address, dashboard URL, demo token).
 struct Dev {
     _process: Stopped,
     grpc: String,
     dashboard: String,
     token: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn start_dev() -> Dev {
@@ -248,7 +264,7 @@ fn start_dev() -> Dev {
         grpc,
         dashboard,
         token,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -274,7 +290,38 @@ async fn the_dashboard_shows_a_live_cluster_in_a_real_browser() {
     let (_driver, driver_url) = start_driver(&driver);
     let c = open_browser(&chromium, &driver_url).await;
 
+    // Without the login (or the admin token) nothing is served; the login URL works once.
+    let base = dev.dashboard.split("/login").next().unwrap().to_owned();
+    for path in [
+        "/",
+        "/api/cluster",
+        "/api/functions",
+        "/api/stream",
+        "/app.js",
+    ] {
+        assert_eq!(
+            http_status(&base, path, None),
+            401,
+            "{path} without a login"
+        );
+    }
+    let admin =
+        std::fs::read_to_string(dev.dir.path().join("scheduler").join("admin-token")).unwrap();
+    let bearer = format!("Authorization: Bearer {}", admin.trim());
+    assert_eq!(http_status(&base, "/api/cluster", Some(&bearer)), 200);
+    let wrong = format!("Authorization: Bearer {}", dev.token);
+    assert_eq!(
+        http_status(&base, "/api/cluster", Some(&wrong)),
+        401,
+        "a tenant's token"
+    );
     c.goto(&dev.dashboard).await.unwrap();
+    let login = dev.dashboard.strip_prefix(&base).unwrap();
+    assert_eq!(
+        http_status(&base, login, None),
+        401,
+        "the login code is used up"
+    );
     wait_for(
         &c,
         "return document.getElementById('conn').textContent === 'live'",

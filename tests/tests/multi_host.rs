@@ -170,15 +170,17 @@ async fn placement_across_three_hosts_follows_locality_and_load() {
         &Topology::ns("sch"),
         [
             "scheduler",
+            "--cluster-listen",
+            &topology.addr("sch", 7102),
             "--listen",
             &sched_addr,
             "--data-dir",
             dir.path().to_str().unwrap(),
         ],
     );
-    let storage = Service::start_in_netns(
-        &Topology::ns("sto"),
-        [
+    let storage = scheduler.start_agent_in(
+        Some(&Topology::ns("sto")),
+        &[
             "agent",
             "--role",
             "storage",
@@ -189,13 +191,11 @@ async fn placement_across_three_hosts_follows_locality_and_load() {
             "--cores",
             "1",
             "--in-memory",
-            "--scheduler",
-            &sched_addr,
         ],
     );
-    let compute = Service::start_in_netns(
-        &Topology::ns("cmp"),
-        [
+    let compute = scheduler.start_agent_in(
+        Some(&Topology::ns("cmp")),
+        &[
             "agent",
             "--role",
             "compute",
@@ -207,8 +207,6 @@ async fn placement_across_three_hosts_follows_locality_and_load() {
             "2",
             "--state-dir",
             state.path().to_str().unwrap(),
-            "--scheduler",
-            &sched_addr,
         ],
     );
     storage.wait_for_stdout("registered with the scheduler", 1);
@@ -216,9 +214,11 @@ async fn placement_across_three_hosts_follows_locality_and_load() {
     let learned = compute.wait_for_stdout("storage nodes:", 1);
     assert!(learned.contains(&topology.addr("sto", 7101)), "{learned}");
 
+    // Off loopback the client port speaks TLS, with a certificate of the cluster CA.
+    assert!(scheduler.client_tls(), "{:?}", scheduler.stdout_lines());
     let admin = common::admin_token(dir.path());
-    let mut a = Tenant::create(&scheduler.endpoint(), &admin, "walker").await;
-    let mut b = Tenant::create(&scheduler.endpoint(), &admin, "noisy").await;
+    let mut a = Tenant::create(&scheduler, &admin, "walker").await;
+    let mut b = Tenant::create(&scheduler, &admin, "noisy").await;
     a.deploy("graph-walk").await;
     a.deploy("hash-chain").await;
     b.deploy("hash-chain").await;

@@ -15,6 +15,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Tenant, hash_chain};
+use sandstorm_identity::Role;
 use sandstorm_proto::v1 as pb;
 use sandstorm_proto::v1::node_agent_client::NodeAgentClient;
 use sandstorm_tests::Service;
@@ -38,17 +39,23 @@ async fn next_stats(agent: &mut NodeAgentClient<Channel>) -> pb::NodeStats {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_agent_runs_a_function_on_the_cores_dedicated_to_it() {
+    let ca = common::TestCa::new();
+    let identity = ca.identity(Role::Storage, "storage-0");
     let node = Service::start([
         "agent",
         "--role",
         "storage",
+        "--name",
+        "storage-0",
+        "--identity-dir",
+        identity.to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
         "--cores",
         "3",
         "--in-memory",
     ]);
-    let mut agent = NodeAgentClient::connect(node.endpoint()).await.unwrap();
+    let mut agent = NodeAgentClient::new(ca.dial(&node, Role::Storage, "storage-0").await);
     for name in ["echo", "counter"] {
         agent
             .deploy(pb::DeployRequest {
@@ -177,6 +184,8 @@ async fn the_scheduler_plans_from_live_profiles_and_the_compute_node_keeps_what_
     let state = tempfile::tempdir().unwrap();
     let scheduler = Service::start([
         "scheduler",
+        "--cluster-listen",
+        "127.0.0.1:0",
         "--listen",
         "127.0.0.1:0",
         "--data-dir",
@@ -184,8 +193,7 @@ async fn the_scheduler_plans_from_live_profiles_and_the_compute_node_keeps_what_
         "--reprovision-ms",
         "300",
     ]);
-    let sched = scheduler.addr.to_string();
-    let storage = Service::start([
+    let storage = scheduler.start_agent(&[
         "agent",
         "--role",
         "storage",
@@ -196,12 +204,10 @@ async fn the_scheduler_plans_from_live_profiles_and_the_compute_node_keeps_what_
         "--cores",
         "1",
         "--in-memory",
-        "--scheduler",
-        &sched,
     ]);
     storage.wait_for_stdout("registered with the scheduler", 1);
     // Containers idle for a second are reclaimed, unless the plan keeps them.
-    let compute = Service::start([
+    let compute = scheduler.start_agent(&[
         "agent",
         "--role",
         "compute",
@@ -215,12 +221,10 @@ async fn the_scheduler_plans_from_live_profiles_and_the_compute_node_keeps_what_
         "1",
         "--state-dir",
         state.path().to_str().unwrap(),
-        "--scheduler",
-        &sched,
     ]);
     compute.wait_for_stdout("registered with the scheduler", 1);
     let admin = common::admin_token(dir.path());
-    let mut tenant = Tenant::create(&scheduler.endpoint(), &admin, "busy").await;
+    let mut tenant = Tenant::create(&scheduler, &admin, "busy").await;
     tenant.deploy("hash-chain").await;
     tenant.put("blob", "sandstorm").await;
     tenant.wait_alive("compute-0", true).await;
@@ -262,7 +266,15 @@ async fn the_scheduler_plans_from_live_profiles_and_the_compute_node_keeps_what_
     // Past the keep-alive window the container is still there, the pools are at the planned
     // size, and the next invocation is warm, as the scheduler predicted.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let mut agent = NodeAgentClient::connect(compute.endpoint()).await.unwrap();
+    let mut agent = NodeAgentClient::new(
+        common::agent_channel(
+            &scheduler.data_dir(),
+            compute.addr,
+            Role::Compute,
+            "compute-0",
+        )
+        .await,
+    );
     let stats = next_stats(&mut agent).await;
     let status = tenant.status().await;
     assert!(

@@ -18,8 +18,14 @@ use tonic::{Code, Request};
 const EXAMPLES: [&str; 5] = ["counter", "echo", "graph-walk", "hash-chain", "kv-sum"];
 
 fn scheduler(data_dir: &Path, listen: &str) -> Service {
+    scheduler_with_cluster_port(data_dir, listen, "127.0.0.1:0")
+}
+
+fn scheduler_with_cluster_port(data_dir: &Path, listen: &str, cluster: &str) -> Service {
     Service::start([
         "scheduler",
+        "--cluster-listen",
+        cluster,
         "--listen",
         listen,
         "--data-dir",
@@ -28,7 +34,7 @@ fn scheduler(data_dir: &Path, listen: &str) -> Service {
 }
 
 fn agent(data_dir: &Path, scheduler: &Service) -> Service {
-    Service::start([
+    scheduler.start_agent(&[
         "agent",
         "--role",
         "storage",
@@ -40,8 +46,6 @@ fn agent(data_dir: &Path, scheduler: &Service) -> Service {
         "1",
         "--data-dir",
         data_dir.to_str().unwrap(),
-        "--scheduler",
-        &scheduler.addr.to_string(),
     ])
 }
 
@@ -367,7 +371,9 @@ async fn every_example_and_a_chain_run_through_the_scheduler_with_records() {
     assert_eq!(status.nodes.len(), 1);
     assert!(status.nodes[0].alive);
     assert_eq!(status.nodes[0].cores, 1);
-    assert_eq!((status.tenants, status.functions), (1, 5));
+    // A tenant's view: its own function count, no tenant count, no addresses.
+    assert_eq!((status.tenants, status.functions), (0, 5));
+    assert!(status.nodes[0].address.is_empty(), "{:?}", status.nodes[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -618,9 +624,18 @@ async fn bad_input_gets_a_distinct_status_and_the_scheduler_keeps_serving() {
             "payload over the limit",
             authed(invoke("echo", vec![b'x'; (4 << 20) + 1]), &token),
             Code::ResourceExhausted,
-            "over the limit of 4194304 bytes",
+            "over the limit of 4128768 bytes",
         ),
     ];
+    // The largest input echoes back whole to a client with gRPC's default 4 MiB receive limit.
+    let largest = vec![b'y'; sandstorm_proto::MAX_PAYLOAD_BYTES];
+    let mut default_client = SchedulerClient::connect(sched.endpoint()).await.unwrap();
+    let echoed = default_client
+        .invoke(authed(invoke("echo", largest.clone()), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(echoed.output.len(), largest.len());
     for (what, request, code, says) in cases {
         let e = client.invoke(request).await.unwrap_err();
         assert_eq!(e.code(), code, "{what}: {e:?}");
@@ -698,22 +713,22 @@ async fn bad_input_gets_a_distinct_status_and_the_scheduler_keeps_serving() {
         .await
         .unwrap_err();
     assert!(e.message().contains("not WebAssembly"), "{}", e.message());
+    // Nodes join and register on the cluster port, never on the client port (tests/membership.rs).
     let mut cluster = sandstorm_proto::v1::cluster_client::ClusterClient::connect(sched.endpoint())
         .await
         .unwrap();
     let e = cluster
         .register(pb::RegisterRequest {
             name: "x".into(),
-            role: 7,
+            role: 1,
             address: "127.0.0.1:1".into(),
             cores: 1,
-            memory_mb: 0,
             incarnation: 1,
             ..Default::default()
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
 
     // And it keeps serving.
     assert_eq!(t.invoke("echo", "still here").await.0, "still here");
@@ -829,6 +844,7 @@ async fn a_restarted_scheduler_loses_nothing_and_agents_get_their_functions_back
     let sched_dir = dir.path().join("scheduler");
     let mut sched = scheduler(&sched_dir, "127.0.0.1:0");
     let addr = sched.addr.to_string();
+    let cluster = sched.cluster_addr();
     let mut node = agent(&dir.path().join("storage"), &sched);
     node.wait_for_stdout("registered with the scheduler", 1);
     let admin = admin_token(&sched_dir);
@@ -844,7 +860,7 @@ async fn a_restarted_scheduler_loses_nothing_and_agents_get_their_functions_back
 
     // The scheduler dies without warning and comes back on the same address.
     sched.kill();
-    let sched = scheduler(&sched_dir, &addr);
+    let sched = scheduler_with_cluster_port(&sched_dir, &addr, &cluster);
     let printed = sched.stdout_lines().join("\n");
     assert!(
         !printed.contains("admin token:"),

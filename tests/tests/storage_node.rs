@@ -6,16 +6,26 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use sandstorm_identity::Role;
 use sandstorm_proto::v1 as pb;
 use sandstorm_proto::v1::key_value_client::KeyValueClient;
 use sandstorm_proto::v1::node_agent_client::NodeAgentClient;
 use sandstorm_tests::Service;
 
-fn agent(data_dir: &std::path::Path) -> Service {
+mod common;
+use common::TestCa;
+
+/// The standalone storage node `storage-0` with credentials from `ca`.
+fn agent(ca: &TestCa, data_dir: &std::path::Path) -> Service {
+    let identity = ca.identity(Role::Storage, "storage-0");
     Service::start([
         "agent",
         "--role",
         "storage",
+        "--name",
+        "storage-0",
+        "--identity-dir",
+        identity.to_str().expect("utf-8 path"),
         "--listen",
         "127.0.0.1:0",
         "--cores",
@@ -28,14 +38,15 @@ fn agent(data_dir: &std::path::Path) -> Service {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_put_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = agent(dir.path());
+    let ca = TestCa::new();
+    let mut node = agent(&ca, dir.path());
     let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     let progress = Arc::new(tokio::sync::Notify::new());
 
     // Four writers put as fast as the node acknowledges; each records a key only once acked.
     let mut writers = Vec::new();
     for w in 0..4 {
-        let mut kv = KeyValueClient::connect(node.endpoint()).await.unwrap();
+        let mut kv = KeyValueClient::new(ca.dial(&node, Role::Storage, "storage-0").await);
         let acked = acked.clone();
         let progress = progress.clone();
         writers.push(tokio::spawn(async move {
@@ -64,8 +75,8 @@ async fn every_acknowledged_put_survives_sigkill() {
     }
     let acked = acked.lock().unwrap().clone();
 
-    let node = agent(dir.path());
-    let mut kv = KeyValueClient::connect(node.endpoint()).await.unwrap();
+    let node = agent(&ca, dir.path());
+    let mut kv = KeyValueClient::new(ca.dial(&node, Role::Storage, "storage-0").await);
     for (key, value) in &acked {
         let got = kv
             .get(pb::GetRequest {
@@ -92,8 +103,9 @@ async fn every_acknowledged_put_survives_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_log_tail_is_cut_and_the_node_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = agent(dir.path());
-    let mut kv = KeyValueClient::connect(node.endpoint()).await.unwrap();
+    let ca = TestCa::new();
+    let mut node = agent(&ca, dir.path());
+    let mut kv = KeyValueClient::new(ca.dial(&node, Role::Storage, "storage-0").await);
     for i in 0..50 {
         kv.put(pb::PutRequest {
             tenant: 1,
@@ -117,7 +129,7 @@ async fn a_damaged_log_tail_is_cut_and_the_node_starts() {
     bytes.extend_from_slice(&[0xAB; 14]);
     std::fs::write(&segment, &bytes).unwrap();
 
-    let node = agent(dir.path());
+    let node = agent(&ca, dir.path());
     let log = node.stderr();
     assert!(
         log.contains("torn or corrupt record"),
@@ -132,7 +144,7 @@ async fn a_damaged_log_tail_is_cut_and_the_node_starts() {
         good_len,
         "cut at the last good record"
     );
-    let mut kv = KeyValueClient::connect(node.endpoint()).await.unwrap();
+    let mut kv = KeyValueClient::new(ca.dial(&node, Role::Storage, "storage-0").await);
     for i in 0..50 {
         let got = kv
             .get(pb::GetRequest {
@@ -157,9 +169,10 @@ async fn a_damaged_log_tail_is_cut_and_the_node_starts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn functions_deployed_over_grpc_run_on_the_real_node() {
     let dir = tempfile::tempdir().unwrap();
-    let node = agent(dir.path());
-    let mut agent_client = NodeAgentClient::connect(node.endpoint()).await.unwrap();
-    let mut kv = KeyValueClient::connect(node.endpoint()).await.unwrap();
+    let ca = TestCa::new();
+    let node = agent(&ca, dir.path());
+    let mut agent_client = NodeAgentClient::new(ca.dial(&node, Role::Storage, "storage-0").await);
+    let mut kv = KeyValueClient::new(ca.dial(&node, Role::Storage, "storage-0").await);
     let module = sandstorm_guest_examples::module("counter")
         .unwrap()
         .to_vec();

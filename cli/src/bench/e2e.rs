@@ -15,9 +15,7 @@
 //!
 //! Client, scheduler and agent share this machine's cores: the figures include that contention.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +26,8 @@ use sandstorm_proto::v1::admin_client::AdminClient;
 use sandstorm_proto::v1::node_agent_client::NodeAgentClient;
 use sandstorm_proto::v1::scheduler_client::SchedulerClient;
 use tonic::transport::Channel;
+
+use crate::launch::{self, Process};
 
 use super::{BenchOutput, Better, CommonArgs, Figure, Peer, Row, Target, Unit};
 
@@ -120,31 +120,40 @@ pub fn run(args: &E2eBenchArgs) -> anyhow::Result<BenchOutput> {
     if !(2..=16).contains(&args.chain_steps) {
         bail!("--chain-steps must be 2 to 16 (a chain of at most 16 steps with at least one hop)");
     }
-    let cluster = Cluster::start(agent_cores, args.service_threads)?;
     // One thread: the clients' tasks never wake each other across threads, so the client
     // takes as little of the machine it shares with the scheduler and agent as it can.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let cluster = Cluster::start(agent_cores, args.service_threads, &runtime)?;
     let result = runtime.block_on(measure(args, &cluster));
     drop(runtime);
     drop(cluster);
     result
 }
 
-/// The scheduler and agent processes, and their scratch directory; killed and removed on drop.
+/// The scheduler and agent processes, and their scratch directory; stopped and removed on drop.
 struct Cluster {
     dir: PathBuf,
-    scheduler: Child,
-    agent: Child,
+    // Dropped in this order: the agent, then the scheduler.
+    agent: Process,
+    scheduler: Process,
     scheduler_addr: String,
-    agent_addr: String,
+    /// Scheduler-role credentials from the cluster CA: what the direct path dials the agent with,
+    /// over the same mutual TLS as the scheduler's own link to it.
+    operator: sandstorm_identity::Credentials,
 }
 
+/// The storage node's name.
+const AGENT: &str = "bench-storage";
+
 impl Cluster {
-    fn start(agent_cores: usize, threads: usize) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("finding the sandstorm binary")?;
+    fn start(
+        agent_cores: usize,
+        threads: usize,
+        runtime: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<Self> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -153,122 +162,79 @@ impl Cluster {
             std::process::id()
         ));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let data_dir = dir.join("scheduler");
-        let (mut scheduler, scheduler_addr) = spawn(
-            &exe,
-            &dir,
-            "scheduler",
-            &[
-                "scheduler",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                &data_dir.to_string_lossy(),
-            ],
-            &[],
-            threads,
-        )?;
-        let agent = spawn(
-            &exe,
-            &dir,
-            "agent",
-            &[
-                "agent",
-                "--role",
-                "storage",
-                "--name",
-                "bench-storage",
-                "--in-memory",
-                "--listen",
-                "127.0.0.1:0",
-                "--cores",
-                &agent_cores.to_string(),
-                "--scheduler",
-                &scheduler_addr,
-            ],
-            &["registered with the scheduler"],
-            threads,
-        );
-        let (agent, agent_addr) = match agent {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = scheduler.kill();
-                let _ = scheduler.wait();
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(e);
-            }
+        let started = Self::start_in(&dir, agent_cores, threads, runtime);
+        if started.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        started
+    }
+
+    fn start_in(
+        dir: &Path,
+        agent_cores: usize,
+        threads: usize,
+        runtime: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<Self> {
+        let env: Vec<(&str, String)> = if threads > 0 {
+            vec![("TOKIO_WORKER_THREADS", threads.to_string())]
+        } else {
+            Vec::new()
         };
-        Ok(Self {
+        let data_dir = dir.join("scheduler");
+        let scheduler = Process::start(
+            "scheduler",
             dir,
-            scheduler,
+            &launch::scheduler_args("127.0.0.1:0", &data_dir, &[]),
+            &env,
+            &[],
+        )?;
+        let channel = runtime.block_on(launch::connect_loopback(&scheduler.addr.to_string()))?;
+        let joining = runtime.block_on(launch::Joining::new(
+            &scheduler,
+            &data_dir,
+            &channel,
+            dir.join("identity"),
+            600,
+        ))?;
+        let agent_args: Vec<String> = [
+            "agent",
+            "--role",
+            "storage",
+            "--name",
+            AGENT,
+            "--in-memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--cores",
+            &agent_cores.to_string(),
+        ]
+        .map(str::to_owned)
+        .into_iter()
+        .chain(joining.args(AGENT))
+        .collect();
+        let agent = Process::start(
+            "agent",
+            dir,
+            &agent_args,
+            &env,
+            &["registered with the scheduler"],
+        )?;
+        let operator = sandstorm_identity::ClusterCa::load(&data_dir)?
+            .issue_with_key(&sandstorm_identity::Peer::scheduler(), &[])?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            scheduler_addr: format!("http://{}", scheduler.addr),
             agent,
-            scheduler_addr: format!("http://{scheduler_addr}"),
-            agent_addr: format!("http://{agent_addr}"),
+            scheduler,
+            operator,
         })
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for child in [&mut self.agent, &mut self.scheduler] {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Starts `sandstorm ARGS` (with `threads` async workers; 0: tokio's default) with its logs in
-/// `DIR/NAME.log`, waits for its `listening on ADDR` line and then for a line containing each of
-/// `then`; returns the child and ADDR.
-fn spawn(
-    exe: &Path,
-    dir: &Path,
-    name: &str,
-    args: &[&str],
-    then: &[&str],
-    threads: usize,
-) -> anyhow::Result<(Child, String)> {
-    let log_path = dir.join(format!("{name}.log"));
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut command = Command::new(exe);
-    if threads > 0 {
-        command.env("TOKIO_WORKER_THREADS", threads.to_string());
-    }
-    let mut child = command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting the {name}"))?;
-    let Some(stdout) = child.stdout.take() else {
-        bail!("the {name}'s stdout was not captured");
-    };
-    let mut lines = BufReader::new(stdout).lines();
-    let mut addr = None;
-    let mut waiting: Vec<&str> = then.to_vec();
-    while addr.is_none() || !waiting.is_empty() {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(a) = line.strip_prefix("listening on ") {
-                    addr = Some(a.trim().to_owned());
-                }
-                waiting.retain(|w| !line.contains(w));
-            }
-            _ => {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                bail!("the {name} exited ({status:?}) before it was ready:\n{log}");
-            }
-        }
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-    let addr = addr.context("no address")?;
-    Ok((child, addr))
 }
 
 fn authed<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
@@ -352,8 +318,12 @@ fn invoke_request() -> pb::InvokeRequest {
 async fn measure(args: &E2eBenchArgs, cluster: &Cluster) -> anyhow::Result<BenchOutput> {
     let (mut client, token, tenant_id) = set_up(cluster).await?;
     let mut agent = NodeAgentClient::new(
-        Channel::from_shared(cluster.agent_addr.clone())?
-            .tcp_nodelay(true)
+        cluster
+            .operator
+            .endpoint(
+                &sandstorm_identity::Peer::new(sandstorm_identity::Role::Storage, AGENT)?,
+                &cluster.agent.addr.to_string(),
+            )?
             .connect()
             .await
             .context("connecting to the agent")?,
@@ -618,8 +588,8 @@ struct CpuTimes {
 impl CpuTimes {
     fn of(cluster: &Cluster) -> Self {
         Self {
-            scheduler: cpu_time(cluster.scheduler.id()),
-            agent: cpu_time(cluster.agent.id()),
+            scheduler: cpu_time(cluster.scheduler.pid()),
+            agent: cpu_time(cluster.agent.pid()),
             client: cpu_time(std::process::id()),
         }
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use sandstorm_identity::{ClusterCa, Peer as IdPeer, Role};
 use sandstorm_naming::TenantId;
 use sandstorm_node_agent::sandbox::FunctionLimits;
 use sandstorm_node_agent::storage::{StorageConfig, StorageNode, service};
@@ -159,10 +160,24 @@ async fn measure(args: &StorageBenchArgs) -> anyhow::Result<BenchOutput> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(service::serve(node.clone(), listener, async {
-        let _ = stopped.await;
-    }));
-    let mut client = KeyValueClient::connect(service::endpoint(addr)).await?;
+    let node_for_server = node.clone();
+    // As a compute node's data calls reach a storage node: over mutual TLS.
+    let ca = ClusterCa::ephemeral()?;
+    let storage_peer = IdPeer::new(Role::Storage, "bench-storage")?;
+    let storage_credentials = ca.issue_with_key(&storage_peer, &[])?;
+    let compute_credentials =
+        ca.issue_with_key(&IdPeer::new(Role::Compute, "bench-compute")?, &[])?;
+    let server = tokio::spawn(async move {
+        service::serve(node_for_server, listener, &storage_credentials, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let channel = compute_credentials
+        .endpoint(&storage_peer, &addr.to_string())?
+        .connect()
+        .await?;
+    let mut client = KeyValueClient::new(channel);
     let remote_iterations = (args.iterations / 10).max(100);
     let mut remote = Vec::with_capacity(remote_iterations);
     for i in 0..=remote_iterations {

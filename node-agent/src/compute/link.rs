@@ -25,7 +25,9 @@ use sandstorm_proto::v1::{
     from_function::Call, key_value_client::KeyValueClient, to_function::Reply,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use sandstorm_identity::{Credentials, Peer, Role};
 
 use crate::sandbox::{DataAccess, RunError, RunOutcome};
 use crate::storage::store::{Limits, Pair, StoreError};
@@ -267,77 +269,104 @@ impl DataAccess for AgentLink {
 /// The storage nodes a compute node's functions read from, and which keys each owns.
 ///
 /// Replaceable while invocations run: a compute node registered with a scheduler learns the
-/// scheduler's key ring (its storage nodes' ids and addresses) from every registration answer
-/// and [`StorageRouter::replace`]s its routes when they change; an invocation keeps the routes it
-/// started with. Standalone (`--storage ADDR`...) the nodes are numbered in the order given.
+/// scheduler's key ring (its storage nodes' ids, names and addresses) from every registration
+/// answer and [`StorageRouter::replace`]s its routes when they change; an invocation keeps the
+/// routes it started with. Standalone (`--storage NAME=ADDR`...) the nodes are numbered in the
+/// order given. Every data call goes over mutual TLS with the node's [`Credentials`], and the
+/// storage node's certificate must name the node the route names.
 #[derive(Debug, Default)]
 pub struct StorageRouter {
     routes: std::sync::RwLock<std::sync::Arc<Routes>>,
+    /// Set once, before the first route: the compute node's certificate and the cluster CA.
+    credentials: std::sync::OnceLock<Credentials>,
+}
+
+/// A storage node to route to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StorageRoute {
+    pub id: NodeId,
+    /// Its node name: what its certificate must say.
+    pub name: String,
+    /// `host:port`, `http://host:port` or `https://host:port` (dialled with TLS whatever it says).
+    pub address: String,
 }
 
 /// One version of the routes: the ring and a lazily connected channel per storage node.
 #[derive(Debug, Clone, Default)]
 struct Routes {
     ring: KeyRing,
-    clients: HashMap<NodeId, (String, KeyValueClient<Channel>)>,
+    clients: HashMap<NodeId, (StorageRoute, KeyValueClient<Channel>)>,
 }
 
 impl StorageRouter {
-    /// Storage nodes at `addrs` (`host:port`), numbered in order. Connections open on first use.
-    pub fn new(addrs: &[String]) -> Result<Self, String> {
+    /// A router dialling with `credentials` (the compute node's), with no routes yet.
+    pub fn new(credentials: Credentials) -> Self {
         let router = Self::default();
-        let nodes = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| {
-                let id = u32::try_from(i).map_err(|_| "too many storage nodes".to_owned())?;
-                Ok((NodeId(id), addr.clone()))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        router.replace(&nodes, DEFAULT_VNODES_PER_NODE)?;
-        Ok(router)
+        let _ = router.credentials.set(credentials);
+        router
     }
 
-    /// Routes keys over `nodes` (id, `host:port` or `http://host:port`) on a ring of
-    /// `vnodes_per_node` points each, as the scheduler's ring does. Channels to nodes whose
-    /// address did not change are kept. On a bad address nothing changes.
-    pub fn replace(&self, nodes: &[(NodeId, String)], vnodes_per_node: u32) -> Result<(), String> {
+    /// Sets the credentials of a router made with `default()`; refused once set.
+    pub fn set_credentials(&self, credentials: Credentials) -> Result<(), String> {
+        self.credentials
+            .set(credentials)
+            .map_err(|_| "the storage router's credentials are set already".to_owned())
+    }
+
+    /// Routes keys over `nodes` on a ring of `vnodes_per_node` points each, as the scheduler's
+    /// ring does. Channels to nodes whose name and address did not change are kept. On a bad
+    /// address nothing changes.
+    pub fn replace(&self, nodes: &[StorageRoute], vnodes_per_node: u32) -> Result<(), String> {
+        let credentials = self.credentials.get().ok_or(
+            "the storage router has no credentials: data calls are mutual TLS (join the cluster first)",
+        )?;
         let current = self.snapshot();
         let mut ring = KeyRing::new(vnodes_per_node);
         let mut clients = HashMap::new();
-        for (node, addr) in nodes {
-            let client = match current.clients.get(node) {
-                Some((known, client)) if known == addr => client.clone(),
+        for route in nodes {
+            let client = match current.clients.get(&route.id) {
+                Some((known, client)) if known == route => client.clone(),
                 _ => {
-                    let url = if addr.starts_with("http://") || addr.starts_with("https://") {
-                        addr.clone()
-                    } else {
-                        format!("http://{addr}")
-                    };
-                    let endpoint = Endpoint::from_shared(url)
-                        .map_err(|e| format!("storage node address {addr:?}: {e}"))?
-                        .connect_timeout(Duration::from_secs(2))
-                        .tcp_nodelay(true);
+                    let peer = Peer::new(Role::Storage, &route.name)
+                        .map_err(|e| format!("storage node {:?}: {e}", route.name))?;
+                    let endpoint = credentials
+                        .endpoint(&peer, &route.address)
+                        .map_err(|e| format!("storage node {:?}: {e}", route.name))?
+                        .connect_timeout(Duration::from_secs(2));
                     KeyValueClient::new(endpoint.connect_lazy())
                         .max_decoding_message_size(MAX_FRAME)
                 }
             };
-            ring.add_node(*node);
-            clients.insert(*node, (addr.clone(), client));
+            ring.add_node(route.id);
+            clients.insert(route.id, (route.clone(), client));
         }
         *self.routes.write().unwrap_or_else(|e| e.into_inner()) =
             std::sync::Arc::new(Routes { ring, clients });
         Ok(())
     }
 
-    /// The storage nodes known now, by id, with their addresses.
-    pub fn nodes(&self) -> Vec<(NodeId, String)> {
-        let routes = self.snapshot();
-        let mut nodes: Vec<(NodeId, String)> = routes
-            .clients
+    /// Routes over `nodes` (name, address) numbered in the order given, on the default ring.
+    pub fn replace_in_order(&self, nodes: &[(String, String)]) -> Result<(), String> {
+        let routes = nodes
             .iter()
-            .map(|(id, (addr, _))| (*id, addr.clone()))
-            .collect();
+            .enumerate()
+            .map(|(i, (name, address))| {
+                let id = u32::try_from(i).map_err(|_| "too many storage nodes".to_owned())?;
+                Ok(StorageRoute {
+                    id: NodeId(id),
+                    name: name.clone(),
+                    address: address.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        self.replace(&routes, DEFAULT_VNODES_PER_NODE)
+    }
+
+    /// The storage nodes known now, in id order.
+    pub fn nodes(&self) -> Vec<StorageRoute> {
+        let routes = self.snapshot();
+        let mut nodes: Vec<StorageRoute> =
+            routes.clients.values().map(|(r, _)| r.clone()).collect();
         nodes.sort();
         nodes
     }
@@ -370,7 +399,7 @@ impl Routes {
 
     fn owner(&self, tenant: TenantId, key: &[u8]) -> Result<KeyValueClient<Channel>, String> {
         let node = self.ring.owner(tenant, key).ok_or(
-            "this compute node knows no storage node (register it with a scheduler that has one, or start it with --storage ADDR)".to_owned(),
+            "this compute node knows no storage node (register it with a scheduler that has one, or start it with --storage NAME=ADDR)".to_owned(),
         )?;
         self.client(node)
     }

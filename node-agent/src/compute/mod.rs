@@ -37,7 +37,7 @@ use sandstorm_naming::TenantId;
 
 pub use self::container::{Container, Exit, Outcome, Provenance, Reports, RunResult, WasmRun};
 use self::link::AgentLink;
-pub use self::link::StorageRouter;
+pub use self::link::{StorageRoute, StorageRouter};
 use self::parts::{Cgroup, ContainerLimits, Forker, IpcUts, NetNs, RootFs};
 use self::pool::Pool;
 use self::zygote::{FromZygote, ToForker, ToZygote, WasmFunction, seqpacket_pair};
@@ -63,8 +63,8 @@ pub struct ComputeConfig {
     pub gid: u32,
     /// How long an idle warm container is kept (10 minutes, the common keep-alive window).
     pub keep_alive: Duration,
-    /// Storage nodes (`host:port`) that own the data functions read, in ring order.
-    pub storage: Vec<String>,
+    /// Storage nodes (name, `host:port`) that own the data functions read, in ring order.
+    pub storage: Vec<(String, String)>,
     /// Where functions' data calls are routed. Shared with whoever keeps it current: the agent's
     /// registration replaces its routes with the scheduler's key ring. Seeded from `storage`
     /// when that is not empty.
@@ -412,12 +412,8 @@ impl ComputeNode {
         let base = build_base(&config.state_dir)?;
         let router = config.router.clone();
         if !config.storage.is_empty() {
-            let nodes: Vec<(sandstorm_naming::NodeId, String)> = (0u32..)
-                .map(sandstorm_naming::NodeId)
-                .zip(config.storage.iter().cloned())
-                .collect();
             router
-                .replace(&nodes, sandstorm_naming::ring::DEFAULT_VNODES_PER_NODE)
+                .replace_in_order(&config.storage)
                 .map_err(io::Error::other)?;
         }
         let sandbox = Sandbox::for_templates(SandboxConfig::default()).map_err(io::Error::other)?;

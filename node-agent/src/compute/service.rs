@@ -11,7 +11,7 @@ use std::time::Duration;
 use sandstorm_proto::v1 as pb;
 use sandstorm_proto::v1::node_agent_server::{NodeAgent, NodeAgentServer};
 use tokio_stream::Stream;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
@@ -328,6 +328,7 @@ pub enum RunError {
 pub async fn run(
     config: ComputeConfig,
     listen: SocketAddr,
+    credentials: sandstorm_identity::Credentials,
     ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
@@ -374,20 +375,14 @@ pub async fn run(
         node: node.clone(),
         stats_interval,
     };
-    let served = crate::edge::serve_until(
-        |stop| {
-            tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(
-                    NodeAgentServer::new(service)
-                        .max_decoding_message_size(MAX_MESSAGE)
-                        .max_encoding_message_size(MAX_MESSAGE),
-                )
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
-        },
-        shutdown,
-    )
-    .await;
+    let agent = NodeAgentServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let routes = tonic::service::Routes::new(tonic::service::interceptor::InterceptedService::new(
+        agent,
+        sandstorm_identity::require(crate::edge::NODE_AGENT_CALLERS),
+    ));
+    let served = crate::edge::serve_cluster_routes(&credentials, listener, routes, shutdown).await;
     reaper.abort();
     // Tear down containers and pools on a blocking thread (it waits for processes to die).
     let _ = tokio::task::spawn_blocking(move || drop(node)).await;

@@ -438,6 +438,7 @@ impl StorageNode {
 /// `ready` with the bound address once the socket accepts connections.
 pub async fn run(
     config: StorageConfig,
+    credentials: sandstorm_identity::Credentials,
     ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
@@ -473,7 +474,7 @@ pub async fn run(
         })
     };
     ready(addr);
-    let served = service::serve(node, listener, shutdown).await;
+    let served = service::serve(node, listener, &credentials, shutdown).await;
     gauges.abort();
     served.map_err(|e| StartError::Io {
         what: "serving gRPC",

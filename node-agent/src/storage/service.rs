@@ -12,7 +12,7 @@ use sandstorm_proto::v1::key_value_server::{KeyValue, KeyValueServer};
 use sandstorm_proto::v1::node_agent_server::{NodeAgent, NodeAgentServer};
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
@@ -400,29 +400,28 @@ impl KeyValue for StorageService {
 pub async fn serve(
     node: Arc<StorageNode>,
     listener: TcpListener,
+    credentials: &sandstorm_identity::Credentials,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    use sandstorm_identity::require;
+    use tonic::service::interceptor::InterceptedService;
     let service = StorageService::new(node);
     let max = service.max_message();
-    crate::edge::serve_until(
-        |stop| {
-            tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(
-                    NodeAgentServer::new(service.clone())
-                        .max_decoding_message_size(max)
-                        .max_encoding_message_size(max),
-                )
-                .add_service(
-                    KeyValueServer::new(service)
-                        .max_decoding_message_size(max)
-                        .max_encoding_message_size(max),
-                )
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
-        },
-        shutdown,
-    )
-    .await
+    let agent = NodeAgentServer::new(service.clone())
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let kv = KeyValueServer::new(service)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let routes = tonic::service::Routes::new(InterceptedService::new(
+        agent,
+        require(crate::edge::NODE_AGENT_CALLERS),
+    ))
+    .add_service(InterceptedService::new(
+        kv,
+        require(crate::edge::KEY_VALUE_CALLERS),
+    ));
+    crate::edge::serve_cluster_routes(credentials, listener, routes, shutdown).await
 }
 
 /// The address a client dials for a node listening on `addr` (`0.0.0.0` becomes loopback).
@@ -432,5 +431,5 @@ pub fn endpoint(addr: SocketAddr) -> String {
     } else {
         addr.ip().to_string()
     };
-    format!("http://{host}:{}", addr.port())
+    format!("https://{host}:{}", addr.port())
 }

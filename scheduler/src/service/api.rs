@@ -278,6 +278,17 @@ impl pb::scheduler_server::Scheduler for Api {
     ) -> Reply<pb::ClusterStatusResponse> {
         let caller = self.caller(&request)?;
         let mut status = self.scheduler.status();
+        if let Caller::Tenant(tenant) = caller {
+            // A tenant sees how the nodes are doing, not where they are or what others keep.
+            for node in &mut status.nodes {
+                node.address.clear();
+                node.functions = 0;
+                node.keys = 0;
+            }
+            status.tenants = 0;
+            status.functions = u32::try_from(self.scheduler.list_functions(tenant).functions.len())
+                .unwrap_or(u32::MAX);
+        }
         status.plan = Some(self.scheduler.plan_status(match caller {
             Caller::Admin => None,
             Caller::Tenant(t) => Some(t),
@@ -317,17 +328,55 @@ impl Admin for Api {
         request: Request<pb::CreateJoinTokenRequest>,
     ) -> Reply<pb::CreateJoinTokenResponse> {
         self.caller(&request)?.admin("creating join tokens")?;
-        Err(Status::unimplemented("WIP(issue 14)"))
+        let ttl = Duration::from_secs(u64::from(request.into_inner().ttl_s));
+        let (token, expires_unix_s) = self
+            .scheduler
+            .membership
+            .create_join_token(&self.scheduler.store, ttl)?;
+        ok(pb::CreateJoinTokenResponse {
+            token,
+            expires_unix_s,
+        })
     }
 }
 
 #[tonic::async_trait]
 impl Cluster for Api {
-    async fn join(&self, _request: Request<pb::JoinRequest>) -> Reply<pb::JoinResponse> {
-        Err(Status::unimplemented("WIP(issue 14)"))
+    async fn join(&self, request: Request<pb::JoinRequest>) -> Reply<pb::JoinResponse> {
+        let r = request.into_inner();
+        let role = match pb::Tier::try_from(r.role) {
+            Ok(pb::Tier::Storage) => sandstorm_identity::Role::Storage,
+            Ok(pb::Tier::Compute) => sandstorm_identity::Role::Compute,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "join: role {} is neither TIER_STORAGE nor TIER_COMPUTE",
+                    r.role
+                )));
+            }
+        };
+        let (certificate_pem, ca_pem) = self.scheduler.membership.join(
+            &self.scheduler.store,
+            &r.token,
+            &r.name,
+            role,
+            &r.public_key,
+        )?;
+        ok(pb::JoinResponse {
+            certificate_pem,
+            ca_pem,
+        })
     }
 
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Reply<pb::RegisterResponse> {
-        ok(self.scheduler.register(request.into_inner()).await?)
+        use sandstorm_identity::Role;
+        let caller = sandstorm_identity::authorize(&request, &[Role::Storage, Role::Compute])?;
+        let leaf = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| c.to_vec()))
+            .unwrap_or_default();
+        ok(self
+            .scheduler
+            .register(&caller, &leaf, request.into_inner())
+            .await?)
     }
 }

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::error::ApiError;
 use super::state::{
     DEFAULT_NODE_MEMORY_MB, FunctionEntry, LastStats, NodeEntry, NodeLinks, Scheduler,
-    node_channels,
+    node_channels, node_peer,
 };
 use super::store::NodeRecord;
 use crate::placement::NodeView;
@@ -71,13 +71,24 @@ fn role(tier: i32) -> Result<NodeRole, ApiError> {
 }
 
 impl Scheduler {
-    /// A node agent (re)registers. Deploys every function to it before answering.
+    /// A node agent (re)registers. `caller` is the peer its client certificate `leaf` (checked
+    /// against the cluster CA by the handshake) names: it may register only that name and role,
+    /// and only with the certificate bound to the name. Deploys every function to it before
+    /// answering.
     pub async fn register(
         self: &Arc<Self>,
+        caller: &sandstorm_identity::Peer,
+        leaf: &[u8],
         r: pb::RegisterRequest,
     ) -> Result<pb::RegisterResponse, ApiError> {
-        super::error::check_name("node", &r.name)?;
         let role = role(r.role)?;
+        let claimed = node_peer(role, &r.name)?;
+        if claimed != *caller {
+            return Err(ApiError::Denied(format!(
+                "register: the caller's certificate is a {caller}'s; it cannot register {claimed}"
+            )));
+        }
+        self.membership.admit(&self.store, caller, leaf)?;
         if r.cores == 0 {
             return Err(ApiError::InvalidArgument(format!(
                 "register: node {} has 0 cores",
@@ -94,6 +105,15 @@ impl Scheduler {
             DEFAULT_NODE_MEMORY_MB
         } else {
             r.memory_mb
+        };
+        // Channels to the node, over mutual TLS to the peer it proved to be.
+        let links = || {
+            node_channels(
+                caller,
+                &r.address,
+                &self.membership.credentials,
+                self.config.connect_timeout,
+            )
         };
         let (id, session, agent) = {
             let mut inner = self.lock();
@@ -129,7 +149,7 @@ impl Scheduler {
                         agent,
                         kv,
                         executor,
-                    } = node_channels(&r.address, self.config.connect_timeout)?;
+                    } = links()?;
                     let entry = NodeEntry {
                         address: r.address.clone(),
                         agent,
@@ -148,7 +168,7 @@ impl Scheduler {
                 agent,
                 kv,
                 executor,
-            } = node_channels(&r.address, self.config.connect_timeout)?;
+            } = links()?;
             if inner.nodes[id.0 as usize].incarnation != r.incarnation {
                 // A new agent process: its containers (and deployments) are gone.
                 inner.warm.forget_node(id);

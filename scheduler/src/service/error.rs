@@ -76,6 +76,24 @@ pub enum ApiError {
         code: Code,
         message: String,
     },
+    /// A join token that is malformed, unknown, wrong or expired.
+    #[error("bad join token: {0}")]
+    BadJoinToken(&'static str),
+    /// A node name already bound to another node's certificate.
+    #[error("{0}")]
+    NodeTaken(String),
+    /// An authenticated caller that may not do what it asked.
+    #[error("permission denied: {0}")]
+    Denied(String),
+    /// A tenant quota is used up.
+    #[error("quota exceeded: {0}")]
+    Quota(String),
+    /// No node took a deploy (each node and its error named).
+    #[error("deploy failed: {0}")]
+    DeployFailed(String),
+    /// The cluster's identity (CA, certificates) could not be read or made.
+    #[error("cluster identity: {0}")]
+    Identity(String),
     /// The persistent store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -84,12 +102,18 @@ pub enum ApiError {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         let code = match &e {
-            ApiError::MissingToken | ApiError::MalformedToken(_) | ApiError::BadToken { .. } => {
-                Code::Unauthenticated
-            }
-            ApiError::UnknownTenant(_) | ApiError::AdminOnly(_) | ApiError::TenantOnly(_) => {
-                Code::PermissionDenied
-            }
+            ApiError::MissingToken
+            | ApiError::MalformedToken(_)
+            | ApiError::BadToken { .. }
+            | ApiError::BadJoinToken(_) => Code::Unauthenticated,
+            ApiError::UnknownTenant(_)
+            | ApiError::AdminOnly(_)
+            | ApiError::TenantOnly(_)
+            | ApiError::Denied(_) => Code::PermissionDenied,
+            ApiError::NodeTaken(_) => Code::AlreadyExists,
+            ApiError::Quota(_) => Code::ResourceExhausted,
+            ApiError::DeployFailed(_) => Code::Unavailable,
+            ApiError::Identity(_) => Code::Internal,
             ApiError::UnknownFunction { .. } | ApiError::UnknownInvocation(_) => Code::NotFound,
             ApiError::TooLarge { .. } => Code::ResourceExhausted,
             ApiError::InvalidName { .. }

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::auth;
 use super::error::{ApiError, check_name};
 use super::state::{FunctionEntry, Scheduler};
-use super::store::{FunctionLimits, FunctionRecord, TenantRecord};
+use super::store::{FunctionLimits, FunctionRecord, QuotaSettings, TenantRecord};
 
 /// Default wall-clock budget of one invocation, ms (as the storage node's).
 pub const DEFAULT_DEADLINE_MS: u32 = 1_000;
@@ -79,6 +79,7 @@ impl Scheduler {
             id: id.0,
             name: name.to_owned(),
             token_sha256: auth::hash(&token),
+            quotas: QuotaSettings::default(),
         };
         // Under the lock, so two creations cannot take the same id.
         self.store.put_tenant(&record)?;
@@ -162,10 +163,15 @@ impl Scheduler {
                 .collect()
         };
         let mut deployed_on = Vec::new();
+        let mut failures = Vec::new();
+        // Nodes are tried in turn until one compiles it: that one validates the module.
         let mut rest = nodes.iter();
-        if let Some((name, agent)) = rest.next() {
+        for (name, agent) in rest.by_ref() {
             match self.deploy_to(agent, &entry).await {
-                Ok(()) => deployed_on.push(name.clone()),
+                Ok(()) => {
+                    deployed_on.push(name.clone());
+                    break;
+                }
                 Err(status) if status.code() == tonic::Code::InvalidArgument => {
                     return Err(ApiError::InvalidArgument(format!(
                         "module of {} rejected by {name}: {}",
@@ -174,15 +180,32 @@ impl Scheduler {
                     )));
                 }
                 Err(status) => {
-                    warn!(node = %name, error = %status, "deploy failed; the node gets it when it registers again")
+                    warn!(node = %name, error = %status, "deploy failed; the node gets it when it registers again");
+                    failures.push(format!("{name}: {}", status.message()));
                 }
             }
+        }
+        if deployed_on.is_empty() {
+            // Nothing stored: a deploy the client saw succeed is one some node can run.
+            return Err(ApiError::DeployFailed(if failures.is_empty() {
+                format!(
+                    "no live node to deploy {} to: none has registered, or all are dead",
+                    entry.name
+                )
+            } else {
+                format!(
+                    "no node compiled {} ({}); nothing was stored, try again",
+                    entry.name,
+                    failures.join("; ")
+                )
+            }));
         }
         let record = FunctionRecord {
             tenant: tenant.0,
             name: entry.name.clone(),
             limits,
             module: entry.module.as_ref().clone(),
+            command: Vec::new(),
         };
         let replaced = {
             let mut inner = self.lock();

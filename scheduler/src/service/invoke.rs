@@ -180,6 +180,12 @@ impl Scheduler {
         request: pb::InvokeRequest,
         hop: Option<pb::ChainHop>,
     ) -> Result<pb::InvokeResponse, ApiError> {
+        if pb::Tier::try_from(request.tier).is_err() {
+            return Err(ApiError::InvalidArgument(format!(
+                "tier {} is not a tier: 0 (either), 1 (TIER_STORAGE) or 2 (TIER_COMPUTE)",
+                request.tier
+            )));
+        }
         let f = self.lock().function(tenant, &request.function)?.clone();
         self.check_payload(&f, format!("input of {}", f.name), request.input.len())?;
         if request.keys.len() > MAX_HINT_KEYS {

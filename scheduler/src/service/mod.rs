@@ -5,6 +5,8 @@
 //!   invocations, chains, cluster status), `Admin` (tenants and tokens) and `Cluster` (agents
 //!   register), plus gRPC health checking and server reflection;
 //! - [`auth`]: bearer tokens (`t<ID>.<SECRET>`, `admin.<SECRET>`), stored only as hashes;
+//! - [`membership`]: the cluster CA, the scheduler's certificate, join tokens and the
+//!   certificate each node name is bound to (TLS bootstrap of agents);
 //! - [`store`]: tenants, tokens, functions with their modules and limits, and nodes, in an
 //!   embedded redb database under the data directory;
 //! - [`state`]: the in-memory state behind one lock: catalog, node channels, the placement
@@ -44,6 +46,8 @@ pub mod error;
 pub mod executor;
 pub mod functions;
 pub mod invoke;
+pub mod limits;
+pub mod membership;
 pub mod record;
 pub mod reprovision;
 pub mod results;
@@ -65,6 +69,8 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
+use sandstorm_identity::ClientAuth;
+
 use crate::placement::{PlacerConfig, Policy};
 pub use api::Api;
 pub use state::Scheduler;
@@ -76,9 +82,18 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerConfig {
-    /// Address of the gRPC port (client, admin and cluster APIs, health, reflection).
-    /// Default `127.0.0.1:7100`.
+    /// Address of the client port (the client and admin APIs, health, reflection), for tenants
+    /// and the admin with bearer tokens. Default `127.0.0.1:7100`.
     pub listen: SocketAddr,
+    /// Address of the cluster port (`Cluster`: join and register), for agents only: mutual TLS
+    /// with the cluster CA. Default `127.0.0.1:7102`.
+    pub cluster_listen: SocketAddr,
+    /// Whether the client port speaks TLS. Default `auto`: whenever it listens on an address
+    /// that is not loopback.
+    pub client_tls: ClientTls,
+    /// Names (DNS or IP) clients reach the scheduler by, beyond loopback, this host's name and
+    /// the addresses it listens on: they go into its certificate. Default none.
+    pub tls_names: Vec<String>,
     /// Where the store and the admin token live. Default `sandstorm-data/scheduler`.
     pub data_dir: PathBuf,
     /// A node silent this long is declared dead. Default 2 s.
@@ -91,7 +106,8 @@ pub struct SchedulerConfig {
     pub policy: Policy,
     /// The placement core's tunables (cost-model defaults until calibrated).
     pub placer: PlacerConfig,
-    /// Largest invocation input, bytes. Default 4 MiB (the storage node's limit).
+    /// Largest invocation input, bytes. Default [`sandstorm_proto::MAX_PAYLOAD_BYTES`] (the
+    /// nodes' limit).
     pub max_payload_bytes: usize,
     /// Largest module, bytes. Default 16 MiB (the storage node's limit).
     pub max_module_bytes: usize,
@@ -124,12 +140,15 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            cluster_listen: SocketAddr::from(([127, 0, 0, 1], 7102)),
+            client_tls: ClientTls::Auto,
+            tls_names: Vec::new(),
             data_dir: PathBuf::from("sandstorm-data/scheduler"),
             node_timeout: Duration::from_secs(2),
             stats_interval: Duration::from_millis(100),
             policy: Policy::CostAware,
             placer: PlacerConfig::default(),
-            max_payload_bytes: 4 << 20,
+            max_payload_bytes: sandstorm_proto::MAX_PAYLOAD_BYTES,
             max_module_bytes: 16 << 20,
             rpc_timeout: Duration::from_secs(5),
             deploy_timeout: Duration::from_secs(30),
@@ -140,6 +159,23 @@ impl Default for SchedulerConfig {
             dashboard: None,
             sim_report: None,
         }
+    }
+}
+
+/// Whether the client port speaks TLS (the cluster port always does, with client certificates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTls {
+    /// TLS unless the port listens on loopback (plaintext there).
+    Auto,
+    /// TLS always.
+    On,
+}
+
+impl ClientTls {
+    /// Whether a client port on `addr` speaks TLS.
+    pub fn enabled(self, addr: SocketAddr) -> bool {
+        self == ClientTls::On || !addr.ip().is_loopback()
     }
 }
 
@@ -169,7 +205,7 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("no randomness for the admin token: {0}")]
+    #[error("no randomness for a secret (the admin token, the dashboard's login code): {0}")]
     Random(getrandom::Error),
     #[error("binding {addr}: {source}")]
     Bind {
@@ -185,12 +221,21 @@ pub enum StartError {
 /// What the scheduler reports once it accepts connections.
 #[derive(Debug, Clone)]
 pub struct Ready {
+    /// The client port.
     pub addr: SocketAddr,
+    /// Whether the client port speaks TLS.
+    pub client_tls: bool,
+    /// The cluster port (mutual TLS).
+    pub cluster_addr: SocketAddr,
+    /// The cluster CA's certificate: clients of a TLS client port trust it; agents join with it.
+    pub ca_file: PathBuf,
     /// The admin token when it was generated by this start (first start only).
     pub new_admin_token: Option<String>,
     pub admin_token_file: PathBuf,
     /// The dashboard's address, when one is served.
     pub dashboard: Option<SocketAddr>,
+    /// A one-time URL that logs a browser into the dashboard (see [`dashboard::access`]).
+    pub dashboard_login: Option<String>,
 }
 
 /// Reads the admin token's hash, generating the token (written to its file, mode 0600) on
@@ -224,7 +269,15 @@ fn admin_token(
     Ok((hash, Some(token)))
 }
 
-/// Runs the scheduler until `shutdown` completes. `ready` is called once the port accepts
+/// Binds `addr`, naming it in the error.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bound = |source| StartError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bound)?;
+    let local = listener.local_addr().map_err(bound)?;
+    Ok((listener, local))
+}
+
+/// Runs the scheduler until `shutdown` completes. `ready` is called once both ports accept
 /// connections.
 pub async fn run(
     config: SchedulerConfig,
@@ -241,23 +294,18 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "scheduler state loaded"
     );
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let (listener, addr) = bind(config.listen).await?;
+    let (cluster_listener, cluster_addr) = bind(config.cluster_listen).await?;
+    let membership = membership::Membership::open(
+        &config.data_dir,
+        &membership::server_names(&[addr, cluster_addr], &config.tls_names),
+        &loaded,
+    )?;
+    let client_tls = config.client_tls.enabled(addr);
     let admin_token_file = config.data_dir.join(ADMIN_TOKEN_FILE);
+    let ca_file = config.data_dir.join(sandstorm_identity::CA_FILE);
     let dashboard_listener = match config.dashboard {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })?,
-        ),
+        Some(addr) => Some(bind(addr).await?.0),
         None => None,
     };
     let dashboard_addr = dashboard_listener
@@ -265,16 +313,23 @@ pub async fn run(
         .and_then(|l| l.local_addr().ok());
     let sim_report = config.sim_report.clone();
     let max_message = config.max_module_bytes.max(config.max_payload_bytes) + (1 << 20);
-    let scheduler = Scheduler::new(config, store, loaded, admin_hash)?;
+    let scheduler = Scheduler::new(config, store, loaded, admin_hash, membership)?;
     tokio::spawn(scheduler.clone().watch_liveness());
     tokio::spawn(scheduler.clone().reprovision_loop());
     tokio::spawn(telemetry::export_cluster(scheduler.clone()));
+    let mut dashboard_login = None;
     if let Some(listener) = dashboard_listener {
+        let (access, code) =
+            dashboard::access::Access::new(admin_hash).map_err(StartError::Random)?;
+        if let Some(addr) = dashboard_addr {
+            dashboard_login = Some(format!("http://{addr}/login?code={code}"));
+        }
         let board = dashboard::Dashboard::new(
             scheduler.dashboard.clone(),
             Some(scheduler.clone()),
             sim_report,
-        );
+        )
+        .with_access(std::sync::Arc::new(access));
         tokio::spawn(async move {
             if let Err(e) = dashboard::serve(listener, board, std::future::pending()).await {
                 tracing::warn!(error = %e, "the dashboard stopped");
@@ -287,30 +342,62 @@ pub async fn run(
     health.set_serving::<SchedulerServer<Api>>().await;
     health.set_serving::<AdminServer<Api>>().await;
     health.set_serving::<ClusterServer<Api>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sandstorm_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sandstorm_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let credentials = scheduler.membership.credentials.clone();
     let api = Api { scheduler };
-    info!(%addr, "scheduler serving");
+    info!(%addr, %cluster_addr, client_tls, "scheduler serving");
     ready(&Ready {
         addr,
+        client_tls,
+        cluster_addr,
+        ca_file,
         new_admin_token,
         admin_token_file,
         dashboard: dashboard_addr,
+        dashboard_login,
     });
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health_service)
-        .add_service(reflection)
+    // Both ports stop on the one shutdown signal.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let on_stop = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+
+    let mut client = tonic::transport::Server::builder().tcp_nodelay(true);
+    if client_tls {
+        client = client.tls_config(credentials.server_tls(ClientAuth::None))?;
+    }
+    let client = client
+        .layer(limits::OversizeLayer)
+        .add_service(health_service.clone())
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             SchedulerServer::new(api.clone())
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
         )
         .add_service(AdminServer::new(api.clone()))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_stop(stopped.clone()));
+    // Agents only: a certificate of the cluster CA is optional at the handshake (a node joins
+    // before it has one) and required by every call but `Join`.
+    let cluster = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .tls_config(credentials.server_tls(ClientAuth::Optional))?
+        .add_service(health_service)
         .add_service(ClusterServer::new(api))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(cluster_listener), on_stop(stopped));
+    let (client, cluster) = tokio::join!(client, cluster);
+    client?;
+    cluster?;
     Ok(())
 }

@@ -16,7 +16,7 @@ use sandstorm_naming::{FunctionId, NodeId, NodeRole, TenantId};
 use sandstorm_profiler::Profiler;
 use sandstorm_proto::v1::key_value_client::KeyValueClient;
 use sandstorm_proto::v1::node_agent_client::NodeAgentClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::SchedulerConfig;
 use super::auth::{self, Caller, Presented, TokenHash};
@@ -263,6 +263,16 @@ fn round_trip_sample(
     (rtt > 0.0).then_some(rtt)
 }
 
+/// The peer a node of `role` named `name` is: what its certificate must say.
+pub fn node_peer(role: NodeRole, name: &str) -> Result<sandstorm_identity::Peer, ApiError> {
+    let role = match role {
+        NodeRole::Storage => sandstorm_identity::Role::Storage,
+        NodeRole::Compute => sandstorm_identity::Role::Compute,
+    };
+    sandstorm_identity::Peer::new(role, name)
+        .map_err(|e| ApiError::InvalidArgument(format!("node {name}: {e}")))
+}
+
 /// What the scheduler talks to a node through.
 #[derive(Debug)]
 pub struct NodeLinks {
@@ -271,18 +281,22 @@ pub struct NodeLinks {
     pub executor: Arc<Executor>,
 }
 
-/// Channels to a node at `address`, connected lazily (the first call dials; a broken
-/// connection is re-dialled by the channel itself).
-pub fn node_channels(address: &str, connect_timeout: Duration) -> Result<NodeLinks, ApiError> {
-    let url = if address.starts_with("http://") || address.starts_with("https://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
-    };
-    let channel = Endpoint::from_shared(url)
-        .map_err(|e| ApiError::InvalidArgument(format!("node address {address:?}: {e}")))?
+/// `https://host:port` for a node address given as `host:port`, `http://host:port` or
+/// `https://host:port`: every link to an agent is mutual TLS, whatever scheme it was written
+/// with.
+/// Channels to `node` at `address`, over mutual TLS with the scheduler's `credentials` (the
+/// node's certificate must name it), connected lazily (the first call dials; a broken connection
+/// is re-dialled by the channel itself).
+pub fn node_channels(
+    node: &sandstorm_identity::Peer,
+    address: &str,
+    credentials: &sandstorm_identity::Credentials,
+    connect_timeout: Duration,
+) -> Result<NodeLinks, ApiError> {
+    let channel = credentials
+        .endpoint(node, address)
+        .map_err(|e| ApiError::InvalidArgument(format!("node {node}: {e}")))?
         .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
         .connect_lazy();
     let max = 64 << 20;
     let agent = NodeAgentClient::new(channel.clone())
@@ -308,6 +322,8 @@ pub struct Scheduler {
     pub results: Results,
     /// Where finished decisions and node statistics go for the dashboard.
     pub dashboard: Arc<super::dashboard::Hub>,
+    /// The cluster CA, the scheduler's certificate, join tokens and name bindings.
+    pub membership: super::membership::Membership,
 }
 
 impl Scheduler {
@@ -317,6 +333,7 @@ impl Scheduler {
         store: Store,
         loaded: Loaded,
         admin_hash: TokenHash,
+        membership: super::membership::Membership,
     ) -> Result<Arc<Self>, ApiError> {
         let mut inner = Inner {
             catalog: Catalog::new(),
@@ -381,11 +398,17 @@ impl Scheduler {
             } else {
                 NodeRole::Storage
             };
+            let peer = node_peer(role, &n.name)?;
             let NodeLinks {
                 agent,
                 kv,
                 executor,
-            } = node_channels(&n.address, config.connect_timeout)?;
+            } = node_channels(
+                &peer,
+                &n.address,
+                &membership.credentials,
+                config.connect_timeout,
+            )?;
             let entry = NodeEntry {
                 address: n.address,
                 agent,
@@ -412,6 +435,7 @@ impl Scheduler {
             next_invocation: AtomicU64::new(unix_us),
             results: Results::default(),
             dashboard: Arc::default(),
+            membership,
         }))
     }
 

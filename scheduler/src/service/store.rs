@@ -1,7 +1,8 @@
 //! What users deployed, kept in an embedded database (redb) in the scheduler's data directory:
-//! tenants with their token hashes, functions with their limits and module bytes, the nodes that
-//! registered (so a node keeps its id, and the key ring its shape, across restarts), and the
-//! admin token's hash. Every change is one committed, durable transaction.
+//! tenants with their token hashes and quotas, functions with their limits and module bytes (or
+//! native command), the nodes that registered (so a node keeps its id, and the key ring its
+//! shape, across restarts), the certificate each node name is bound to, join tokens' hashes, and
+//! the admin token's hash. Every change is one committed, durable transaction.
 //!
 //! Records are JSON (small, readable with redb's tools); module bytes live in their own table.
 
@@ -18,6 +19,9 @@ const TENANTS: TableDefinition<'_, u32, &str> = TableDefinition::new("tenants");
 const FUNCTIONS: TableDefinition<'_, (u32, &str), &str> = TableDefinition::new("functions");
 const MODULES: TableDefinition<'_, (u32, &str), &[u8]> = TableDefinition::new("modules");
 const NODES: TableDefinition<'_, u32, &str> = TableDefinition::new("nodes");
+const COMMANDS: TableDefinition<'_, (u32, &str), &str> = TableDefinition::new("commands");
+const CERTIFICATES: TableDefinition<'_, &str, &str> = TableDefinition::new("certificates");
+const JOIN_TOKENS: TableDefinition<'_, u32, &str> = TableDefinition::new("join_tokens");
 
 const ADMIN_HASH: &str = "admin_token_sha256";
 
@@ -50,6 +54,42 @@ pub struct TenantRecord {
     pub id: u32,
     pub name: String,
     pub token_sha256: TokenHash,
+    /// As the admin set them (0: the default); a record from before quotas has none.
+    #[serde(default)]
+    pub quotas: QuotaSettings,
+}
+
+/// A tenant's quotas as the admin set them; 0 means the documented default
+/// ([`super::quota`] resolves them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSettings {
+    pub max_stored_bytes: u64,
+    pub max_keys: u64,
+    pub max_data_calls: u64,
+    pub max_data_bytes: u64,
+    pub max_concurrent: u32,
+}
+
+/// The certificate a node name is bound to: only its holder registers that name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateRecord {
+    pub name: String,
+    /// `storage` or `compute`.
+    pub role: String,
+    /// SHA-256 of the certificate (DER), hex.
+    pub fingerprint: String,
+    pub bound_unix_s: u64,
+}
+
+/// A join token as stored: only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinTokenRecord {
+    pub id: u32,
+    pub token_sha256: TokenHash,
+    pub expires_unix_s: u64,
 }
 
 /// A function's settings as stored (the module is kept beside it).
@@ -67,7 +107,10 @@ pub struct FunctionRecord {
     pub tenant: u32,
     pub name: String,
     pub limits: FunctionLimits,
+    /// The WebAssembly module (empty for a native function).
     pub module: Vec<u8>,
+    /// A native function's program and arguments (empty for a WebAssembly one).
+    pub command: Vec<String>,
 }
 
 /// A node that registered.
@@ -92,6 +135,8 @@ pub struct Loaded {
     pub functions: Vec<FunctionRecord>,
     /// In id order.
     pub nodes: Vec<NodeRecord>,
+    pub certificates: Vec<CertificateRecord>,
+    pub join_tokens: Vec<JoinTokenRecord>,
 }
 
 /// The scheduler's database.
@@ -128,6 +173,9 @@ impl Store {
             txn.open_table(FUNCTIONS)?;
             txn.open_table(MODULES)?;
             txn.open_table(NODES)?;
+            txn.open_table(COMMANDS)?;
+            txn.open_table(CERTIFICATES)?;
+            txn.open_table(JOIN_TOKENS)?;
             Ok(())
         })?;
         Ok(store)
@@ -164,6 +212,7 @@ impl Store {
                 .push(parse(format!("tenant {}", k.value()), v.value())?);
         }
         let modules = txn.open_table(MODULES).map_err(db(what))?;
+        let commands = txn.open_table(COMMANDS).map_err(db(what))?;
         for entry in txn
             .open_table(FUNCTIONS)
             .map_err(db(what))?
@@ -178,11 +227,16 @@ impl Store {
                 .map_err(db(what))?
                 .map(|m| m.value().to_vec())
                 .unwrap_or_default();
+            let command = match commands.get((tenant, name)).map_err(db(what))? {
+                Some(c) => parse(format!("command of {name} of tenant {tenant}"), c.value())?,
+                None => Vec::new(),
+            };
             loaded.functions.push(FunctionRecord {
                 tenant,
                 name: name.to_owned(),
                 limits,
                 module,
+                command,
             });
         }
         for entry in txn
@@ -195,6 +249,28 @@ impl Store {
             loaded
                 .nodes
                 .push(parse(format!("node {}", k.value()), v.value())?);
+        }
+        for entry in txn
+            .open_table(CERTIFICATES)
+            .map_err(db(what))?
+            .iter()
+            .map_err(db(what))?
+        {
+            let (k, v) = entry.map_err(db(what))?;
+            loaded
+                .certificates
+                .push(parse(format!("certificate of {}", k.value()), v.value())?);
+        }
+        for entry in txn
+            .open_table(JOIN_TOKENS)
+            .map_err(db(what))?
+            .iter()
+            .map_err(db(what))?
+        {
+            let (k, v) = entry.map_err(db(what))?;
+            loaded
+                .join_tokens
+                .push(parse(format!("join token {}", k.value()), v.value())?);
         }
         Ok(loaded)
     }
@@ -221,6 +297,12 @@ impl Store {
             txn.open_table(FUNCTIONS)?
                 .insert(key, json(&f.limits).as_str())?;
             txn.open_table(MODULES)?.insert(key, f.module.as_slice())?;
+            let mut commands = txn.open_table(COMMANDS)?;
+            if f.command.is_empty() {
+                commands.remove(key)?;
+            } else {
+                commands.insert(key, json(&f.command).as_str())?;
+            }
             Ok(())
         })
     }
@@ -229,6 +311,30 @@ impl Store {
         self.write("removing a function", |txn| {
             txn.open_table(FUNCTIONS)?.remove((tenant, name))?;
             txn.open_table(MODULES)?.remove((tenant, name))?;
+            txn.open_table(COMMANDS)?.remove((tenant, name))?;
+            Ok(())
+        })
+    }
+
+    pub fn put_certificate(&self, c: &CertificateRecord) -> Result<(), StoreError> {
+        self.write("binding a node name to its certificate", |txn| {
+            txn.open_table(CERTIFICATES)?
+                .insert(c.name.as_str(), json(c).as_str())?;
+            Ok(())
+        })
+    }
+
+    pub fn put_join_token(&self, t: &JoinTokenRecord) -> Result<(), StoreError> {
+        self.write("storing a join token", |txn| {
+            txn.open_table(JOIN_TOKENS)?
+                .insert(t.id, json(t).as_str())?;
+            Ok(())
+        })
+    }
+
+    pub fn remove_join_token(&self, id: u32) -> Result<(), StoreError> {
+        self.write("removing an expired join token", |txn| {
+            txn.open_table(JOIN_TOKENS)?.remove(id)?;
             Ok(())
         })
     }
@@ -253,6 +359,10 @@ mod tests {
             id: 0,
             name: "acme".into(),
             token_sha256: [7; 32],
+            quotas: QuotaSettings {
+                max_keys: 10,
+                ..QuotaSettings::default()
+            },
         };
         let f = FunctionRecord {
             tenant: 0,
@@ -263,6 +373,24 @@ mod tests {
                 max_payload_bytes: 1024,
             },
             module: b"\0asm-bytes".to_vec(),
+            command: Vec::new(),
+        };
+        let native = FunctionRecord {
+            name: "upper".into(),
+            module: Vec::new(),
+            command: vec!["/bin/tr".into(), "a-z".into(), "A-Z".into()],
+            ..f.clone()
+        };
+        let certificate = CertificateRecord {
+            name: "storage-0".into(),
+            role: "storage".into(),
+            fingerprint: "ab".repeat(32),
+            bound_unix_s: 5,
+        };
+        let join = JoinTokenRecord {
+            id: 3,
+            token_sha256: [9; 32],
+            expires_unix_s: 100,
         };
         let node = NodeRecord {
             id: 0,
@@ -282,6 +410,13 @@ mod tests {
             store.put_function(&g).expect("function");
             store.remove_function(0, "gone").expect("remove");
             store.put_node(&node).expect("node");
+            store.put_function(&native).expect("native function");
+            store.put_certificate(&certificate).expect("certificate");
+            store.put_join_token(&join).expect("join token");
+            let mut expired = join.clone();
+            expired.id = 4;
+            store.put_join_token(&expired).expect("join token");
+            store.remove_join_token(4).expect("remove join token");
         }
         let loaded = Store::open(dir.path())
             .expect("reopen")
@@ -289,7 +424,9 @@ mod tests {
             .expect("load");
         assert_eq!(loaded.admin_hash, Some([1; 32]));
         assert_eq!(loaded.tenants, vec![tenant]);
-        assert_eq!(loaded.functions, vec![f]);
+        assert_eq!(loaded.functions, vec![f, native]);
         assert_eq!(loaded.nodes, vec![node]);
+        assert_eq!(loaded.certificates, vec![certificate]);
+        assert_eq!(loaded.join_tokens, vec![join]);
     }
 }

@@ -3,8 +3,9 @@
 
 #![allow(dead_code)] // Each test file uses a different part.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use sandstorm_identity::{ClusterCa, Credentials, Peer, Role};
 use sandstorm_proto::v1 as pb;
 use sandstorm_proto::v1::admin_client::AdminClient;
 use sandstorm_proto::v1::scheduler_client::SchedulerClient;
@@ -17,6 +18,78 @@ pub fn authed<T>(message: T, token: &str) -> Request<T> {
     r.metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     r
+}
+
+/// A cluster CA of a test's own, for agents started standalone (no scheduler): each gets
+/// credentials issued offline, as `sandstorm cluster issue` does, and the test calls them as the
+/// scheduler would.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        ClusterCa::load_or_create(dir.path()).unwrap();
+        TestCa { dir }
+    }
+
+    /// An identity directory holding credentials for the `role` node `name`.
+    pub fn identity(&self, role: Role, name: &str) -> PathBuf {
+        let dir = self.dir.path().join(format!("{name}.{role}"));
+        issue(self.dir.path(), &Peer::new(role, name).unwrap())
+            .save(&dir)
+            .unwrap();
+        dir
+    }
+
+    /// A channel to `agent`, the `role` node `name`, as the scheduler.
+    pub async fn dial(&self, agent: &sandstorm_tests::Service, role: Role, name: &str) -> Channel {
+        agent_channel(self.dir.path(), agent.addr, role, name).await
+    }
+}
+
+/// Credentials for `peer` from the CA kept in `ca_dir` (a scheduler's data directory, or a
+/// [`TestCa`]'s).
+pub fn issue(ca_dir: &Path, peer: &Peer) -> Credentials {
+    ClusterCa::load(ca_dir)
+        .unwrap()
+        .issue_with_key(peer, &[])
+        .unwrap()
+}
+
+/// A channel to the agent at `addr` (its certificate names the `role` node `name`) over mutual
+/// TLS, as the scheduler, with a certificate from the CA in `ca_dir`.
+pub async fn agent_channel(
+    ca_dir: &Path,
+    addr: std::net::SocketAddr,
+    role: Role,
+    name: &str,
+) -> Channel {
+    issue(ca_dir, &Peer::scheduler())
+        .endpoint(&Peer::new(role, name).unwrap(), &addr.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the {role} node {name} at {addr}: {e:?}"))
+}
+
+/// A channel to `scheduler`'s client port: TLS trusting the cluster CA when the port speaks
+/// TLS (off loopback), plaintext on loopback.
+pub async fn client_channel(scheduler: &sandstorm_tests::Service) -> Channel {
+    let endpoint = if scheduler.client_tls() {
+        let ca = std::fs::read_to_string(scheduler.ca_file()).unwrap();
+        tonic::transport::Endpoint::from_shared(format!("https://{}", scheduler.addr))
+            .unwrap()
+            .tls_config(sandstorm_identity::anonymous_client_tls(&ca, None))
+            .unwrap()
+    } else {
+        tonic::transport::Endpoint::from_shared(scheduler.endpoint()).unwrap()
+    };
+    endpoint
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the scheduler at {}: {e:?}", scheduler.addr))
 }
 
 /// The admin token the scheduler wrote into its data directory.
@@ -36,8 +109,9 @@ pub struct Tenant {
 
 impl Tenant {
     /// Creates tenant `name` with the admin token and connects as it.
-    pub async fn create(endpoint: &str, admin: &str, name: &str) -> Self {
-        let mut admin_client = AdminClient::connect(endpoint.to_owned()).await.unwrap();
+    pub async fn create(scheduler: &sandstorm_tests::Service, admin: &str, name: &str) -> Self {
+        let channel = client_channel(scheduler).await;
+        let mut admin_client = AdminClient::new(channel.clone());
         let token = admin_client
             .create_tenant(authed(
                 pb::CreateTenantRequest {
@@ -51,7 +125,7 @@ impl Tenant {
             .into_inner()
             .token;
         Tenant {
-            client: SchedulerClient::connect(endpoint.to_owned()).await.unwrap(),
+            client: SchedulerClient::new(channel),
             token,
         }
     }

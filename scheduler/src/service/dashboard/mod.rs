@@ -3,8 +3,10 @@
 //! (`scheduler/dashboard/`: one HTML page, one stylesheet, one script with hand-written SVG and
 //! canvas charts); nothing is fetched from anywhere else.
 //!
-//! Endpoints (all `GET`; errors are JSON `{"error": "..."}` with a 4xx status, see
+//! Every endpoint is the operator's only ([`access`]: the admin token or a login session; 401
+//! otherwise). Endpoints (`GET`; errors are JSON `{"error": "..."}` with a 4xx status, see
 //! [`DashboardError`]):
+//! - `/login` (`GET` and `POST`): see [`access`];
 //! - `/`, `/app.js`, `/style.css`: the page;
 //! - `/api/stream?tenant=&function=&tier=&start=`: server-sent events. `cluster` (the
 //!   [`views::ClusterView`], at most every [`CLUSTER_INTERVAL`]) and `decisions` (one per
@@ -19,6 +21,7 @@
 //! the cluster view through a `watch` (latest value only); a browser that stops reading holds
 //! at most the channel's backlog, shared with everyone else. See [`hub`].
 
+pub mod access;
 pub mod hub;
 mod stream;
 pub mod views;
@@ -106,6 +109,9 @@ pub struct Dashboard {
     sim_report: Option<PathBuf>,
     cluster: watch::Receiver<Arc<str>>,
     cluster_tx: Arc<watch::Sender<Arc<str>>>,
+    /// The gate every request passes ([`access`]); `None` only for `sandstorm bench dashboard`
+    /// and tests, which serve no cluster.
+    access: Option<Arc<access::Access>>,
 }
 
 impl Dashboard {
@@ -123,7 +129,14 @@ impl Dashboard {
             sim_report,
             cluster: rx,
             cluster_tx: Arc::new(tx),
+            access: None,
         }
+    }
+
+    /// The same dashboard behind `access`.
+    pub fn with_access(mut self, access: Arc<access::Access>) -> Self {
+        self.access = Some(access);
+        self
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -132,7 +145,7 @@ impl Dashboard {
 
     /// The routes, without a socket (tests call it directly).
     pub fn router(&self) -> Router {
-        Router::new()
+        let router = Router::new()
             .route("/", get(index))
             .route("/index.html", get(index))
             .route("/app.js", get(app_js))
@@ -143,7 +156,20 @@ impl Dashboard {
             .route("/api/functions", get(functions))
             .route("/api/sim-report", get(sim_report))
             .fallback(not_found)
-            .with_state(self.clone())
+            .with_state(self.clone());
+        match &self.access {
+            None => router,
+            Some(access) => router
+                .merge(
+                    Router::new()
+                        .route("/login", get(access::login_get).post(access::login_post))
+                        .with_state(access.clone()),
+                )
+                .layer(axum::middleware::from_fn_with_state(
+                    access.clone(),
+                    access::gate,
+                )),
+        }
     }
 
     /// The tickers that feed the stream: a batch of decisions every
@@ -225,7 +251,7 @@ async fn style_css() -> Response {
     asset("text/css; charset=utf-8", STYLE_CSS)
 }
 
-async fn not_found(uri: axum::http::Uri) -> DashboardError {
+async fn not_found(uri: http::Uri) -> DashboardError {
     DashboardError::NoPage(uri.path().chars().take(200).collect())
 }
 

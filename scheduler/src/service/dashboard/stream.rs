@@ -335,7 +335,7 @@ mod tests {
         for (query, says) in table {
             let e = Filter::parse(&query).expect_err(says);
             assert_eq!(e.to_string(), says);
-            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+            assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
         }
     }
 }
