@@ -94,6 +94,7 @@ impl Scheduler {
         request: pb::InvokeChainRequest,
     ) -> Result<pb::InvokeChainResponse, ApiError> {
         let steps = validate_chain(&request.steps)?;
+        let _slot = self.tenant_slots.take(tenant)?;
         let functions: Vec<FunctionEntry> = {
             let inner = self.lock();
             steps

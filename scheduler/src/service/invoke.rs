@@ -8,7 +8,8 @@
 //! without that node. A node that fails mid-invocation is an UNAVAILABLE error naming it, unless
 //! the caller marked the invocation retryable. Either way the reservation is released.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sandstorm_naming::{InvocationId, NodeId, TenantId};
@@ -188,6 +189,7 @@ impl Scheduler {
         }
         let f = self.lock().function(tenant, &request.function)?.clone();
         self.check_payload(&f, format!("input of {}", f.name), request.input.len())?;
+        let _slot = self.tenant_slots.take(tenant)?;
         if request.keys.len() > MAX_HINT_KEYS {
             return Err(ApiError::InvalidArgument(format!(
                 "{} key hints; at most {MAX_HINT_KEYS}",
@@ -567,5 +569,97 @@ mod tests {
             classify(&tonic::Status::aborted("trap")),
             Failure::Function(Code::Aborted, _)
         ));
+    }
+}
+
+/// Calls (invocations, chains) one tenant may have in flight at the scheduler at once.
+pub const MAX_CONCURRENT_PER_TENANT: u32 = 128;
+
+/// How many calls each tenant has in flight, each at most `limit`: one tenant cannot take
+/// every node's admission places from the others.
+#[derive(Debug)]
+pub struct TenantSlots {
+    limit: u32,
+    in_flight: Mutex<HashMap<TenantId, u32>>,
+}
+
+impl TenantSlots {
+    pub fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            in_flight: Mutex::default(),
+        }
+    }
+
+    /// A place for one call of `tenant`, or RESOURCE_EXHAUSTED naming the quota.
+    pub fn take(self: &Arc<Self>, tenant: TenantId) -> Result<TenantSlot, ApiError> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let held = in_flight.entry(tenant).or_default();
+        if *held >= self.limit {
+            return Err(ApiError::Quota(format!(
+                "{tenant} has {held} calls in flight, its quota (max_concurrent {}); retry when \
+                 some have finished",
+                self.limit
+            )));
+        }
+        *held += 1;
+        Ok(TenantSlot {
+            slots: self.clone(),
+            tenant,
+        })
+    }
+
+    /// Calls of `tenant` in flight now.
+    pub fn held(&self, tenant: TenantId) -> u32 {
+        let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        in_flight.get(&tenant).copied().unwrap_or(0)
+    }
+}
+
+/// A tenant's place for one call in flight; given back when dropped, however the call ends.
+#[derive(Debug)]
+pub struct TenantSlot {
+    slots: Arc<TenantSlots>,
+    tenant: TenantId,
+}
+
+impl Drop for TenantSlot {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .slots
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = in_flight.get_mut(&self.tenant) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                in_flight.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_holds_at_most_its_quota_and_gets_places_back() {
+        let slots = Arc::new(TenantSlots::new(3));
+        let (a, b) = (TenantId(1), TenantId(2));
+        let held: Vec<TenantSlot> = (0..3).map(|_| slots.take(a).unwrap()).collect();
+        let refused = slots.take(a).unwrap_err();
+        assert!(matches!(refused, ApiError::Quota(_)), "{refused:?}");
+        assert!(
+            refused.to_string().contains("max_concurrent 3"),
+            "{refused}"
+        );
+        // Another tenant is not held back by the first one's calls.
+        let other = slots.take(b).unwrap();
+        assert_eq!((slots.held(a), slots.held(b)), (3, 1));
+        drop(held);
+        drop(other);
+        assert_eq!((slots.held(a), slots.held(b)), (0, 0));
+        assert!(slots.take(a).is_ok());
     }
 }

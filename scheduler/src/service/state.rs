@@ -324,6 +324,8 @@ pub struct Scheduler {
     pub dashboard: Arc<super::dashboard::Hub>,
     /// The cluster CA, the scheduler's certificate, join tokens and name bindings.
     pub membership: super::membership::Membership,
+    /// Calls each tenant has in flight: a narrow lock of its own, taken once per call.
+    pub(super) tenant_slots: Arc<super::invoke::TenantSlots>,
 }
 
 impl Scheduler {
@@ -436,6 +438,9 @@ impl Scheduler {
             results: Results::default(),
             dashboard: Arc::default(),
             membership,
+            tenant_slots: Arc::new(super::invoke::TenantSlots::new(
+                super::invoke::MAX_CONCURRENT_PER_TENANT,
+            )),
         }))
     }
 
