@@ -794,7 +794,7 @@ fn store_code(e: &StoreError) -> i64 {
     match e {
         StoreError::KeyTooLarge { .. } | StoreError::EmptyKey => code::KEY_TOO_LARGE,
         StoreError::ValueTooLarge { .. } => code::VALUE_TOO_LARGE,
-        StoreError::BatchTooLarge { .. } => code::QUOTA,
+        StoreError::BatchTooLarge { .. } | StoreError::OverQuota { .. } => code::QUOTA,
         StoreError::Log(_) | StoreError::Remote(_) => code::UNAVAILABLE,
     }
 }
