@@ -38,7 +38,9 @@ impl From<ExecuteError> for Status {
         match e {
             ExecuteError::UnknownFunction { .. } => Status::not_found(message),
             ExecuteError::Run(e) => e.into(),
-            ExecuteError::Queue(QueueError::Full { .. }) => Status::resource_exhausted(message),
+            ExecuteError::Queue(QueueError::Full { .. } | QueueError::TenantFull { .. }) => {
+                Status::resource_exhausted(message)
+            }
             ExecuteError::Queue(QueueError::Stopped) | ExecuteError::NotDurable(_) => {
                 Status::unavailable(message)
             }
