@@ -620,6 +620,12 @@ impl<D: DataAccess> Sandbox<D> {
         input: Vec<u8>,
         data: &Arc<D>,
     ) -> Result<RunOutcome, RunError> {
+        if self.ticker.is_some() {
+            // The pooled engine's epoch also advances when a storage worker cuts a slice short
+            // (`storage::workers`), so a deadline counted in ticks could end early; the async
+            // run's deadline is wall time.
+            return block_on(self.run_async(function, input, data));
+        }
         self.prepare(function, data.clone())?.run(input)
     }
 
@@ -769,7 +775,9 @@ impl<D: DataAccess> Sandbox<D> {
     }
 
     /// Instantiates `function`, runs it once on `input` and leaves the instance alive: what one
-    /// of many concurrent invocations holds. For measuring what a concurrent instance costs.
+    /// of many concurrent invocations holds. For measuring what a concurrent instance costs
+    /// (its deadline is counted in epoch ticks, which a busy storage node's workers may
+    /// advance early).
     /// Returns the store (drop it to free the slot) and the instance's memory.
     pub fn hold_instance(
         &self,
@@ -912,6 +920,18 @@ impl<D: DataAccess> Sandbox<D> {
         let instantiated = Instant::now();
         let result = entry.call_async(&mut store, ()).await;
         self.conclude(function, store, result, start, instantiated)
+    }
+}
+
+/// Polls `future` on this thread until it is ready. For [`Sandbox::run_async`], whose only
+/// `Pending` is a yield at an epoch tick: it is ready to go on at once.
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
     }
 }
 

@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Waker};
 use std::thread::{self, JoinHandle};
@@ -121,7 +121,11 @@ struct Job {
 }
 
 /// A started invocation: runs until its next tick, or to its end (when it has replied).
-type Task = Pin<Box<dyn Future<Output = ()>>>;
+struct Task {
+    run: Pin<Box<dyn Future<Output = ()>>>,
+    /// When it started, in [`Slices`]' clock.
+    started_ns: u64,
+}
 
 /// What each tenant holds on the node: invocations admitted (waiting or running) and running.
 #[derive(Debug, Default)]
@@ -177,6 +181,41 @@ impl TenantSlots {
                 l.running = l.running.saturating_sub(1);
             }
         });
+    }
+}
+
+/// When the invocation each core is running started (nanoseconds after `base`; 0: none), so
+/// that a new job can cut a long-running invocation's slice short instead of waiting for the
+/// tick.
+#[derive(Debug)]
+struct Slices {
+    base: Instant,
+    since_ns: Box<[AtomicU64]>,
+}
+
+/// An invocation running this long when a job arrives at its core is made to yield: a short
+/// invocation finishes well within it, so arrivals behind short work interrupt nothing.
+const KICK_AFTER: Duration = Duration::from_micros(50);
+
+impl Slices {
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    fn begin(&self, core: usize, started_ns: u64) {
+        self.since_ns[core].store(started_ns, Ordering::Relaxed);
+    }
+
+    fn end(&self, core: usize) {
+        self.since_ns[core].store(0, Ordering::Relaxed);
+    }
+
+    /// Whether `core` is running an invocation that started more than [`KICK_AFTER`] ago.
+    fn long(&self, core: usize) -> bool {
+        let since = self.since_ns[core].load(Ordering::Relaxed);
+        since != 0 && self.now_ns().saturating_sub(since) > KICK_AFTER.as_nanos() as u64
     }
 }
 
@@ -259,11 +298,11 @@ impl Worker {
     }
 
     /// The job as a task: it runs the invocation (or chain) and replies.
-    fn start(self: &Rc<Self>, job: Job) -> Task {
+    fn start(self: &Rc<Self>, job: Job, started_ns: u64) -> Task {
         let worker = self.clone();
         let core = u16::try_from(self.core).unwrap_or(u16::MAX);
         let queued = job.enqueued.elapsed();
-        Box::pin(async move {
+        let run = Box::pin(async move {
             let Job {
                 function,
                 rest,
@@ -295,12 +334,19 @@ impl Worker {
                     });
                 }
             }
-        })
+        });
+        Task { run, started_ns }
     }
 
     /// The worker's loop: takes what arrived, runs the next slice the fair queue picks, and
     /// blocks only when nothing may run. Ends when the pool is dropped and its work is done.
-    fn serve(self, jobs: &Receiver<Job>, slots: &TenantSlots, options: WorkerOptions) {
+    fn serve(
+        self,
+        jobs: &Receiver<Job>,
+        slots: &TenantSlots,
+        slices: &Slices,
+        options: WorkerOptions,
+    ) {
         let worker = Rc::new(self);
         let me = worker.me();
         let mut queue: FairQueue<Job, Task> = FairQueue::new(options.slice);
@@ -344,12 +390,14 @@ impl Worker {
                     // `next` took the tenant's running slot for it.
                     job.admitted.running = true;
                     running_here += 1;
-                    worker.start(job)
+                    worker.start(job, slices.now_ns())
                 }
                 Next::Resume(task) => task,
             };
             let polled = Instant::now();
-            let done = task.as_mut().poll(&mut cx).is_ready();
+            slices.begin(worker.core, task.started_ns);
+            let done = task.run.as_mut().poll(&mut cx).is_ready();
+            slices.end(worker.core);
             let ran = polled.elapsed();
             me.ran(ran);
             if done {
@@ -389,6 +437,9 @@ pub struct Workers {
     cores: Arc<[CoreCounters]>,
     capacity: usize,
     slots: Arc<TenantSlots>,
+    slices: Arc<Slices>,
+    /// Its engine's epoch is what a running invocation yields at.
+    sandbox: Arc<Sandbox>,
     threads: Vec<JoinHandle<()>>,
     /// Per core, the function the re-provisioner dedicated it to (`None`: shared by all).
     dedicated: RwLock<Arc<[Option<FunctionKey>]>>,
@@ -414,6 +465,10 @@ impl Workers {
             max_running_per_core: options.max_running_per_core.max(1),
             ..options
         };
+        let slices = Arc::new(Slices {
+            base: Instant::now(),
+            since_ns: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+        });
         let mut queues = Vec::with_capacity(cores);
         let mut threads = Vec::with_capacity(cores);
         for core in 0..cores {
@@ -428,10 +483,11 @@ impl Workers {
                 core,
             };
             let slots = slots.clone();
+            let slices = slices.clone();
             threads.push(
                 thread::Builder::new()
                     .name(format!("wasm-worker-{core}"))
-                    .spawn(move || worker.serve(&rx, &slots, options))?,
+                    .spawn(move || worker.serve(&rx, &slots, &slices, options))?,
             );
         }
         Ok(Self {
@@ -439,6 +495,8 @@ impl Workers {
             cores: counters,
             capacity: options.queue_capacity,
             slots,
+            slices,
+            sandbox: sandbox.clone(),
             threads,
             dedicated: RwLock::new(vec![None; cores].into()),
         })
@@ -568,7 +626,16 @@ impl Workers {
             reply,
             admitted,
         };
-        self.queues[core].send(job).map_err(|_| QueueError::Stopped)
+        self.queues[core]
+            .send(job)
+            .map_err(|_| QueueError::Stopped)?;
+        // The core runs a long invocation: advance the epoch so it yields now and the fair
+        // queue sees the new job, rather than at the next tick. Every running invocation
+        // yields once for it; each rechecks its deadline and goes on.
+        if self.slices.long(core) {
+            self.sandbox.engine().increment_epoch();
+        }
+        Ok(())
     }
 }
 
