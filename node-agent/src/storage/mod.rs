@@ -52,8 +52,8 @@ pub struct StorageConfig {
     /// Most invocations of one tenant running at once on the node; more wait unstarted
     /// (default 8). See [`WorkerOptions`].
     pub max_running_per_tenant: usize,
-    /// Most invocations of one tenant waiting or running on the node; more are refused with
-    /// RESOURCE_EXHAUSTED (default 1,024).
+    /// Most invocations of one tenant waiting or running on the node, at most half of all
+    /// the cores' queues; more are refused with RESOURCE_EXHAUSTED (default 1,024).
     pub max_queued_per_tenant: usize,
     /// What a tenant may store on this node until `SetTenantQuotas` names it
     /// ([`DEFAULT_ALLOWANCE`]: 256 MiB and 1,000,000 keys).

@@ -81,7 +81,8 @@ pub struct WorkerOptions {
     /// tenant cannot take every instance slot.
     pub max_running_per_tenant: usize,
     /// Most invocations of one tenant held by the node at once, waiting or running (default
-    /// 1,024: one core's queue); more are refused, so one tenant cannot fill every queue.
+    /// 1,024: one core's queue; never more than half of all the cores' queues, so other
+    /// tenants always find room); more are refused.
     pub max_queued_per_tenant: usize,
     /// Most invocations running at once on one core (default 250: the sandbox's 1,000
     /// instance slots over 4 cores); the node sets it from its slots and cores.
@@ -458,7 +459,10 @@ impl Workers {
         let counters: Arc<[CoreCounters]> = (0..cores).map(|_| CoreCounters::default()).collect();
         let slots = Arc::new(TenantSlots {
             max_running: options.max_running_per_tenant.max(1),
-            max_queued: options.max_queued_per_tenant.max(1),
+            max_queued: options
+                .max_queued_per_tenant
+                .min(cores * options.queue_capacity / 2)
+                .max(1),
             load: Mutex::new(FxHashMap::default()),
         });
         let options = WorkerOptions {
