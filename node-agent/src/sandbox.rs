@@ -632,6 +632,8 @@ impl<D: DataAccess> Sandbox<D> {
     /// Instantiates `function` ahead of its invocation, its data calls going to `data`: the
     /// compute role's templates prepare the next instance before they fork, so an
     /// invocation's process starts with it ready.
+    /// Its deadline is counted in epoch ticks: meant for the templates' engine, whose epoch
+    /// nobody advances (the storage role runs through [`Sandbox::run_async`]).
     pub fn prepare<'a>(
         &'a self,
         function: &'a Compiled<D>,
