@@ -24,9 +24,10 @@ impl From<RunError> for Status {
         let message = e.to_string();
         match e {
             RunError::DeadlineExceeded { .. } => Status::deadline_exceeded(message),
-            RunError::MemoryLimit { .. } | RunError::NoSlot(_) => {
-                Status::resource_exhausted(message)
-            }
+            RunError::MemoryLimit { .. }
+            | RunError::NoSlot(_)
+            | RunError::DataQuota { .. }
+            | RunError::StorageQuota { .. } => Status::resource_exhausted(message),
             RunError::InputTooLarge { .. } => Status::invalid_argument(message),
             RunError::Trap(_) | RunError::Failed(_) => Status::aborted(message),
         }

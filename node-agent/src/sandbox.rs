@@ -9,12 +9,20 @@
 //!
 //! Where data calls go is the [`DataAccess`] a run is given:
 //! - **storage role** ([`Sandbox::pooled`]): the node's own [`Store`], in place; instances come
-//!   from Wasmtime's pooling allocator and a thread advances the epoch that enforces deadlines;
+//!   from Wasmtime's pooling allocator and a thread advances the epoch. Invocations run as
+//!   futures ([`Sandbox::run_async`]) that give their core back at every epoch tick, so a
+//!   worker can interleave many of them (the fair scheduler in `storage::fair`) and a spinning
+//!   guest holds a core no longer than a tick against anyone else; the deadline is checked at
+//!   each tick;
 //! - **compute role** ([`Sandbox::for_templates`]): a descriptor to the agent, which forwards
 //!   each call to the storage node that owns the key (`crate::compute::link`). The engine lives
 //!   in single-threaded template processes that fork one process per invocation, so it has no
 //!   threads: instances are allocated on demand and the template enforces deadlines by killing
 //!   the process.
+//!
+//! Every data call counts against the invocation's quotas ([`FunctionLimits::max_data_calls`],
+//! [`FunctionLimits::max_data_bytes`]): the call past either ends the invocation with
+//! [`RunError::DataQuota`], naming the quota and its limit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +33,7 @@ use sandstorm_naming::TenantId;
 use tracing::info;
 use wasmtime::{
     Caller, Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Memory,
-    Module, PoolingAllocationConfig, ResourceLimiter, Trap, TypedFunc, ValType,
+    Module, PoolingAllocationConfig, ResourceLimiter, Trap, TypedFunc, UpdateDeadline, ValType,
 };
 
 use crate::storage::store::{Pair, Store, StoreError};
@@ -202,6 +210,33 @@ pub enum DeployError {
     BadLimits(String),
 }
 
+/// A per-invocation data quota of [`FunctionLimits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum DataQuota {
+    /// [`FunctionLimits::max_data_calls`].
+    Calls,
+    /// [`FunctionLimits::max_data_bytes`].
+    Bytes,
+}
+
+impl DataQuota {
+    /// The quota's name in `FunctionLimits`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataQuota::Calls => "max_data_calls",
+            DataQuota::Bytes => "max_data_bytes",
+        }
+    }
+
+    /// What its limit counts.
+    pub fn unit(self) -> &'static str {
+        match self {
+            DataQuota::Calls => "data calls",
+            DataQuota::Bytes => "bytes moved by data calls",
+        }
+    }
+}
+
 /// Why an invocation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum RunError {
@@ -225,6 +260,16 @@ pub enum RunError {
     /// no pooled instance slot was free
     #[error("no sandbox slot free: {0}")]
     NoSlot(String),
+    /// a data call would have passed one of the invocation's data quotas
+    #[error(
+        "the invocation reached its {} quota of {limit} {} and was stopped",
+        quota.name(),
+        quota.unit()
+    )]
+    DataQuota { quota: DataQuota, limit: u64 },
+    /// a write was refused by the tenant's storage allowance and the function then failed
+    #[error("{refused} (the function then failed: {failure})")]
+    StorageQuota { refused: String, failure: String },
 }
 
 /// A deployed function: compiled, linked, ready to instantiate.
@@ -300,7 +345,7 @@ pub struct Invocation<D: DataAccess = Store> {
     data: Arc<D>,
     limiter: Limiter,
     max_payload: usize,
-    data_calls: u64,
+    quotas: Quotas,
     keys_read: u64,
     bytes_read: u64,
     bytes_written: u64,
@@ -309,6 +354,61 @@ pub struct Invocation<D: DataAccess = Store> {
     logs_left: u32,
     log_line_bytes: usize,
     function: Arc<str>,
+    /// The last write the tenant's storage allowance refused, in words.
+    refused: Option<String>,
+    /// Whether the deadline callback stopped the invocation.
+    deadline_hit: bool,
+}
+
+/// An invocation's data calls, counted against its quotas.
+#[derive(Debug)]
+struct Quotas {
+    data_calls: u64,
+    /// Bytes (keys and values, read and written) the data calls moved so far.
+    data_bytes: u64,
+    max_data_calls: u64,
+    max_data_bytes: u64,
+    /// The data quota that ended the invocation, and its limit.
+    exhausted: Option<(DataQuota, u64)>,
+}
+
+impl Quotas {
+    /// Counts one data call that will move `bytes` (what the guest passes in), before it is
+    /// made: past either quota the invocation ends (the host call fails) and the call is not
+    /// made.
+    fn begin_call(&mut self, bytes: usize) -> HostResult<()> {
+        self.data_calls += 1;
+        if self.data_calls > self.max_data_calls {
+            return self.exhaust(DataQuota::Calls, self.max_data_calls);
+        }
+        self.moved(bytes)
+    }
+
+    /// Counts `bytes` a data call moved.
+    fn moved(&mut self, bytes: usize) -> HostResult<()> {
+        self.data_bytes = self.data_bytes.saturating_add(bytes as u64);
+        if self.data_bytes > self.max_data_bytes {
+            return self.exhaust(DataQuota::Bytes, self.max_data_bytes);
+        }
+        Ok(())
+    }
+
+    fn exhaust(&mut self, quota: DataQuota, limit: u64) -> HostResult<()> {
+        self.exhausted = Some((quota, limit));
+        Err(wasmtime::Error::msg(
+            RunError::DataQuota { quota, limit }.to_string(),
+        ))
+    }
+}
+
+impl<D: DataAccess> Invocation<D> {
+    /// Remembers a refusal by the tenant's storage allowance, for the error if the function
+    /// then fails.
+    fn note_refusal(&mut self, e: &StoreError) {
+        if matches!(e, StoreError::OverQuota { .. }) {
+            self.refused = Some(e.to_string());
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -380,6 +480,8 @@ impl<D: DataAccess> Sandbox<D> {
             .max_memories_per_module(1)
             .max_tables_per_module(1)
             .max_memory_size(config.max_memory_bytes)
+            // Each running invocation suspended at a tick keeps its stack: one per instance.
+            .total_stacks(config.max_instances)
             // Keep a slot's first pages mapped between instances: re-zeroing them with memset
             // is cheaper than the madvise and page faults of giving them back.
             .linear_memory_keep_resident(config.keep_resident_bytes)
@@ -518,12 +620,20 @@ impl<D: DataAccess> Sandbox<D> {
         input: Vec<u8>,
         data: &Arc<D>,
     ) -> Result<RunOutcome, RunError> {
+        if self.ticker.is_some() {
+            // The pooled engine's epoch also advances when a storage worker cuts a slice short
+            // (`storage::workers`), so a deadline counted in ticks could end early; the async
+            // run's deadline is wall time.
+            return block_on(self.run_async(function, input, data));
+        }
         self.prepare(function, data.clone())?.run(input)
     }
 
     /// Instantiates `function` ahead of its invocation, its data calls going to `data`: the
     /// compute role's templates prepare the next instance before they fork, so an
     /// invocation's process starts with it ready.
+    /// Its deadline is counted in epoch ticks: meant for the templates' engine, whose epoch
+    /// nobody advances (the storage role runs through [`Sandbox::run_async`]).
     pub fn prepare<'a>(
         &'a self,
         function: &'a Compiled<D>,
@@ -584,7 +694,13 @@ impl<D: DataAccess> Sandbox<D> {
                 denied: None,
             },
             max_payload: self.config.max_payload_bytes,
-            data_calls: 0,
+            quotas: Quotas {
+                data_calls: 0,
+                data_bytes: 0,
+                max_data_calls: function.limits.max_data_calls,
+                max_data_bytes: function.limits.max_data_bytes,
+                exhausted: None,
+            },
             keys_read: 0,
             bytes_read: 0,
             bytes_written: 0,
@@ -593,6 +709,8 @@ impl<D: DataAccess> Sandbox<D> {
             logs_left: log_lines,
             log_line_bytes: self.config.log_line_bytes,
             function: function.name.clone(),
+            refused: None,
+            deadline_hit: false,
         };
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -610,12 +728,32 @@ impl<D: DataAccess> Sandbox<D> {
         function: &Compiled<D>,
         e: &wasmtime::Error,
     ) -> RunError {
-        if let Some(wanted) = store.data().limiter.denied {
+        let state = store.data();
+        if let Some((quota, limit)) = state.quotas.exhausted {
+            return RunError::DataQuota { quota, limit };
+        }
+        if let Some(wanted) = state.limiter.denied {
             return RunError::MemoryLimit {
                 wanted,
                 limit: function.limits.memory_bytes,
             };
         }
+        if state.deadline_hit {
+            return RunError::DeadlineExceeded {
+                deadline: function.limits.deadline,
+            };
+        }
+        let error = self.trap_error(function, e);
+        match (&state.refused, error) {
+            (Some(refused), RunError::Trap(failure)) => RunError::StorageQuota {
+                refused: refused.clone(),
+                failure: format!("it trapped: {failure}"),
+            },
+            (_, error) => error,
+        }
+    }
+
+    fn trap_error(&self, function: &Compiled<D>, e: &wasmtime::Error) -> RunError {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => RunError::DeadlineExceeded {
                 deadline: function.limits.deadline,
@@ -639,7 +777,9 @@ impl<D: DataAccess> Sandbox<D> {
     }
 
     /// Instantiates `function`, runs it once on `input` and leaves the instance alive: what one
-    /// of many concurrent invocations holds. For measuring what a concurrent instance costs.
+    /// of many concurrent invocations holds. For measuring what a concurrent instance costs
+    /// (its deadline is counted in epoch ticks, which a busy storage node's workers may
+    /// advance early).
     /// Returns the store (drop it to free the slot) and the instance's memory.
     pub fn hold_instance(
         &self,
@@ -690,31 +830,110 @@ impl<D: DataAccess> Prepared<'_, D> {
         state.data.started(self.start);
         let instantiated = Instant::now();
         let result = self.entry.call(&mut self.store, ());
+        sandbox.conclude(function, self.store, result, self.start, instantiated)
+    }
+}
+
+impl<D: DataAccess> Sandbox<D> {
+    /// The outcome of a run that began at `instantiated`, from its store and `run`'s result.
+    fn conclude(
+        &self,
+        function: &Compiled<D>,
+        store: wasmtime::Store<Invocation<D>>,
+        result: wasmtime::Result<i32>,
+        start: Duration,
+        instantiated: Instant,
+    ) -> Result<RunOutcome, RunError> {
         let exec = instantiated.elapsed();
-        let store = self.store;
-        let status = result.map_err(|e| sandbox.failure(&store, function, &e))?;
+        let status = result.map_err(|e| self.failure(&store, function, &e))?;
         // Dropping the instance returns its slot to the pool, which resets its memory: part of
         // what every invocation costs, so it is timed too.
         let finished = Instant::now();
         let state = store.into_data();
         let teardown = finished.elapsed();
         if status != 0 {
-            return Err(RunError::Failed(
-                String::from_utf8_lossy(&state.output).into_owned(),
-            ));
+            let failure = String::from_utf8_lossy(&state.output).into_owned();
+            return Err(match state.refused {
+                Some(refused) => RunError::StorageQuota { refused, failure },
+                None => RunError::Failed(failure),
+            });
         }
         Ok(RunOutcome {
             output: state.output,
-            start: self.start,
+            start,
             exec,
             teardown,
-            data_calls: state.data_calls,
+            data_calls: state.quotas.data_calls,
             keys_read: state.keys_read,
             bytes_read: state.bytes_read,
             bytes_written: state.bytes_written,
             local_access: state.local_access,
             durable: state.durable,
         })
+    }
+
+    /// Runs one invocation like [`Sandbox::run`], as a future that gives its thread back at
+    /// every epoch tick: it returns `Pending` then (having woken its waker) and continues
+    /// where it stopped when polled again, so one worker thread can interleave many
+    /// invocations and choose which runs next. The deadline is wall time from instantiation,
+    /// checked at each tick; the tick that finds it passed ends the run with
+    /// [`RunError::DeadlineExceeded`].
+    pub async fn run_async(
+        &self,
+        function: &Compiled<D>,
+        input: Vec<u8>,
+        data: &Arc<D>,
+    ) -> Result<RunOutcome, RunError> {
+        if input.len() > self.config.max_payload_bytes {
+            return Err(RunError::InputTooLarge {
+                len: input.len(),
+                limit: self.config.max_payload_bytes,
+            });
+        }
+        let mut store = self.new_store(
+            function,
+            Vec::new(),
+            data.clone(),
+            self.config.log_lines_per_invocation,
+        );
+        let started = Instant::now();
+        let deadline = started + function.limits.deadline;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut cx| {
+            if Instant::now() >= deadline {
+                cx.data_mut().deadline_hit = true;
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        let instance = match function.pre.instantiate_async(&mut store).await {
+            Ok(i) => i,
+            Err(e) => return Err(self.failure(&store, function, &e)),
+        };
+        let memory = instance.get_memory(&mut store, "memory");
+        store.data_mut().memory = memory;
+        let entry = instance
+            .get_typed_func::<(), i32>(&mut store, "run")
+            .map_err(|e| RunError::Trap(format!("{e:#}")))?;
+        let start = started.elapsed();
+        let state = store.data_mut();
+        state.input = input;
+        state.data.started(start);
+        let instantiated = Instant::now();
+        let result = entry.call_async(&mut store, ()).await;
+        self.conclude(function, store, result, start, instantiated)
+    }
+}
+
+/// Polls `future` on this thread until it is ready. For [`Sandbox::run_async`], whose only
+/// `Pending` is a yield at an epoch tick: it is ready to go on at once.
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
     }
 }
 
@@ -794,7 +1013,7 @@ fn store_code(e: &StoreError) -> i64 {
     match e {
         StoreError::KeyTooLarge { .. } | StoreError::EmptyKey => code::KEY_TOO_LARGE,
         StoreError::ValueTooLarge { .. } => code::VALUE_TOO_LARGE,
-        StoreError::BatchTooLarge { .. } => code::QUOTA,
+        StoreError::BatchTooLarge { .. } | StoreError::OverQuota { .. } => code::QUOTA,
         StoreError::Log(_) | StoreError::Remote(_) => code::UNAVAILABLE,
     }
 }
@@ -857,8 +1076,8 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
             let buf = range(data.len(), buf, cap)?;
             st.scratch.clear();
             st.scratch.extend_from_slice(&data[key]);
-            st.data_calls += 1;
-            let timed = st.data_calls % TIME_EVERY == 1;
+            st.quotas.begin_call(st.scratch.len())?;
+            let timed = st.quotas.data_calls % TIME_EVERY == 1;
             let started = timed.then(Instant::now);
             let Invocation {
                 data: store,
@@ -879,6 +1098,7 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
                     if n >= 0 {
                         st.keys_read += 1;
                         st.bytes_read += n as u64;
+                        st.quotas.moved(n as usize)?;
                     }
                     n
                 }
@@ -898,7 +1118,7 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
             let (data, st) = split(&mut caller)?;
             let key = &data[range(data.len(), key, key_len)?];
             let value = &data[range(data.len(), val, val_len)?];
-            st.data_calls += 1;
+            st.quotas.begin_call(key.len() + value.len())?;
             match st.data.put(st.tenant, key, value) {
                 Ok(ack) => {
                     st.bytes_written += (key.len() + value.len()) as u64;
@@ -907,7 +1127,10 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
                     }
                     Ok(0)
                 }
-                Err(e) => Ok(store_code(&e) as i32),
+                Err(e) => {
+                    st.note_refusal(&e);
+                    Ok(store_code(&e) as i32)
+                }
             }
         },
     )?;
@@ -917,7 +1140,7 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
         |mut caller: Caller<'_, Invocation<D>>, key: i32, key_len: i32| -> HostResult<i32> {
             let (data, st) = split(&mut caller)?;
             let key = &data[range(data.len(), key, key_len)?];
-            st.data_calls += 1;
+            st.quotas.begin_call(key.len())?;
             match st.data.delete(st.tenant, key) {
                 Ok((existed, ack)) => {
                     st.bytes_written += key.len() as u64;
@@ -947,8 +1170,10 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
             let Some(keys) = decode_keys(&st.scratch) else {
                 return Ok(code::BAD_ENCODING);
             };
-            st.data_calls += 1;
-            let started = (st.data_calls % TIME_EVERY == 1 && !keys.is_empty()).then(Instant::now);
+            let asked: usize = keys.iter().map(|k| k.len()).sum();
+            st.quotas.begin_call(asked)?;
+            let started =
+                (st.quotas.data_calls % TIME_EVERY == 1 && !keys.is_empty()).then(Instant::now);
             let mut encoded = std::mem::take(&mut st.kept);
             encoded.clear();
             let (mut found, mut bytes) = (0u64, 0u64);
@@ -966,6 +1191,8 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
             }
             st.keys_read += found;
             st.bytes_read += bytes;
+            st.quotas
+                .moved(usize::try_from(bytes).unwrap_or(usize::MAX))?;
             Ok(match result {
                 Ok(()) if encoded.len() > st.max_payload => code::QUOTA,
                 Ok(()) => finish(data, buf, st, encoded),
@@ -986,7 +1213,7 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
             let (data, st) = split(&mut caller)?;
             let prefix = range(data.len(), prefix, prefix_len)?;
             let buf = range(data.len(), buf, cap)?;
-            st.data_calls += 1;
+            st.quotas.begin_call(prefix.len())?;
             let limit = usize::try_from(limit).unwrap_or(0);
             let pairs = match st.data.scan(st.tenant, &data[prefix], limit) {
                 Ok(p) => p,
@@ -1002,6 +1229,8 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
                 st.bytes_read += v.len() as u64;
             }
             st.keys_read += pairs.len() as u64;
+            st.quotas
+                .moved(pairs.iter().map(|(k, v)| k.len() + v.len()).sum())?;
             if encoded.len() > st.max_payload {
                 return Ok(code::QUOTA);
             }

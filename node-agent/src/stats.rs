@@ -22,6 +22,15 @@ pub struct CoreCounters {
 }
 
 impl CoreCounters {
+    /// Counts `busy` of core time spent running (one slice of an invocation, as it happens, so
+    /// a long run shows in the interval it runs in and not only when it ends).
+    pub fn ran(&self, busy: Duration) {
+        self.busy_ns.fetch_add(
+            u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
     /// Records one finished invocation that kept the core busy for `busy`.
     pub fn finished(&self, busy: Duration, instance_started: bool) {
         self.busy_ns.fetch_add(

@@ -659,3 +659,100 @@ async fn only_cluster_members_in_their_roles_reach_the_node() {
     let refused = kv_get(storage).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
 }
+
+#[tokio::test]
+async fn tenant_allowances_and_data_quotas_answer_resource_exhausted() {
+    let mut node = start().await;
+    node.agent
+        .set_tenant_quotas(pb::SetTenantQuotasRequest {
+            tenants: vec![pb::TenantAllowance {
+                tenant: 4,
+                max_bytes: 10,
+                max_keys: 100,
+                quota_bytes: 30,
+                quota_keys: 300,
+            }],
+        })
+        .await
+        .unwrap();
+    put(&mut node, 4, "k1", "1234").await; // 2 + 4 = 6 bytes
+    let err = node
+        .kv
+        .put(pb::PutRequest {
+            tenant: 4,
+            key: b"k2".to_vec(),
+            value: b"abc".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(
+        err.message(),
+        "tenant-4 is over its storage quota: it holds 6 bytes on this node, this write would add \
+         5, and its allowance here is 10 bytes (its share of a cluster quota of 30 bytes)"
+    );
+    // Nothing was lost, and a delete makes room.
+    let got = node
+        .kv
+        .get(pb::GetRequest {
+            tenant: 4,
+            key: b"k1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.value, b"1234");
+    node.kv
+        .delete(pb::DeleteRequest {
+            tenant: 4,
+            key: b"k1".to_vec(),
+        })
+        .await
+        .unwrap();
+    put(&mut node, 4, "k2", "abc").await;
+    put(&mut node, 5, "other", "x").await;
+    let mut stream = node
+        .agent
+        .stream_stats(pb::StreamStatsRequest { interval_ms: 5 })
+        .await
+        .unwrap()
+        .into_inner();
+    let stats = stream.message().await.unwrap().unwrap();
+    assert_eq!(
+        stats.tenants,
+        [
+            pb::TenantUsage {
+                tenant: 4,
+                keys: 1,
+                bytes: 5
+            },
+            pb::TenantUsage {
+                tenant: 5,
+                keys: 1,
+                bytes: 6
+            }
+        ]
+    );
+
+    // A function past its data-call quota.
+    let limits = Some(pb::FunctionLimits {
+        max_data_calls: 3,
+        ..Default::default()
+    });
+    let module = wat(r#"
+        (import "sandstorm" "kv_get" (func $get (param i32 i32 i32 i32) (result i64)))
+        (memory (export "memory") 1)
+        (data (i32.const 0) "k")
+        (func (export "run") (result i32)
+          (loop $l (drop (call $get (i32.const 0) (i32.const 1) (i32.const 64) (i32.const 64))) (br $l))
+          (i32.const 0))"#);
+    deploy(&mut node, 4, "reader", module, limits)
+        .await
+        .unwrap();
+    let err = invoke(&mut node, 4, "reader", "").await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(
+        err.message(),
+        "the invocation reached its max_data_calls quota of 3 data calls and was stopped"
+    );
+}

@@ -94,6 +94,8 @@ async fn measure(args: &StorageBenchArgs) -> anyhow::Result<BenchOutput> {
         &get_loop,
         FunctionLimits {
             deadline: Duration::from_secs(60),
+            // Its point is many gets in one invocation: past the default quota of 10,000.
+            max_data_calls: u64::from(GET_LOOP),
             ..limits
         },
     )?;

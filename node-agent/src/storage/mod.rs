@@ -6,12 +6,16 @@
 //! - [`crate::sandbox`]: Wasmtime, the host interface, deploy-time checks, per-invocation limits;
 //! - [`workers`]: one worker thread per function core, each with a run queue, and the local bus
 //!   that runs a chain's steps back to back on one core;
+//! - [`fair`]: which invocation a core runs next, by tenants' fair shares of it;
 //! - [`service`]: the gRPC services (`NodeAgent`, `KeyValue`).
 //!
 //! [`StorageNode`] ties them together; [`run`] serves it until a shutdown signal.
 
+pub mod fair;
 pub mod service;
 pub mod store;
+#[cfg(test)]
+mod tests;
 pub mod wal;
 pub mod workers;
 
@@ -24,9 +28,9 @@ use std::time::{Duration, Instant};
 use sandstorm_naming::TenantId;
 use tracing::{info, warn};
 
-use self::store::{Limits, Store};
+use self::store::{Allowance, DEFAULT_ALLOWANCE, Limits, Store};
 use self::wal::{Recovery, WalOptions};
-use self::workers::{QueueError, Workers};
+use self::workers::{QueueError, WorkerOptions, Workers};
 use crate::sandbox::{
     Compiled, DeployError, FunctionLimits, RunError, RunOutcome, Sandbox, SandboxConfig,
 };
@@ -45,6 +49,15 @@ pub struct StorageConfig {
     pub worker_cores: usize,
     /// Invocations each core's run queue holds before the node refuses more (1,024).
     pub queue_capacity: usize,
+    /// Most invocations of one tenant running at once on the node; more wait unstarted
+    /// (default 8). See [`WorkerOptions`].
+    pub max_running_per_tenant: usize,
+    /// Most invocations of one tenant waiting or running on the node, at most half of all
+    /// the cores' queues; more are refused with RESOURCE_EXHAUSTED (default 1,024).
+    pub max_queued_per_tenant: usize,
+    /// What a tenant may store on this node until `SetTenantQuotas` names it
+    /// ([`DEFAULT_ALLOWANCE`]: 256 MiB and 1,000,000 keys).
+    pub tenant_allowance: Allowance,
     /// Size limits of the store.
     pub limits: Limits,
     /// Sandbox settings.
@@ -63,6 +76,9 @@ impl Default for StorageConfig {
             data_dir: None,
             worker_cores: std::thread::available_parallelism().map_or(1, usize::from),
             queue_capacity: 1024,
+            max_running_per_tenant: WorkerOptions::default().max_running_per_tenant,
+            max_queued_per_tenant: WorkerOptions::default().max_queued_per_tenant,
+            tenant_allowance: DEFAULT_ALLOWANCE,
             limits: Limits::default(),
             sandbox: SandboxConfig::default(),
             wal: WalOptions::default(),
@@ -174,22 +190,29 @@ impl StorageNode {
                 (Arc::new(Store::new(config.limits)), None)
             }
         };
+        // Recovery counted every tenant's usage; from now on writes are checked against this.
+        store.set_default_allowance(config.tenant_allowance);
         let sandbox = Arc::new(
             Sandbox::pooled(config.sandbox.clone())
                 .map_err(|e| StartError::Engine(format!("{e:#}")))?,
         );
         let meter = Arc::new(CostMeter::default());
-        let workers = Workers::start(
-            config.worker_cores,
-            config.queue_capacity,
-            &sandbox,
-            &store,
-            &meter,
-        )
-        .map_err(|source| StartError::Io {
-            what: "starting worker threads",
-            source,
-        })?;
+        let cores = config.worker_cores.max(1);
+        let options = WorkerOptions {
+            queue_capacity: config.queue_capacity,
+            max_running_per_tenant: config.max_running_per_tenant,
+            max_queued_per_tenant: config.max_queued_per_tenant,
+            // Never more running than the sandbox has instance slots.
+            max_running_per_core: (config.sandbox.max_instances as usize / cores).max(1),
+            slice: config.sandbox.epoch_tick,
+        };
+        let workers =
+            Workers::start(cores, options, &sandbox, &store, &meter).map_err(|source| {
+                StartError::Io {
+                    what: "starting worker threads",
+                    source,
+                }
+            })?;
         Ok(Arc::new(Self {
             config,
             store,

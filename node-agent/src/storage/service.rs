@@ -27,6 +27,7 @@ impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Log(_) => Status::unavailable(e.to_string()),
+            StoreError::OverQuota { .. } => Status::resource_exhausted(e.to_string()),
             _ => Status::invalid_argument(e.to_string()),
         }
     }
@@ -38,7 +39,9 @@ impl From<ExecuteError> for Status {
         match e {
             ExecuteError::UnknownFunction { .. } => Status::not_found(message),
             ExecuteError::Run(e) => e.into(),
-            ExecuteError::Queue(QueueError::Full { .. }) => Status::resource_exhausted(message),
+            ExecuteError::Queue(QueueError::Full { .. } | QueueError::TenantFull { .. }) => {
+                Status::resource_exhausted(message)
+            }
             ExecuteError::Queue(QueueError::Stopped) | ExecuteError::NotDurable(_) => {
                 Status::unavailable(message)
             }
@@ -148,10 +151,20 @@ impl NodeAgent for StorageService {
 
     async fn set_tenant_quotas(
         &self,
-        _request: Request<pb::SetTenantQuotasRequest>,
+        request: Request<pb::SetTenantQuotasRequest>,
     ) -> Result<Response<pb::SetTenantQuotasResponse>, Status> {
-        // WIP(issue 14): per-tenant allowances on the store.
-        Err(Status::unimplemented("tenant quotas are not enforced yet"))
+        for t in request.into_inner().tenants {
+            self.node.store().set_allowance(
+                TenantId(t.tenant),
+                super::store::Allowance {
+                    max_bytes: t.max_bytes,
+                    max_keys: t.max_keys,
+                    quota_bytes: t.quota_bytes,
+                    quota_keys: t.quota_keys,
+                },
+            );
+        }
+        Ok(Response::new(pb::SetTenantQuotasResponse {}))
     }
 
     async fn provision(
@@ -317,6 +330,16 @@ fn node_stats(node: &StorageNode, sampler: &mut Sampler, interval: Duration) -> 
         keys,
         bytes,
         functions: u32::try_from(node.function_count()).unwrap_or(u32::MAX),
+        tenants: node
+            .store()
+            .tenant_usage()
+            .into_iter()
+            .map(|u| pb::TenantUsage {
+                tenant: u.tenant.0,
+                keys: u.keys,
+                bytes: u.bytes,
+            })
+            .collect(),
         ..Default::default()
     }
 }

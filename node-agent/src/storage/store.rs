@@ -8,12 +8,18 @@
 //!
 //! Writes apply to memory and append to the log under the shard's write lock, so the log's order
 //! of two writes to one key is the order they were applied in: replaying it rebuilds the same map.
+//!
+//! Each tenant's keys and bytes are counted as writes apply, recovered ones included, so usage
+//! is rebuilt from the snapshot and the log on open. A write that would take a tenant past its
+//! [`Allowance`] is refused before it is logged or applied ([`StoreError::OverQuota`]); a write
+//! that shrinks what the tenant holds (a delete, a smaller value) is always accepted. Recovered
+//! writes are counted, never refused: they were accepted once.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use sandstorm_naming::TenantId;
@@ -100,6 +106,167 @@ pub enum StoreError {
     /// the storage node that owns the key could not be reached or refused the call
     #[error("the storage node could not serve the call: {0}")]
     Remote(String),
+    /// the write would take the tenant past its allowance on this node
+    #[error(
+        "{tenant} is over its storage quota: it holds {held} {what} on this node, this \
+         write would add {adding}, and its allowance here is {limit} {what} ({})",
+        quota_words(*quota, what)
+    )]
+    OverQuota {
+        tenant: TenantId,
+        /// `bytes` or `keys`.
+        what: &'static str,
+        held: u64,
+        adding: u64,
+        limit: u64,
+        /// The tenant's cluster quota, when the scheduler set the allowance and named it.
+        quota: Option<u64>,
+    },
+}
+
+fn quota_words(quota: Option<u64>, what: &str) -> String {
+    match quota {
+        Some(q) => format!("its share of a cluster quota of {q} {what}"),
+        None => "this node's default allowance per tenant; none was set for it".to_owned(),
+    }
+}
+
+/// How much one tenant may hold on this node (`SetTenantQuotas`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// Bytes (keys + values) the tenant may hold here; 0: nothing may be added.
+    pub max_bytes: u64,
+    /// Keys the tenant may hold here; 0: nothing may be added.
+    pub max_keys: u64,
+    /// The tenant's quota over the whole cluster, for messages (0: not given).
+    pub quota_bytes: u64,
+    /// As `quota_bytes`, in keys.
+    pub quota_keys: u64,
+}
+
+/// What every tenant may hold on a node nobody gave allowances to: 256 MiB (keys + values) and
+/// 1,000,000 keys. Bounded so that an unconfigured node still refuses unbounded growth: a
+/// stored key costs about 100 bytes of node memory beyond its own bytes (two boxes and its
+/// share of a B-tree node), so a tenant at this default holds roughly 350 MiB of memory.
+pub const DEFAULT_ALLOWANCE: Allowance = Allowance {
+    max_bytes: 256 << 20,
+    max_keys: 1_000_000,
+    quota_bytes: 0,
+    quota_keys: 0,
+};
+
+/// What one tenant holds on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantUsage {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Keys held.
+    pub keys: u64,
+    /// Bytes (keys + values) held.
+    pub bytes: u64,
+}
+
+/// One tenant's usage and allowance. Usage changes only under the shard lock of the key being
+/// written, but keys of one tenant live in every shard, so the counters are atomics and a
+/// charge is a compare-and-swap against the limit: two writers in different shards can never
+/// both take the last bytes.
+#[derive(Debug)]
+struct Account {
+    keys: AtomicU64,
+    bytes: AtomicU64,
+    max_keys: AtomicU64,
+    max_bytes: AtomicU64,
+    quota_keys: AtomicU64,
+    quota_bytes: AtomicU64,
+    /// Whether `SetTenantQuotas` named the tenant (else it follows the node's default).
+    configured: AtomicBool,
+}
+
+impl Account {
+    fn new(allowance: Allowance) -> Self {
+        let account = Self {
+            keys: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            max_keys: AtomicU64::new(0),
+            max_bytes: AtomicU64::new(0),
+            quota_keys: AtomicU64::new(0),
+            quota_bytes: AtomicU64::new(0),
+            configured: AtomicBool::new(false),
+        };
+        account.set(allowance);
+        account
+    }
+
+    fn set(&self, a: Allowance) {
+        self.max_keys.store(a.max_keys, Ordering::Relaxed);
+        self.max_bytes.store(a.max_bytes, Ordering::Relaxed);
+        self.quota_keys.store(a.quota_keys, Ordering::Relaxed);
+        self.quota_bytes.store(a.quota_bytes, Ordering::Relaxed);
+    }
+
+    /// Adds `keys` and `bytes` (either may be negative) to the usage. With `enforce`, a growth
+    /// past the allowance is refused and nothing changes.
+    fn charge(
+        &self,
+        tenant: TenantId,
+        keys: i64,
+        bytes: i64,
+        enforce: bool,
+    ) -> Result<(), StoreError> {
+        let quota = |q: &AtomicU64| {
+            let q = q.load(Ordering::Relaxed);
+            (self.configured.load(Ordering::Relaxed) && q > 0).then_some(q)
+        };
+        change(
+            &self.keys,
+            keys,
+            enforce.then(|| self.max_keys.load(Ordering::Relaxed)),
+        )
+        .map_err(|held| StoreError::OverQuota {
+            tenant,
+            what: "keys",
+            held,
+            adding: keys.unsigned_abs(),
+            limit: self.max_keys.load(Ordering::Relaxed),
+            quota: quota(&self.quota_keys),
+        })?;
+        change(
+            &self.bytes,
+            bytes,
+            enforce.then(|| self.max_bytes.load(Ordering::Relaxed)),
+        )
+        .map_err(|held| {
+            // Give back the key taken above: the write does not happen.
+            let _ = change(&self.keys, -keys, None);
+            StoreError::OverQuota {
+                tenant,
+                what: "bytes",
+                held,
+                adding: bytes.unsigned_abs(),
+                limit: self.max_bytes.load(Ordering::Relaxed),
+                quota: quota(&self.quota_bytes),
+            }
+        })
+    }
+}
+
+/// Adds `delta` to `counter`; a growth that would pass `limit` fails with the current value.
+fn change(counter: &AtomicU64, delta: i64, limit: Option<u64>) -> Result<(), u64> {
+    if delta == 0 {
+        return Ok(());
+    }
+    counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+            if delta < 0 {
+                return Some(held.saturating_sub(delta.unsigned_abs()));
+            }
+            let after = held.saturating_add(delta.unsigned_abs());
+            match limit {
+                Some(limit) if after > limit => None,
+                _ => Some(after),
+            }
+        })
+        .map(|_| ())
 }
 
 type TenantMap = BTreeMap<Box<[u8]>, Box<[u8]>>;
@@ -120,6 +287,9 @@ pub struct Store {
     wal: OnceLock<Wal>,
     keys: AtomicI64,
     bytes: AtomicI64,
+    accounts: RwLock<FxHashMap<TenantId, Arc<Account>>>,
+    /// The allowance of a tenant `SetTenantQuotas` has not named.
+    default_allowance: RwLock<Allowance>,
 }
 
 /// A key-value pair as returned by scans.
@@ -135,7 +305,84 @@ impl Store {
             wal: OnceLock::new(),
             keys: AtomicI64::new(0),
             bytes: AtomicI64::new(0),
+            accounts: RwLock::new(FxHashMap::default()),
+            default_allowance: RwLock::new(DEFAULT_ALLOWANCE),
         }
+    }
+
+    /// The allowance of every tenant not given one by [`Store::set_allowance`]
+    /// ([`DEFAULT_ALLOWANCE`] until set).
+    pub fn set_default_allowance(&self, allowance: Allowance) {
+        let accounts = self.accounts.read().unwrap_or_else(|e| e.into_inner());
+        *self
+            .default_allowance
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = allowance;
+        for account in accounts.values() {
+            if !account.configured.load(Ordering::Relaxed) {
+                account.set(allowance);
+            }
+        }
+    }
+
+    /// Sets what `tenant` may hold on this node, replacing its previous allowance. Lowering it
+    /// below what the tenant holds loses nothing: further growth is refused until it shrinks.
+    pub fn set_allowance(&self, tenant: TenantId, allowance: Allowance) {
+        let account = self.tenant_account(tenant);
+        account.set(allowance);
+        account.configured.store(true, Ordering::Relaxed);
+    }
+
+    /// What `tenant` may hold on this node, and whether it was set for it (else the default).
+    pub fn allowance(&self, tenant: TenantId) -> (Allowance, bool) {
+        let account = self.tenant_account(tenant);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        (
+            Allowance {
+                max_bytes: load(&account.max_bytes),
+                max_keys: load(&account.max_keys),
+                quota_bytes: load(&account.quota_bytes),
+                quota_keys: load(&account.quota_keys),
+            },
+            account.configured.load(Ordering::Relaxed),
+        )
+    }
+
+    /// What each tenant holding data holds, by tenant.
+    pub fn tenant_usage(&self) -> Vec<TenantUsage> {
+        let accounts = self.accounts.read().unwrap_or_else(|e| e.into_inner());
+        let mut usage: Vec<TenantUsage> = accounts
+            .iter()
+            .map(|(tenant, a)| TenantUsage {
+                tenant: *tenant,
+                keys: a.keys.load(Ordering::Relaxed),
+                bytes: a.bytes.load(Ordering::Relaxed),
+            })
+            .filter(|u| u.keys > 0 || u.bytes > 0)
+            .collect();
+        usage.sort_unstable_by_key(|u| u.tenant.0);
+        usage
+    }
+
+    /// The tenant's account, created with the default allowance on its first write.
+    fn tenant_account(&self, tenant: TenantId) -> Arc<Account> {
+        if let Some(a) = self
+            .accounts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&tenant)
+        {
+            return a.clone();
+        }
+        let mut accounts = self.accounts.write().unwrap_or_else(|e| e.into_inner());
+        let default = *self
+            .default_allowance
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        accounts
+            .entry(tenant)
+            .or_insert_with(|| Arc::new(Account::new(default)))
+            .clone()
     }
 
     /// From now on every write is appended to `wal` before it is acknowledged.
@@ -291,19 +538,36 @@ impl Store {
         let _ = self.apply(op, false);
     }
 
-    /// Every write goes through here: under the shard's write lock, append to the log (when
-    /// asked and there is one), then change the map. Whether the key existed before.
+    /// Every write goes through here: under the shard's write lock, charge the tenant's
+    /// account (refusing growth past its allowance unless the write is recovered), append to
+    /// the log (when asked and there is one), then change the map. Whether the key existed.
     fn apply(&self, op: LogOp<'_>, log: bool) -> Result<(bool, Option<Ack>), StoreError> {
         let (tenant, key, value) = match op {
             LogOp::Put { tenant, key, value } => (tenant, key, Some(value)),
             LogOp::Delete { tenant, key } => (tenant, key, None),
         };
+        let account = self.tenant_account(tenant);
         let mut shard = self
             .shard(tenant, key)
             .write()
             .unwrap_or_else(|e| e.into_inner());
+        let size = |v: Option<usize>| v.map_or(0, |v| (key.len() + v) as i64);
+        let before = shard
+            .tenants
+            .get(&tenant)
+            .and_then(|m| m.get(key))
+            .map(|v| v.len());
+        let keys = i64::from(value.is_some()) - i64::from(before.is_some());
+        let bytes = size(value.map(<[u8]>::len)) - size(before);
+        account.charge(tenant, keys, bytes, log)?;
         let ack = match (log, self.wal.get()) {
-            (true, Some(wal)) => Some(wal.append(op).map_err(|e| StoreError::Log(e.to_string()))?),
+            (true, Some(wal)) => match wal.append(op) {
+                Ok(ack) => Some(ack),
+                Err(e) => {
+                    let _ = account.charge(tenant, -keys, -bytes, false);
+                    return Err(StoreError::Log(e.to_string()));
+                }
+            },
             _ => None,
         };
         let old = match value {
@@ -314,7 +578,8 @@ impl Store {
                 .insert(key.into(), value.into()),
             None => shard.tenants.get_mut(&tenant).and_then(|m| m.remove(key)),
         };
-        self.account(key, old.as_deref(), value);
+        self.keys.fetch_add(keys, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok((old.is_some(), ack))
     }
 
@@ -328,14 +593,6 @@ impl Store {
                 }
             }
         }
-    }
-
-    fn account(&self, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) {
-        let size = |v: Option<&[u8]>| v.map_or(0, |v| (key.len() + v.len()) as i64);
-        let keys = i64::from(new.is_some()) - i64::from(old.is_some());
-        self.keys.fetch_add(keys, Ordering::Relaxed);
-        self.bytes
-            .fetch_add(size(new) - size(old), Ordering::Relaxed);
     }
 }
 
@@ -412,5 +669,144 @@ mod tests {
         assert_eq!(s.size(), (2, 4));
         s.delete(A, b"ab").unwrap();
         assert_eq!(s.size(), (1, 1));
+    }
+
+    fn allowance(max_bytes: u64, max_keys: u64) -> Allowance {
+        Allowance {
+            max_bytes,
+            max_keys,
+            quota_bytes: 1000,
+            quota_keys: 50,
+        }
+    }
+
+    #[test]
+    fn allowances_refuse_growth_and_lose_nothing() {
+        let s = store();
+        s.set_allowance(A, allowance(10, 2));
+        s.put(A, b"k1", b"1234").unwrap(); // 2 + 4 = 6 bytes, 1 key
+        // 6 + (2 + 3) = 11 > 10 bytes.
+        let err = s.put(A, b"k2", b"abc").unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::OverQuota {
+                tenant: A,
+                what: "bytes",
+                held: 6,
+                adding: 5,
+                limit: 10,
+                quota: Some(1000),
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "tenant-1 is over its storage quota: it holds 6 bytes on this node, this write would \
+             add 5, and its allowance here is 10 bytes (its share of a cluster quota of 1000 bytes)"
+        );
+        // Nothing was stored, and the key refused is not counted either.
+        assert_eq!(s.get(A, b"k2").unwrap(), None);
+        assert_eq!(
+            s.tenant_usage(),
+            [TenantUsage {
+                tenant: A,
+                keys: 1,
+                bytes: 6
+            }]
+        );
+        // Replacing with a larger value that still fits: 2 + 8 = 10.
+        s.put(A, b"k1", b"12345678").unwrap();
+        // Replacing past it is refused and the old value stays.
+        assert!(matches!(
+            s.put(A, b"k1", b"123456789"),
+            Err(StoreError::OverQuota {
+                what: "bytes",
+                held: 10,
+                adding: 1,
+                ..
+            })
+        ));
+        assert_eq!(s.get(A, b"k1").unwrap().as_deref(), Some(&b"12345678"[..]));
+        // Shrinking is always accepted.
+        s.put(A, b"k1", b"1").unwrap(); // 3 bytes
+        s.put(A, b"k2", b"1").unwrap(); // 6 bytes, 2 keys
+        // A third key: 2 keys held of 2.
+        assert_eq!(
+            s.put(A, b"k3", b"").unwrap_err(),
+            StoreError::OverQuota {
+                tenant: A,
+                what: "keys",
+                held: 2,
+                adding: 1,
+                limit: 2,
+                quota: Some(50),
+            }
+        );
+        // Deletes free the allowance.
+        assert!(s.delete(A, b"k1").unwrap().0);
+        s.put(A, b"k3", b"").unwrap();
+        assert_eq!(
+            s.tenant_usage()[0],
+            TenantUsage {
+                tenant: A,
+                keys: 2,
+                bytes: 5
+            }
+        );
+        // Another tenant is not charged for any of it, and follows the default.
+        s.put(B, b"k1", b"x").unwrap();
+        assert_eq!(s.allowance(B), (DEFAULT_ALLOWANCE, false));
+        assert_eq!(s.tenant_usage().len(), 2);
+    }
+
+    #[test]
+    fn the_default_allowance_bounds_tenants_nobody_configured() {
+        let s = store();
+        s.put(A, b"a", b"1").unwrap();
+        s.set_default_allowance(allowance(4, 100));
+        s.set_allowance(B, allowance(100, 100));
+        // A follows the new default (2 held + 3 > 4); B has its own.
+        let err = s.put(A, b"bb", b"1").unwrap_err();
+        assert!(
+            err.to_string().ends_with(
+                "its allowance here is 4 bytes (this node's default allowance per tenant; none \
+                 was set for it)"
+            ),
+            "{err}"
+        );
+        s.put(B, b"bb", b"1").unwrap();
+        // A tenant first seen after the change starts with it too: 0 + 5 > 4.
+        assert!(s.put(TenantId(3), b"ccc", b"12").is_err());
+        // An allowance of 0 lets nothing be added.
+        s.set_allowance(B, allowance(0, 0));
+        assert!(s.put(B, b"new", b"").is_err());
+        assert!(s.delete(B, b"bb").unwrap().0);
+    }
+
+    #[test]
+    fn concurrent_writers_never_take_a_tenant_past_its_allowance() {
+        let s = Arc::new(Store::new(Limits::default()));
+        // 100 keys of 2 + 8 bytes fit in 1,000 bytes; 8 threads try 50 each.
+        s.set_allowance(A, allowance(1000, 1_000_000));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .filter(|i| s.put(A, &[t, *i], b"12345678").is_ok())
+                        .count()
+                })
+            })
+            .collect();
+        let stored: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(stored, 100);
+        assert_eq!(
+            s.tenant_usage()[0],
+            TenantUsage {
+                tenant: A,
+                keys: 100,
+                bytes: 1000
+            }
+        );
+        assert_eq!(s.scan(A, b"", 1000).unwrap().len(), 100);
     }
 }
