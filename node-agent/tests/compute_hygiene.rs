@@ -212,6 +212,14 @@ fn eventually(mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
+/// An invocation running on a task, its container's cgroup directories and the processes seen
+/// in them.
+type Watched = (
+    tokio::task::JoinHandle<Result<Vec<u8>, ExecuteError>>,
+    Vec<PathBuf>,
+    Vec<Seen>,
+);
+
 /// Runs `tenant`'s `name` on a task; returns once its warm container exists, with the task,
 /// the container's cgroup directories and the processes in them then (after `settle` holds
 /// for them, or the patience runs out).
@@ -221,11 +229,7 @@ fn start_and_watch(
     tenant: TenantId,
     name: &str,
     settle: impl Fn(&[i32]) -> bool,
-) -> (
-    tokio::task::JoinHandle<Result<Vec<u8>, ExecuteError>>,
-    Vec<PathBuf>,
-    Vec<Seen>,
-) {
+) -> Watched {
     let task = {
         let (node, name) = (node.clone(), name.to_owned());
         runtime.spawn(async move {
@@ -276,7 +280,7 @@ fn assert_nothing_left(what: &str, dirs: &[PathBuf], seen: &[Seen]) {
             !dir.exists(),
             "{what}: cgroup {} is still there, holding {:?}",
             dir.display(),
-            procs(&[dir.clone()])
+            procs(std::slice::from_ref(dir))
         );
     }
     let left: Vec<&Seen> = seen.iter().filter(|s| alive(s)).collect();
@@ -377,6 +381,27 @@ fn descriptors(node: &Arc<ComputeNode>, runtime: &tokio::runtime::Runtime) {
     // Settled once the invocation's process is there beside the template.
     let (bob, bob_dirs, _) = start_and_watch(node, runtime, BOB, "spin", |p| p.len() >= 2);
     let (alice, alice_dirs, _) = start_and_watch(node, runtime, ALICE, "sleep", |p| p.len() >= 2);
+    // Bob's invocation process (the one spinning: the most CPU time in its container) holds
+    // descriptors 0, 1, 2 and its link, a socket, only.
+    let mut spinner = None;
+    assert!(
+        eventually(|| {
+            spinner = procs(&bob_dirs)
+                .into_iter()
+                .filter_map(|p| cpu_ticks(p).map(|t| (t, p)))
+                .max();
+            spinner.is_some_and(|(ticks, _)| ticks >= 20)
+        }),
+        "bob's invocation never ran: {spinner:?}"
+    );
+    let (_, spinner) = spinner.unwrap();
+    let fds = descriptors_of(spinner);
+    let numbers: Vec<u32> = fds.iter().map(|(n, _)| *n).collect();
+    assert!(
+        numbers.len() == 4 && numbers[..3] == [0, 1, 2] && fds[3].1.starts_with("socket:"),
+        "a WebAssembly invocation's process holds more than 0, 1, 2 and its link: {fds:?}"
+    );
+    println!("  a WebAssembly invocation's process holds 0, 1, 2 and its link: {fds:?}");
     let zygote = open_files(node.zygote_pid() as i32);
     let mut owners: HashMap<(u64, u64), String> = zygote
         .iter()
@@ -386,7 +411,7 @@ fn descriptors(node: &Arc<ComputeNode>, runtime: &tokio::runtime::Runtime) {
     assert!(groups.len() >= 2, "containers seen: {groups:?}");
     let mut checked = 0;
     for group in &groups {
-        let mine: HashMap<(u64, u64), String> = procs(&[group.clone()])
+        let mine: HashMap<(u64, u64), String> = procs(std::slice::from_ref(group))
             .into_iter()
             .flat_map(|pid| open_files(pid).into_iter())
             .collect();
@@ -411,6 +436,32 @@ fn descriptors(node: &Arc<ComputeNode>, runtime: &tokio::runtime::Runtime) {
     assert_eq!(block(runtime, alice).unwrap().unwrap(), b"");
     assert_deadline("bob's spin", block(runtime, bob).unwrap(), long);
     node.remove(BOB, "spin");
+}
+
+/// User and system CPU time of `pid`, clock ticks (fields 14 and 15 of `/proc/<pid>/stat`).
+fn cpu_ticks(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The descriptors of `pid`, in order, with what each is.
+fn descriptors_of(pid: i32) -> Vec<(u32, String)> {
+    let mut fds: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let n = e.file_name().to_str()?.parse().ok()?;
+                    let link = std::fs::read_link(e.path()).ok()?;
+                    Some((n, link.display().to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    fds.sort();
+    fds
 }
 
 /// Every container cgroup of the node: the directories beside `one` (same hierarchy).
@@ -514,19 +565,23 @@ fn spinning_children(node: &Arc<ComputeNode>, runtime: &tokio::runtime::Runtime)
 
     // An invocation that succeeds but leaves a child running in a session of its own: the
     // child is killed when the container's keep-alive window passes (zero here).
-    let script = "setsid sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 & echo left";
+    // It answers once the child has its own session (out of the invocation's group, which
+    // the template kills when the invocation exits).
+    let script = "setsid sh -c 'touch /tmp/away; while :; do :; done' </dev/null >/dev/null 2>&1 & \
+                  while [ ! -e /tmp/away ]; do :; done; echo left";
     node.deploy_native(ALICE, "leaves", sh(script), limits(Duration::from_secs(30)))
         .unwrap();
     assert_eq!(execute(node, runtime, ALICE, "leaves").unwrap(), b"left\n");
     let dirs = node.warm_cgroup_dirs(ALICE, "leaves").unwrap();
-    // The template, its spare and the child left behind.
+    // The child left behind spins there (the process with CPU time to show for it), beside
+    // the template (and a spare, if one is forked by now).
     let mut pids = Vec::new();
     assert!(
         eventually(|| {
             pids = procs(&dirs);
-            pids.len() >= 3
+            pids.iter().any(|&p| cpu_ticks(p).is_some_and(|t| t >= 20))
         }),
-        "the left child is not in the container: {pids:?}"
+        "the left child is not spinning in the container: {pids:?}"
     );
     let seen = observe(&pids);
     // Every idle warm container goes (the keep-alive window is zero here), this one with it.
