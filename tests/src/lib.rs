@@ -661,6 +661,14 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failing test: what the process logged explains it.
+            eprintln!(
+                "--- stderr of `sandstorm` on {}:\n{}",
+                self.addr,
+                self.stderr()
+            );
+        }
         self.kill();
     }
 }

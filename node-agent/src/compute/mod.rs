@@ -228,7 +228,13 @@ impl Zygote {
         unsafe {
             use std::os::unix::process::CommandExt;
             command.pre_exec(move || {
-                if libc::dup2(raw, 3) < 0 {
+                // dup2 onto itself would keep close-on-exec: clear the flag instead.
+                let moved = if raw == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(raw, 3)
+                };
+                if moved < 0 {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())
