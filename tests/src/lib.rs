@@ -401,6 +401,22 @@ impl Service {
         Self::start_in(None, args)
     }
 
+    /// `sandstorm scheduler` on loopback with free client and cluster ports, its state in
+    /// `data_dir`, and `extra` flags.
+    pub fn scheduler(data_dir: &Path, extra: &[&str]) -> Service {
+        let dir = data_dir.to_str().expect("a UTF-8 path");
+        let args = [
+            "scheduler",
+            "--cluster-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir,
+        ];
+        Service::start(args.iter().chain(extra))
+    }
+
     /// [`Service::start`] inside the network namespace `netns` (one `ip netns add` made, under
     /// `/run/netns/`). Entered with `nsenter --net=...`, which switches only the network
     /// namespace: `ip netns exec` would also remount `/sys`, hiding the cgroup hierarchies a

@@ -64,15 +64,7 @@ async fn wait_until_nothing_is_held(tenant: &mut Tenant) -> pb::ClusterStatusRes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_abandoned_by_their_clients_give_back_what_they_held() {
     let dir = tempfile::tempdir().unwrap();
-    let scheduler = Service::start([
-        "scheduler",
-        "--cluster-listen",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let scheduler = Service::scheduler(dir.path(), &[]);
     let a = storage_agent("storage-0", &scheduler);
     let b = storage_agent("storage-1", &scheduler);
     a.wait_for_stdout("registered with the scheduler", 1);

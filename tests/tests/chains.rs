@@ -25,15 +25,7 @@ fn authed<T>(message: T, token: &str) -> Request<T> {
 /// A scheduler and one storage agent registered with it; the tenant's client and token.
 async fn cluster(dir: &Path) -> (Service, Service, SchedulerClient<Channel>, String) {
     let data = dir.join("scheduler");
-    let sched = Service::start([
-        "scheduler",
-        "--cluster-listen",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let sched = Service::scheduler(&data, &[]);
     let node = sched.start_agent(&[
         "agent",
         "--role",

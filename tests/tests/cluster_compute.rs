@@ -28,15 +28,7 @@ async fn the_scheduler_places_on_a_registered_compute_node_that_reads_from_stora
     }
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let scheduler = Service::start([
-        "scheduler",
-        "--cluster-listen",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let scheduler = Service::scheduler(dir.path(), &[]);
     // The compute node first: it knows no storage node until the scheduler tells it.
     let compute = scheduler.start_agent(&[
         "agent",

@@ -100,17 +100,7 @@ async fn client(
 async fn a_killed_agent_fails_nothing_silently_and_rejoins() {
     let dir = tempfile::tempdir().unwrap();
     let timeout = NODE_TIMEOUT_MS.to_string();
-    let scheduler = Service::start([
-        "scheduler",
-        "--cluster-listen",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--node-timeout-ms",
-        &timeout,
-    ]);
+    let scheduler = Service::scheduler(dir.path(), &["--node-timeout-ms", &timeout]);
     let _survivor = storage_agent("storage-0", &scheduler);
     let mut victim = storage_agent("storage-1", &scheduler);
     _survivor.wait_for_stdout("registered with the scheduler", 1);

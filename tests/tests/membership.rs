@@ -95,15 +95,7 @@ async fn join(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_holders_of_a_token_join_and_only_a_names_holder_registers_it() {
     let dir = tempfile::tempdir().unwrap();
-    let scheduler = Service::start([
-        "scheduler",
-        "--cluster-listen",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let scheduler = Service::scheduler(dir.path(), &[]);
     let storage = scheduler.start_agent(&[
         "agent",
         "--role",

@@ -182,17 +182,7 @@ async fn the_scheduler_plans_from_live_profiles_and_the_compute_node_keeps_what_
     }
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let scheduler = Service::start([
-        "scheduler",
-        "--cluster-listen",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--reprovision-ms",
-        "300",
-    ]);
+    let scheduler = Service::scheduler(dir.path(), &["--reprovision-ms", "300"]);
     let storage = scheduler.start_agent(&[
         "agent",
         "--role",
