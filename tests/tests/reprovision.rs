@@ -219,6 +219,27 @@ async fn the_scheduler_plans_from_live_profiles_and_the_compute_node_keeps_what_
     tenant.put("blob", "sandstorm").await;
     tenant.wait_alive("compute-0", true).await;
 
+    // Until the compute node's first statistics say its pool is ready, a container there would
+    // be a cold start and the cost model rightly keeps the function on storage.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, record) = tenant
+            .invoke("hash-chain", "blob 400000", pb::Tier::Unspecified)
+            .await;
+        if record.node == "compute-0" {
+            break;
+        }
+        assert_eq!(
+            common::candidate(&record, "compute-0").start,
+            pb::StartKind::Cold as i32,
+            "only a cold compute node loses to storage: {record:#?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the compute node's pool is not ready within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A busy CPU-heavy function, which the cost model sends to the compute node.
     for _ in 0..30 {
         let (out, record) = tenant
