@@ -152,17 +152,22 @@ pub enum TenantCommand {
     },
 }
 
-/// Deploy a function (a `.wasm` file, or one of the bundled examples).
+/// Deploy a function: a `.wasm` file, one of the bundled examples, or a native command.
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// The function's name.
     name: String,
     /// The module to deploy.
-    #[arg(long, conflicts_with = "example")]
+    #[arg(long, conflicts_with_all = ["example", "command"])]
     wasm: Option<PathBuf>,
     /// A bundled example (echo, kv-sum, graph-walk, hash-chain, counter).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "command")]
     example: Option<String>,
+    /// A native program of the compute nodes' base root file system and its arguments, last
+    /// on the line (`--command /bin/sh -c 'tr a-z A-Z'`). Each invocation's input is its stdin
+    /// and its stdout the output; it runs in a container on compute nodes only.
+    #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "PROG ARGS")]
+    command: Vec<String>,
     /// Deadline of one invocation, ms (default 1000).
     #[arg(long, default_value_t = 0)]
     deadline_ms: u32,
@@ -470,18 +475,19 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         (None, Some(name)) => sandstorm_guest_examples::module(name)
             .with_context(|| format!("no bundled example {name:?}"))?
             .to_vec(),
-        (None, None) => bail!("pass --wasm FILE or --example NAME"),
+        (None, None) if !args.command.is_empty() => Vec::new(),
+        (None, None) => bail!("pass --wasm FILE, --example NAME or --command PROG ARGS..."),
     };
     let (mut client, token) = client(&args.connection).await?;
     let request = pb::DeployFunctionRequest {
         name: args.name.clone(),
         module,
+        command: args.command.clone(),
         limits: Some(pb::Limits {
             deadline_ms: args.deadline_ms,
             memory_mb: args.memory_mb,
             max_payload_bytes: 0,
         }),
-        ..Default::default()
     };
     let r = client
         .deploy_function(authed(request, &token)?)

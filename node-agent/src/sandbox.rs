@@ -208,6 +208,9 @@ pub enum DeployError {
     /// the function's limits are out of range
     #[error("{0}")]
     BadLimits(String),
+    /// a native command that the base root file system cannot run
+    #[error("{0}")]
+    BadCommand(String),
 }
 
 /// A per-invocation data quota of [`FunctionLimits`].

@@ -592,6 +592,50 @@ impl Service {
         self.start_agent_in(None, args)
     }
 
+    /// A storage agent `name` on a free loopback port with one core, data in memory, `extra`
+    /// flags after those; returned once it has registered.
+    pub fn start_storage(&self, name: &str, extra: &[&str]) -> Service {
+        let mut args = vec![
+            "agent",
+            "--role",
+            "storage",
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--cores",
+            "1",
+            "--in-memory",
+        ];
+        args.extend_from_slice(extra);
+        let agent = self.start_agent(&args);
+        agent.wait_for_stdout("registered with the scheduler", 1);
+        agent
+    }
+
+    /// A compute agent `name` on a free loopback port with pools of one part each and its
+    /// state in `state_dir`, `extra` flags after those; returned once it has registered.
+    pub fn start_compute(&self, name: &str, state_dir: &Path, extra: &[&str]) -> Service {
+        let state_dir = state_dir.display().to_string();
+        let mut args = vec![
+            "agent",
+            "--role",
+            "compute",
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--pool-size",
+            "1",
+            "--state-dir",
+            &state_dir,
+        ];
+        args.extend_from_slice(extra);
+        let agent = self.start_agent(&args);
+        agent.wait_for_stdout("registered with the scheduler", 1);
+        agent
+    }
+
     /// [`Service::start_agent`] in the network namespace `netns` (see [`Service::start_in_netns`]).
     pub fn start_agent_in(&self, netns: Option<&str>, args: &[&str]) -> Service {
         let name = args

@@ -145,9 +145,14 @@ pub fn preflight() -> Result<(), PreflightError> {
     Ok(())
 }
 
+/// Where the read-only base root file system lives in a state directory.
+fn base_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("base")
+}
+
 /// Builds (once) the read-only base root file system: a static busybox and its applets.
 pub fn build_base(state_dir: &Path) -> io::Result<PathBuf> {
-    let base = state_dir.join("base");
+    let base = base_dir(state_dir);
     if base.join("bin/busybox").is_file() {
         return Ok(base);
     }
@@ -701,11 +706,19 @@ impl ComputeNode {
     ) -> Result<(Arc<Function>, bool), DeployError> {
         crate::sandbox::check_function_name(name)?;
         let Some(program) = argv.first() else {
-            return Err(DeployError::BadLimits("the command is empty".into()));
+            return Err(DeployError::BadCommand("the command is empty".into()));
         };
         if !program.starts_with('/') || argv.iter().any(|a| a.contains('\0')) {
-            return Err(DeployError::BadLimits(format!(
+            return Err(DeployError::BadCommand(format!(
                 "the command's program must be an absolute path in the base root file system (such as /bin/sh), without NUL bytes; got {program:?}"
+            )));
+        }
+        // Looked up without following a last symbolic link, so only the base's own names
+        // answer (busybox's applets are relative links to it).
+        let in_base = base_dir(&self.config.state_dir).join(program.trim_start_matches('/'));
+        if program.split('/').any(|c| c == "..") || std::fs::symlink_metadata(&in_base).is_err() {
+            return Err(DeployError::BadCommand(format!(
+                "the base root file system has no program {program:?} (it holds busybox and its applets under /bin)"
             )));
         }
         Ok(self.install(Function {

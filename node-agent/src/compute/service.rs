@@ -90,10 +90,10 @@ impl NodeAgent for ComputeService {
             tokio::task::spawn_blocking(move || match (module.is_empty(), command.is_empty()) {
                 (false, true) => node.deploy_wasm(tenant, &name, &module, limits),
                 (true, false) => node.deploy_native(tenant, &name, command, limits),
-                (false, false) => Err(crate::sandbox::DeployError::BadLimits(
+                (false, false) => Err(crate::sandbox::DeployError::BadCommand(
                     "give either a WebAssembly module or a native command, not both".into(),
                 )),
-                (true, true) => Err(crate::sandbox::DeployError::BadLimits(
+                (true, true) => Err(crate::sandbox::DeployError::BadCommand(
                     "give a WebAssembly module or a native command".into(),
                 )),
             })

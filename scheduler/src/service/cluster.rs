@@ -17,8 +17,8 @@ use tracing::{info, warn};
 
 use super::error::ApiError;
 use super::state::{
-    DEFAULT_NODE_MEMORY_MB, FunctionEntry, LastStats, NodeEntry, NodeLinks, Scheduler,
-    node_channels, node_peer,
+    DEFAULT_NODE_MEMORY_MB, FunctionCode, FunctionEntry, LastStats, NodeEntry, NodeLinks,
+    Scheduler, node_channels, node_peer,
 };
 use super::store::NodeRecord;
 use crate::placement::NodeView;
@@ -213,7 +213,13 @@ impl Scheduler {
                 task.abort();
             }
         }
-        let functions: Vec<FunctionEntry> = self.lock().functions.values().cloned().collect();
+        let functions: Vec<FunctionEntry> = self
+            .lock()
+            .functions
+            .values()
+            .filter(|f| f.code.runs_on(role))
+            .cloned()
+            .collect();
         let mut deployed = 0;
         for f in &functions {
             match self.deploy_to(&agent, f).await {
@@ -243,12 +249,11 @@ impl Scheduler {
         agent: &sandstorm_proto::v1::node_agent_client::NodeAgentClient<tonic::transport::Channel>,
         f: &FunctionEntry,
     ) -> Result<(), tonic::Status> {
-        let request = pb::DeployRequest {
+        let mut request = pb::DeployRequest {
             function: Some(pb::FunctionRef {
                 tenant: f.tenant.0,
                 name: f.name.clone(),
             }),
-            module: f.module.as_ref().clone(),
             limits: Some(pb::FunctionLimits {
                 deadline_ms: f.limits.deadline_ms,
                 memory_bytes: u64::from(f.limits.memory_mb) << 20,
@@ -256,6 +261,10 @@ impl Scheduler {
             }),
             ..Default::default()
         };
+        match &f.code {
+            FunctionCode::Wasm(module) => request.module = module.as_ref().clone(),
+            FunctionCode::Native(argv) => request.command = argv.as_ref().clone(),
+        }
         let mut agent = agent.clone();
         match tokio::time::timeout(self.config.deploy_timeout, agent.deploy(request)).await {
             Ok(r) => r.map(|_| ()),

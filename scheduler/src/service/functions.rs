@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::auth;
 use super::error::{ApiError, check_name};
-use super::state::{FunctionEntry, Scheduler};
+use super::state::{FunctionCode, FunctionEntry, Scheduler};
 use super::store::{FunctionLimits, FunctionRecord, QuotaSettings, TenantRecord};
 
 /// Default wall-clock budget of one invocation, ms (as the storage node's).
@@ -21,6 +21,10 @@ pub const DEFAULT_MEMORY_MB: u32 = 16;
 pub const MAX_DEADLINE_MS: u32 = 60_000;
 /// Most memory a function may ask for, MiB.
 pub const MAX_MEMORY_MB: u32 = 4_096;
+/// Most arguments of a native command, the program included.
+pub const MAX_COMMAND_ARGS: usize = 256;
+/// Most bytes of a native command's arguments together.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 impl Scheduler {
     /// Resolves a request's limits against the defaults and bounds.
@@ -62,6 +66,57 @@ impl Scheduler {
             )));
         }
         Ok(limits)
+    }
+
+    /// Checks what a deploy asks to run: a WebAssembly module or a native command, not both.
+    fn function_code(
+        &self,
+        name: &str,
+        module: Vec<u8>,
+        command: Vec<String>,
+    ) -> Result<FunctionCode, ApiError> {
+        let bad = |why: String| Err(ApiError::InvalidArgument(format!("function {name}: {why}")));
+        match (module.is_empty(), command.is_empty()) {
+            (false, false) => bad("give a WebAssembly module or a native command, not both".into()),
+            (true, true) => bad("give a WebAssembly module or a native command".into()),
+            (false, true) => {
+                if module.len() > self.config.max_module_bytes {
+                    return Err(ApiError::TooLarge {
+                        what: format!("module of {name}"),
+                        size: module.len(),
+                        limit: self.config.max_module_bytes,
+                    });
+                }
+                if !module.starts_with(b"\0asm") {
+                    return bad("the module is not WebAssembly (no `\\0asm` header)".into());
+                }
+                Ok(FunctionCode::Wasm(Arc::new(module)))
+            }
+            (true, false) => {
+                if command.len() > MAX_COMMAND_ARGS {
+                    return bad(format!(
+                        "the command has {} arguments; at most {MAX_COMMAND_ARGS}",
+                        command.len()
+                    ));
+                }
+                let bytes: usize = command.iter().map(String::len).sum();
+                if bytes > MAX_COMMAND_BYTES {
+                    return bad(format!(
+                        "the command's arguments are {bytes} bytes; at most {MAX_COMMAND_BYTES}"
+                    ));
+                }
+                if let Some(i) = command.iter().position(|a| a.contains('\0')) {
+                    return bad(format!("argument {i} of the command holds a NUL byte"));
+                }
+                if !command[0].starts_with('/') {
+                    return bad(format!(
+                        "the command's program must be an absolute path in the compute nodes' base root file system (such as /bin/sh); got {:?}",
+                        command[0]
+                    ));
+                }
+                Ok(FunctionCode::Native(Arc::new(command)))
+            }
+        }
     }
 
     /// Creates a tenant; returns its id and token.
@@ -121,30 +176,17 @@ impl Scheduler {
         r: pb::DeployFunctionRequest,
     ) -> Result<pb::DeployFunctionResponse, ApiError> {
         check_name("function", &r.name)?;
-        if r.module.len() > self.config.max_module_bytes {
-            return Err(ApiError::TooLarge {
-                what: format!("module of {}", r.name),
-                size: r.module.len(),
-                limit: self.config.max_module_bytes,
-            });
-        }
-        if !r.module.starts_with(b"\0asm") {
-            return Err(ApiError::InvalidArgument(format!(
-                "module of {} is not WebAssembly (no `\\0asm` header)",
-                r.name
-            )));
-        }
+        let code = self.function_code(&r.name, r.module, r.command)?;
         let limits = self.limits(r.limits)?;
-        let sha256 = auth::hex(&auth::hash_bytes(&r.module));
         let mut entry = FunctionEntry {
             id: sandstorm_naming::FunctionId(u32::MAX),
             tenant,
             name: r.name.clone(),
             limits,
-            module: Arc::new(r.module),
-            sha256,
+            sha256: code.sha256(),
+            code,
         };
-        // Every node the scheduler can reach now; the first one validates the module.
+        // Every node the scheduler can reach now that can run it; the first one validates it.
         let now = self.now_us();
         let nodes: Vec<(String, _)> = {
             let mut inner = self.lock();
@@ -153,7 +195,7 @@ impl Scheduler {
                 .view
                 .nodes()
                 .iter()
-                .filter(|n| n.alive)
+                .filter(|n| n.alive && entry.code.runs_on(n.role))
                 .map(|n| {
                     (
                         inner.node_name(n.id.0),
@@ -174,7 +216,7 @@ impl Scheduler {
                 }
                 Err(status) if status.code() == tonic::Code::InvalidArgument => {
                     return Err(ApiError::InvalidArgument(format!(
-                        "module of {} rejected by {name}: {}",
+                        "{} rejected by {name}: {}",
                         entry.name,
                         status.message()
                     )));
@@ -189,7 +231,12 @@ impl Scheduler {
             // Nothing stored: a deploy the client saw succeed is one some node can run.
             return Err(ApiError::DeployFailed(if failures.is_empty() {
                 format!(
-                    "no live node to deploy {} to: none has registered, or all are dead",
+                    "no live {} to deploy {} to: none has registered, or all are dead",
+                    match entry.code {
+                        FunctionCode::Wasm(_) => "node",
+                        FunctionCode::Native(_) =>
+                            "compute node (a native command runs on compute nodes only)",
+                    },
                     entry.name
                 )
             } else {
@@ -200,12 +247,16 @@ impl Scheduler {
                 )
             }));
         }
+        let (module, command) = match &entry.code {
+            FunctionCode::Wasm(module) => (module.as_ref().clone(), Vec::new()),
+            FunctionCode::Native(argv) => (Vec::new(), argv.as_ref().clone()),
+        };
         let record = FunctionRecord {
             tenant: tenant.0,
             name: entry.name.clone(),
             limits,
-            module: entry.module.as_ref().clone(),
-            command: Vec::new(),
+            module,
+            command,
         };
         let replaced = {
             let mut inner = self.lock();
@@ -264,8 +315,15 @@ impl Scheduler {
                         memory_mb: f.limits.memory_mb,
                         max_payload_bytes: f.limits.max_payload_bytes,
                     }),
-                    module_bytes: f.module.len() as u64,
+                    module_bytes: match &f.code {
+                        FunctionCode::Wasm(module) => module.len() as u64,
+                        FunctionCode::Native(_) => 0,
+                    },
                     module_sha256: f.sha256.clone(),
+                    command: match &f.code {
+                        FunctionCode::Wasm(_) => Vec::new(),
+                        FunctionCode::Native(argv) => argv.as_ref().clone(),
+                    },
                     invocations: profile.map_or(0, |p| p.invocations()),
                     mean_exec_us: if profile.is_some() {
                         workload.compute_us

@@ -23,7 +23,7 @@ use tracing::{Instrument as _, debug, info_span, warn};
 use super::error::ApiError;
 use super::executor::Executor;
 use super::record;
-use super::state::{FunctionEntry, Scheduler};
+use super::state::{FunctionCode, FunctionEntry, Scheduler};
 use crate::placement::{PlacementRequest, Reservation};
 
 /// Most steps in a chain.
@@ -188,6 +188,12 @@ impl Scheduler {
             )));
         }
         let f = self.lock().function(tenant, &request.function)?.clone();
+        if matches!(f.code, FunctionCode::Native(_)) && request.tier == pb::Tier::Storage as i32 {
+            return Err(ApiError::InvalidArgument(format!(
+                "{} is a native command, which runs on compute nodes only; TIER_STORAGE cannot run it",
+                f.name
+            )));
+        }
         self.check_payload(&f, format!("input of {}", f.name), request.input.len())?;
         let _slot = self.tenant_slots.take(tenant)?;
         if request.keys.len() > MAX_HINT_KEYS {
@@ -392,6 +398,11 @@ impl Scheduler {
         {
             data.push((node, 1.0));
         }
+        // A native command runs on compute nodes only, whatever the caller left open.
+        let tier = match f.code {
+            FunctionCode::Native(_) => pb::Tier::Compute as i32,
+            FunctionCode::Wasm(_) => tier,
+        };
         let (warm, placer) = (inner.warm_nodes(f.id, now), inner.placer_for(tier));
         let request = PlacementRequest {
             invocation: InvocationId(id),

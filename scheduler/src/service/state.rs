@@ -49,8 +49,50 @@ pub struct FunctionEntry {
     pub tenant: TenantId,
     pub name: String,
     pub limits: FunctionLimits,
-    pub module: Arc<Vec<u8>>,
+    pub code: FunctionCode,
+    /// SHA-256 of the module, or of the command's arguments each ended by a NUL byte; hex.
     pub sha256: String,
+}
+
+/// What a function runs.
+#[derive(Debug, Clone)]
+pub enum FunctionCode {
+    /// A WebAssembly module: storage nodes run it in the sandbox, compute nodes in a container.
+    Wasm(Arc<Vec<u8>>),
+    /// A native program of the compute nodes' base root file system and its arguments: runs
+    /// in a container on compute nodes only.
+    Native(Arc<Vec<String>>),
+}
+
+impl FunctionCode {
+    /// The stored form: `(module, command)`, one of them empty.
+    pub fn from_stored(module: Vec<u8>, command: Vec<String>) -> Self {
+        if command.is_empty() {
+            Self::Wasm(Arc::new(module))
+        } else {
+            Self::Native(Arc::new(command))
+        }
+    }
+
+    /// SHA-256 of the code, hex: of the module, or of the arguments each ended by a NUL byte.
+    pub fn sha256(&self) -> String {
+        match self {
+            Self::Wasm(module) => auth::hex(&auth::hash_bytes(module)),
+            Self::Native(argv) => {
+                let mut bytes = Vec::new();
+                for a in argv.iter() {
+                    bytes.extend_from_slice(a.as_bytes());
+                    bytes.push(0);
+                }
+                auth::hex(&auth::hash_bytes(&bytes))
+            }
+        }
+    }
+
+    /// Whether a node of `role` can run it.
+    pub fn runs_on(&self, role: NodeRole) -> bool {
+        matches!(self, Self::Wasm(_)) || role == NodeRole::Compute
+    }
 }
 
 /// What the scheduler keeps about one node besides its catalog entry and view.
@@ -381,7 +423,7 @@ impl Scheduler {
                 .map_err(|e| {
                     ApiError::InvalidArgument(format!("stored function {}: {e}", f.name))
                 })?;
-            let sha256 = auth::hex(&auth::hash_bytes(&f.module));
+            let code = FunctionCode::from_stored(f.module, f.command);
             inner.functions.insert(
                 id,
                 FunctionEntry {
@@ -389,8 +431,8 @@ impl Scheduler {
                     tenant,
                     name: f.name,
                     limits: f.limits,
-                    module: Arc::new(f.module),
-                    sha256,
+                    sha256: code.sha256(),
+                    code,
                 },
             );
         }
