@@ -15,6 +15,8 @@
 
 #![allow(clippy::unwrap_used)] // A panic is how a test reports failure.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -173,22 +175,6 @@ async fn screenshot(c: &Client, name: &str) {
     println!("screenshot: {}", path.display());
 }
 
-/// The status of `GET PATH` on the HTTP server at `base` (`http://HOST:PORT`), with `header`.
-fn http_status(base: &str, path: &str, header: Option<&str>) -> u16 {
-    use std::io::{Read, Write};
-    let host = base.strip_prefix("http://").unwrap();
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    let extra = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).unwrap();
-    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
-}
-
 /// What `sandstorm dev` printed: (gRPC address, dashboard URL, demo token).
 struct Dev {
     _process: Stopped,
@@ -300,7 +286,7 @@ async fn the_dashboard_shows_a_live_cluster_in_a_real_browser() {
         "/app.js",
     ] {
         assert_eq!(
-            http_status(&base, path, None),
+            common::http_status(&base, path, None),
             401,
             "{path} without a login"
         );
@@ -308,17 +294,20 @@ async fn the_dashboard_shows_a_live_cluster_in_a_real_browser() {
     let admin =
         std::fs::read_to_string(dev.dir.path().join("scheduler").join("admin-token")).unwrap();
     let bearer = format!("Authorization: Bearer {}", admin.trim());
-    assert_eq!(http_status(&base, "/api/cluster", Some(&bearer)), 200);
+    assert_eq!(
+        common::http_status(&base, "/api/cluster", Some(&bearer)),
+        200
+    );
     let wrong = format!("Authorization: Bearer {}", dev.token);
     assert_eq!(
-        http_status(&base, "/api/cluster", Some(&wrong)),
+        common::http_status(&base, "/api/cluster", Some(&wrong)),
         401,
         "a tenant's token"
     );
     c.goto(&dev.dashboard).await.unwrap();
     let login = dev.dashboard.strip_prefix(&base).unwrap();
     assert_eq!(
-        http_status(&base, login, None),
+        common::http_status(&base, login, None),
         401,
         "the login code is used up"
     );

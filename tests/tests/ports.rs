@@ -8,9 +8,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-
-use common::{Tenant, admin_token, authed};
+use common::{Tenant, admin_token, authed, http_status};
 use sandstorm_identity::{Credentials, Peer, Role};
 use sandstorm_proto::v1 as pb;
 use sandstorm_proto::v1::admin_client::AdminClient;
@@ -25,20 +23,6 @@ use tonic::transport::{Channel, Endpoint};
 /// `request` with no credentials at all.
 fn bare<T>(message: T) -> tonic::Request<T> {
     tonic::Request::new(message)
-}
-
-/// The HTTP status of `GET path` on the dashboard at `addr`, with `header` if any.
-fn http_status(addr: &str, path: &str, header: Option<&str>) -> u16 {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    let extra = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).unwrap();
-    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
 }
 
 /// A plaintext channel to `addr`, if a connection opens at all (a TLS port accepts TCP).

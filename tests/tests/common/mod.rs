@@ -289,3 +289,20 @@ pub fn median(values: &mut [u64]) -> u64 {
     values.sort_unstable();
     values[values.len() / 2]
 }
+
+/// The HTTP status of `GET path` on the server at `base` (`http://HOST:PORT` or `HOST:PORT`),
+/// with the header line `header` if any.
+pub fn http_status(base: &str, path: &str, header: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let host = base.strip_prefix("http://").unwrap_or(base);
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    let extra = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
+}
