@@ -217,7 +217,7 @@ impl pb::scheduler_server::Scheduler for Api {
                     let status = Status::from(e);
                     (status.code() as i32, status.message().to_owned())
                 });
-                tx.send_replace(Some(outcome));
+                scheduler.results.finish(id, &tx, outcome);
             }
             .instrument(span),
         );
