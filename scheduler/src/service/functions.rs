@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use sandstorm_naming::catalog::Catalog;
 use sandstorm_naming::{AppId, TenantId};
 use sandstorm_proto::v1 as pb;
 use tracing::{info, warn};
@@ -25,6 +26,23 @@ pub const MAX_MEMORY_MB: u32 = 4_096;
 pub const MAX_COMMAND_ARGS: usize = 256;
 /// Most bytes of a native command's arguments together.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Most functions one tenant may have deployed at once.
+pub const MAX_FUNCTIONS_PER_TENANT: usize = 1_000;
+
+/// Whether `tenant` may deploy `name`: a replacement always, a new function while it has fewer
+/// than [`MAX_FUNCTIONS_PER_TENANT`].
+fn room_for_function(catalog: &Catalog, tenant: TenantId, name: &str) -> Result<(), ApiError> {
+    let limit = MAX_FUNCTIONS_PER_TENANT;
+    if catalog.function_by_name(tenant, name).is_some()
+        || catalog.functions_of(tenant).count() < limit
+    {
+        return Ok(());
+    }
+    Err(ApiError::Quota(format!(
+        "{tenant} has {limit} functions deployed, the most a tenant may have \
+         (max_functions = {limit}); remove one first"
+    )))
+}
 
 impl Scheduler {
     /// Resolves a request's limits against the defaults and bounds.
@@ -176,6 +194,8 @@ impl Scheduler {
         r: pb::DeployFunctionRequest,
     ) -> Result<pb::DeployFunctionResponse, ApiError> {
         check_name("function", &r.name)?;
+        // Checked before compiling, and again when it is stored (deploys may race).
+        room_for_function(&self.lock().catalog, tenant, &r.name)?;
         let code = self.function_code(&r.name, r.module, r.command)?;
         let limits = self.limits(r.limits)?;
         let mut entry = FunctionEntry {
@@ -258,6 +278,14 @@ impl Scheduler {
             module,
             command,
         };
+        let room = room_for_function(&self.lock().catalog, tenant, &entry.name);
+        if let Err(e) = room {
+            // A racing deploy took the last place: the node that compiled it forgets it.
+            if let Some((_, agent)) = nodes.iter().find(|(n, _)| *n == deployed_on[0]) {
+                self.remove_from(agent.clone(), tenant, &entry.name).await;
+            }
+            return Err(e);
+        }
         let replaced = {
             let mut inner = self.lock();
             self.store.put_function(&record)?;
@@ -363,20 +391,62 @@ impl Scheduler {
             inner.data_homes.forget(id);
             inner.nodes.iter().map(|n| n.agent.clone()).collect()
         };
-        for mut agent in agents {
-            let request = pb::RemoveRequest {
-                function: Some(pb::FunctionRef {
-                    tenant: tenant.0,
-                    name: name.to_owned(),
-                }),
-            };
-            if let Err(e) =
-                tokio::time::timeout(self.config.rpc_timeout, agent.remove(request)).await
-            {
-                warn!(function = name, error = %e, "removing from a node timed out");
-            }
+        for agent in agents {
+            self.remove_from(agent, tenant, name).await;
         }
         info!(tenant = tenant.0, function = name, "function removed");
         Ok(true)
+    }
+
+    /// Removes function `name` of `tenant` from the node behind `agent`, logging a failure.
+    async fn remove_from(
+        &self,
+        mut agent: sandstorm_proto::v1::node_agent_client::NodeAgentClient<
+            tonic::transport::Channel,
+        >,
+        tenant: TenantId,
+        name: &str,
+    ) {
+        let request = pb::RemoveRequest {
+            function: Some(pb::FunctionRef {
+                tenant: tenant.0,
+                name: name.to_owned(),
+            }),
+        };
+        if let Err(e) = tokio::time::timeout(self.config.rpc_timeout, agent.remove(request)).await {
+            warn!(function = name, error = %e, "removing from a node timed out");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_deploys_at_most_its_function_limit_and_may_always_replace() {
+        let mut catalog = Catalog::default();
+        let (full, other) = (TenantId(0), TenantId(1));
+        catalog.add_tenant("full").unwrap();
+        catalog.add_tenant("other").unwrap();
+        for i in 0..MAX_FUNCTIONS_PER_TENANT {
+            catalog
+                .add_function(full, AppId(0), format!("f{i}"), 16)
+                .unwrap();
+        }
+        let refused = room_for_function(&catalog, full, "one-more").unwrap_err();
+        assert!(matches!(refused, ApiError::Quota(_)), "{refused:?}");
+        assert!(
+            refused.to_string().contains("max_functions = 1000"),
+            "{refused}"
+        );
+        assert!(
+            room_for_function(&catalog, full, "f7").is_ok(),
+            "a replacement"
+        );
+        assert!(
+            room_for_function(&catalog, other, "f0").is_ok(),
+            "another tenant"
+        );
     }
 }
