@@ -123,8 +123,10 @@ impl Scheduler {
         // (global path) or the group's answer arrived.
         let mut previous: Option<(NodeId, String)> = None;
         let mut answered = Instant::now();
-        // A placement made while growing the previous group, for the step after it.
-        let mut pending: Option<(u64, Placed)> = None;
+        // A placement made while growing the previous group: the step it is for, its id and
+        // placement. Used only for that step; if the group ran nothing, the group's own steps
+        // come first and it is dropped (its reservation with it).
+        let mut pending: Option<(usize, u64, Placed)> = None;
         // Steps below this take the global path (their node refused them as a group).
         let mut global_until = if request.global_only { n } else { 0 };
         let mut i = 0;
@@ -140,8 +142,8 @@ impl Scheduler {
                 return Err(in_step(i, name, e));
             }
             let head = match pending.take() {
-                Some(p) => p,
-                None => {
+                Some((step, id, placed)) if step == i => (id, placed),
+                _ => {
                     let id = self.next_invocation_id();
                     let placed = self
                         .place(id, &functions[i], keys, input_at, &[], ANY_TIER)
@@ -158,7 +160,7 @@ impl Scheduler {
                 match self.place(id, &functions[j], &[], Some(node), &[], ANY_TIER) {
                     Ok(p) if p.node == node => group.push((id, p)),
                     Ok(p) => {
-                        pending = Some((id, p));
+                        pending = Some((j, id, p));
                         break;
                     }
                     // Its own placement, as the head of the next group, says why.
