@@ -59,13 +59,16 @@ pub enum BenchCommand {
     /// The compute node: time from request to the function running, beside runc (needs root).
     ///
     /// provision.warm: a process forked by the template of a warm container.
-    /// provision.assembled: a container assembled from pooled parts (target: p50 at most 1 ms
-    ///   and at least 40x faster than runc).
+    /// provision.assembled: a WebAssembly function's container assembled from pooled parts
+    ///   (target: p50 at most 1 ms).
     /// provision.from_scratch: every part built on the critical path (what the pools remove).
+    /// provision.warm_native, provision.assembled_native: the same with a native program
+    ///   (`/bin/echo ready`), judged against runc running that program (target: assembled
+    ///   at least 40x faster).
     /// provision.runc: `runc run` of the same root file system, namespaces and limits.
     /// provision.fork_extra_memory: memory each extra concurrent invocation adds in a warm
     ///   container (target < 2 MB).
-    /// The function is `/bin/echo ready` (static busybox); "running" = its first output byte.
+    /// Running = the function reports it runs (WebAssembly), or its first output byte (native).
     #[command(verbatim_doc_comment)]
     Provision(provision::ProvisionBenchArgs),
     /// The running system: a real scheduler and storage agent (child processes) and a client.
@@ -382,11 +385,16 @@ impl Row {
         )
     }
 
-    /// `5.2x better` / `1.3x worse`, by the figure's direction.
+    /// `5.2x better` / `1.3x worse`, by the figure's direction. Only against a peer measured
+    /// in this run: a published figure comes from other settings and another machine, so no
+    /// ratio is printed against it.
     fn versus_peer(&self) -> String {
         let (Some(ours), Some(peer)) = (self.figure.headline(), self.peer.as_ref()) else {
             return "-".to_owned();
         };
+        if !peer.measured {
+            return "not compared".to_owned();
+        }
         let ratio = match self.better {
             Better::Higher => ours / peer.value,
             Better::Lower => peer.value / ours,
@@ -453,7 +461,7 @@ pub fn render(out: &BenchOutput) -> String {
         .any(|r| r.peer.as_ref().is_some_and(|p| !p.measured))
     {
         text.push_str(
-            "* published figure, not measured in this run (the peer cannot be built here).\n",
+            "* published figure, not measured in this run (the peer cannot be built here): shown, not compared.\n",
         );
     }
     for note in &out.notes {
@@ -549,7 +557,7 @@ mod tests {
                 system: "P",
                 value: peer,
                 as_published: None,
-                measured: false,
+                measured: true,
             }),
         };
         // lower is better: 10 s < 15 s passes; 95 / 10 = 9.5x better
@@ -564,6 +572,10 @@ mod tests {
             (r.verdict(), r.versus_peer().as_str()),
             ("MISS", "2.0x worse")
         );
+        // a published peer is shown, never divided by
+        let mut r = row(Better::Lower, 10.0, 15.0, 95.0);
+        r.peer.as_mut().unwrap().measured = false;
+        assert_eq!(r.versus_peer(), "not compared");
     }
 
     #[test]

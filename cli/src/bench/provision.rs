@@ -156,7 +156,9 @@ pub fn run(args: &ProvisionBenchArgs) -> anyhow::Result<BenchOutput> {
     let scratch = Figure::distribution("provision.from_scratch", Unit::Milliseconds, &scratch);
     let runc = Figure::distribution("provision.runc", Unit::Milliseconds, &runc);
     let runc_p50 = runc.p50.unwrap_or(f64::NAN);
-    let ratio = runc_p50 / assembled.p50.unwrap_or(f64::NAN);
+    // Like for like: runc runs the native program, so only the native rows are judged
+    // against it. The WebAssembly rows have no peer measured here.
+    let native_ratio = runc_p50 / assembled_native.p50.unwrap_or(f64::NAN);
     let runc_peer = |value| {
         Some(Peer {
             system: "runc run",
@@ -172,16 +174,22 @@ pub fn run(args: &ProvisionBenchArgs) -> anyhow::Result<BenchOutput> {
                 figure: warm,
                 better: Better::Lower,
                 target: None,
-                peer: runc_peer(runc_p50),
+                peer: None,
             },
             Row {
                 figure: assembled,
                 better: Better::Lower,
                 target: Some(Target {
                     better: Better::Lower,
-                    value: 1.0_f64.min(runc_p50 / 40.0) + f64::EPSILON,
+                    value: 1.0,
                 }),
-                peer: runc_peer(runc_p50),
+                peer: None,
+            },
+            Row {
+                figure: scratch,
+                better: Better::Lower,
+                target: None,
+                peer: None,
             },
             Row {
                 figure: warm_native,
@@ -192,13 +200,10 @@ pub fn run(args: &ProvisionBenchArgs) -> anyhow::Result<BenchOutput> {
             Row {
                 figure: assembled_native,
                 better: Better::Lower,
-                target: None,
-                peer: runc_peer(runc_p50),
-            },
-            Row {
-                figure: scratch,
-                better: Better::Lower,
-                target: None,
+                target: Some(Target {
+                    better: Better::Lower,
+                    value: runc_p50 / 40.0,
+                }),
                 peer: runc_peer(runc_p50),
             },
             Row {
@@ -235,7 +240,9 @@ pub fn run(args: &ProvisionBenchArgs) -> anyhow::Result<BenchOutput> {
                  cpu {}/{} us; all capabilities dropped, uid 65534, no_new_privs, seccomp (installed before the request, \
                  while the parts wait in their pools). runc: same root file system, namespaces, limits and user, run with \
                  `runc run`. The bench and everything it starts, runc included, run with the scheduler's shortest time slice \
-                 (0.1 ms, Linux 6.12 and later), as a compute agent does. Assembled is {ratio:.0}x faster than runc (target >= 40x).",
+                 (0.1 ms, Linux 6.12 and later), as a compute agent does. Like for like (the same native program, to its \
+                 first output byte), assembled is {native_ratio:.0}x faster than runc (target >= 40x); the WebAssembly rows \
+                 have no peer here (runc cannot run them) and are judged against 1 ms.",
                 PROGRAM.join(" "),
                 limits.memory_bytes >> 20,
                 limits.pids,
