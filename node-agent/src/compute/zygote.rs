@@ -1539,6 +1539,83 @@ mod tests {
         }
     }
 
+    /// What a template's children do: close every descriptor they were not told of
+    /// (`keep_only`), then instantiate the function again (a spare that found no instance
+    /// prepared) and drop the module. The engine must hold no descriptor of its own for that:
+    /// with Wasmtime's copy-on-write memory images it kept the module's initial memory in a
+    /// memfd, so the instantiation failed with EBADF, and the drop aborted the process ("IO
+    /// Safety violation: owned file descriptor already closed"). Runs again in a process of
+    /// its own (no other test thread, whose locks the fork would copy held). No root needed.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_process_that_kept_only_its_own_descriptors_still_instantiates_and_drops_modules() {
+        const ALONE: &str = "SANDSTORM_TEST_ALONE";
+        const NAME: &str = "compute::zygote::tests::a_process_that_kept_only_its_own_descriptors_still_instantiates_and_drops_modules";
+        const CHECKED: &str = "checked in a forked child";
+        if std::env::var_os(ALONE).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
+                .env(ALONE, "1")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains(CHECKED),
+                "{}\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        // Its one byte of data must be in its memory: `run` fails (non-zero) otherwise.
+        let module = wat::parse_str(
+            r#"(module (memory (export "memory") 1) (data (i32.const 0) "\2a")
+                (func (export "run") (result i32)
+                    (i32.sub (i32.load8_u (i32.const 0)) (i32.const 42))))"#,
+        )
+        .unwrap();
+        let sandbox = Sandbox::for_templates(SandboxConfig::default()).unwrap();
+        let compiled = sandbox
+            .compile(
+                sandstorm_naming::TenantId(1),
+                "data",
+                &module,
+                FunctionLimits::default(),
+            )
+            .unwrap();
+        // The template's first instance, before it forks.
+        let (_, first) = prepare((&sandbox, &compiled)).unwrap();
+        first.run(Vec::new()).unwrap();
+        // SAFETY: no other thread of this process runs code (the harness's main thread waits).
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                let code = if keep_only(&[]).is_err() {
+                    100
+                } else {
+                    match prepare((&sandbox, &compiled)) {
+                        Ok((_, prepared)) => match prepared.run(Vec::new()) {
+                            Ok(_) => 0,
+                            Err(_) => 102,
+                        },
+                        Err(_) => 101,
+                    }
+                };
+                drop(compiled);
+                drop(sandbox);
+                std::process::exit(code);
+            }
+            ForkResult::Parent { child } => {
+                let status = waitpid(child, None).unwrap();
+                assert_eq!(
+                    status,
+                    WaitStatus::Exited(child, 0),
+                    "100: keep_only failed, 101: instantiating failed, 102: the data was not in memory; SIGABRT: dropping the module closed a descriptor already closed"
+                );
+                println!("{CHECKED}");
+            }
+        }
+    }
+
     /// The filter every container process runs under, applied in a forked child (no root
     /// needed: no_new_privs allows it): each escape hatch fails with the errno it should.
     #[test]
