@@ -47,6 +47,11 @@ use self::zygote::{FromZygote, ToForker, ToZygote, WasmFunction, seqpacket_pair}
 use crate::sandbox::{DeployError, FunctionLimits, RunError, Sandbox, SandboxConfig};
 use crate::stats::{CostKind, CostMeter};
 
+/// How long past an invocation's deadline the agent waits for its template to report the
+/// kill before it kills the whole container itself (a template spinning in a start function
+/// never reports).
+pub const DEADLINE_GRACE: Duration = Duration::from_millis(100);
+
 /// How a compute node runs.
 #[derive(Debug, Clone)]
 pub struct ComputeConfig {
@@ -944,12 +949,14 @@ impl ComputeNode {
     }
 
     /// Runs one invocation in `function`'s warm container under its deadline, counted from
-    /// now. When the deadline passes (whatever the container is doing: running the
-    /// invocation, or its template or spare still in the function's start function) or the
-    /// template reports it killed the invocation at its deadline, the whole container is
-    /// killed (every process in its PID namespace and cgroup: children that left the
-    /// invocation's process group too), its cgroup removed, and it leaves the warm set: it is
-    /// never used again. The caller gets `DeadlineExceeded`.
+    /// when the container is handed the invocation (as the template counts it; assembling a
+    /// container is not the function's time). When the template reports it killed the
+    /// invocation at its deadline, or [`DEADLINE_GRACE`] after the deadline whatever the
+    /// container is doing (running the invocation, or its template or spare still in the
+    /// function's start function), the whole container is killed (every process in its PID
+    /// namespace and cgroup: children that left the invocation's process group too), its
+    /// cgroup removed, and it leaves the warm set: it is never used again. The caller gets
+    /// `DeadlineExceeded`.
     async fn execute_in_container(
         &self,
         function: &Arc<Function>,
@@ -958,11 +965,12 @@ impl ComputeNode {
         let started = Instant::now();
         let deadline = function.limits.deadline;
         let (start_kind, slot, container) = self.warm_container(function).await?;
-        *slot.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        let handed = Instant::now();
+        *slot.last_used.lock().unwrap_or_else(|e| e.into_inner()) = handed;
         let run = self.run_in_container(function, start_kind, &container, started, input);
         let result = tokio::select! {
             result = run => result,
-            () = tokio::time::sleep_until((started + deadline).into()) => {
+            () = tokio::time::sleep_until((handed + deadline + DEADLINE_GRACE).into()) => {
                 Err(RunError::DeadlineExceeded { deadline }.into())
             }
         };
