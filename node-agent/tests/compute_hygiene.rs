@@ -2,8 +2,10 @@
 //! namespaces and cgroups, driving the compute node in-process (no gRPC):
 //!
 //! - `descriptors`: a container's processes hold descriptors 0, 1, 2 and their own link only:
-//!   a native function lists its own descriptors and a child's (first invocation in the
-//!   forker's spare, later ones in spares and processes the template forks), and from outside
+//!   a native function lists its own descriptors and a child's, and probes every number from
+//!   3 past the descriptor limit (first invocation in the forker's spare, later ones in
+//!   spares and processes the template forks); a WebAssembly invocation's process holds 0,
+//!   1, 2 and one socket; and from outside
 //!   no process of any container shares an open file with the zygote or with another
 //!   container (another tenant's WebAssembly container running meanwhile, parked forkers).
 //! - `spinning_start_function`: a WebAssembly start function that never returns (it runs when
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         .unwrap();
     let node = Arc::new(start_node());
     let mut failed = Vec::new();
+    let ran = chosen.len();
     for (name, test) in chosen {
         println!("test {name} ...");
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -94,11 +97,12 @@ fn main() -> ExitCode {
         }
     }
     drop(node);
+    let passed = ran - failed.len();
+    println!("compute_hygiene: {passed} passed, {} failed", failed.len());
     if failed.is_empty() {
-        println!("compute_hygiene: all passed");
         ExitCode::SUCCESS
     } else {
-        println!("compute_hygiene: failed: {failed:?}");
+        println!("failed: {failed:?}");
         ExitCode::FAILURE
     }
 }
@@ -336,13 +340,18 @@ fn assert_still_serving(node: &ComputeNode, runtime: &tokio::runtime::Runtime) {
     println!("  the node still serves (WebAssembly and native)");
 }
 
-/// The descriptor numbers a native function's shell lists for itself, then for a child.
-const LIST_FDS: &str = "ls /proc/$$/fd; echo --; sleep 30 & c=$!; ls /proc/$c/fd; kill $c";
+/// The descriptor numbers a native function's shell lists for itself, then for a child, then
+/// every number from 3 past the descriptor limit (1024) that a probe finds open: a subshell
+/// duplicates it onto its stdin (`exec <&N` fails on a closed descriptor, whatever the open
+/// one's mode or close-on-exec flag), so a descriptor `/proc` would not list is found too.
+const LIST_FDS: &str = "ls /proc/$$/fd; echo --; sleep 30 & c=$!; ls /proc/$c/fd; kill $c; \
+                        echo --; for fd in $(seq 3 1100); do (exec <&$fd) 2>/dev/null && echo $fd; done; \
+                        echo probed";
 
 fn descriptors(node: &Arc<ComputeNode>, runtime: &tokio::runtime::Runtime) {
     node.deploy_native(ALICE, "fds", sh(LIST_FDS), limits(Duration::from_secs(30)))
         .unwrap();
-    let expected = "0\n1\n2\n--\n0\n1\n2\n";
+    let expected = "0\n1\n2\n--\n0\n1\n2\n--\nprobed\n";
     // The first invocation runs in the forker's spare, the next in spares the template
     // forked; concurrent ones find no spare waiting and get a process forked by the template.
     for i in 0..3 {
@@ -363,7 +372,9 @@ fn descriptors(node: &Arc<ComputeNode>, runtime: &tokio::runtime::Runtime) {
             "a concurrent invocation"
         );
     }
-    println!("  a native function and its child see descriptors 0, 1, 2 only");
+    println!(
+        "  a native function and its child list descriptors 0, 1, 2 only; probing 3 to 1100 finds none open"
+    );
 
     // From outside: while one of Bob's WebAssembly invocations and one of Alice's native ones
     // run, no open file of any container process (descriptors 3 and up) is the zygote's or
