@@ -525,6 +525,13 @@ impl<D: DataAccess> Sandbox<D> {
         let mut wasm = Config::new();
         // Same generated code as the pooled engine (epoch checks included); they never fire.
         wasm.epoch_interruption(true);
+        // No copy-on-write memory images: Wasmtime would keep each module's initial memory in
+        // a memfd it opens on the first instantiation and maps again at every later one. A
+        // template's children close every descriptor they do not know of (`keep_only`), that
+        // one included, so a spare that instantiated after would fail with EBADF, a process
+        // dropping the module would abort on closing it twice, and tenant code would hold it.
+        // Data segments are copied into each instance instead, while it is prepared ahead.
+        wasm.memory_init_cow(false);
         let engine = Engine::new(&wasm)?;
         let linker = host_interface(&engine)?;
         Ok(Self {

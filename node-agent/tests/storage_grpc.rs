@@ -298,7 +298,7 @@ async fn failing_invocations_leave_the_node_serving() {
         memory_bytes: 1 << 20,
         ..Default::default()
     });
-    let cases: [(&str, String, Code, &str); 5] = [
+    let cases: [(&str, String, Code, &str); 6] = [
         ("trap", r#"(func (export "run") (result i32) unreachable)"#.into(), Code::Aborted, "trapped"),
         (
             "out of bounds",
@@ -307,6 +307,13 @@ async fn failing_invocations_leave_the_node_serving() {
             "out of bounds",
         ),
         ("infinite loop", r#"(func (export "run") (result i32) (loop $l (br $l)) (i32.const 0))"#.into(), Code::DeadlineExceeded, "deadline of 50ms"),
+        // The deadline covers instantiation: a start function that never returns is ended too.
+        (
+            "spinning start function",
+            r#"(func $spin (loop $l (br $l))) (start $spin) (func (export "run") (result i32) (i32.const 0))"#.into(),
+            Code::DeadlineExceeded,
+            "deadline of 50ms",
+        ),
         (
             "memory bomb",
             r#"(func (export "run") (result i32) (loop $l (br_if $l (i32.ne (memory.grow (i32.const 1)) (i32.const -1)))) (i32.const 0))"#.into(),

@@ -91,6 +91,28 @@ async fn execute(
         .map(tonic::Response::into_inner)
 }
 
+/// Waits until the node's statistics say every part pool is at its target (60 s at most).
+async fn wait_for_full_pools(agent: &mut NodeAgentClient<tonic::transport::Channel>) {
+    let mut stats = agent
+        .stream_stats(pb::StreamStatsRequest { interval_ms: 20 })
+        .await
+        .unwrap()
+        .into_inner();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let sample = stats.message().await.unwrap().unwrap();
+        let full = |p: &pb::PoolLevel| p.ready >= p.target;
+        if !sample.pools.is_empty() && sample.pools.iter().all(full) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the pools never filled: {:?}",
+            sample.pools
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn functions_run_in_containers_next_to_a_real_storage_node() {
     if let Err(e) = sandstorm_node_agent::compute::preflight() {
@@ -141,7 +163,9 @@ async fn functions_run_in_containers_next_to_a_real_storage_node() {
     deploy_example(&mut agent, OTHER, "kv-sum").await;
 
     // Data read from the storage node through the agent; the first call assembles the
-    // function's container, the next reuses it warm.
+    // function's container from pooled parts (once every pool is full: before that, on a busy
+    // machine, a part could still be built on the critical path), the next reuses it warm.
+    wait_for_full_pools(&mut agent).await;
     let first = execute(&mut agent, TENANT, "kv-sum", "a b c")
         .await
         .unwrap();

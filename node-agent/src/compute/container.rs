@@ -93,6 +93,8 @@ struct Template {
     waiters: Mutex<HashMap<u64, oneshot::Sender<Exit>>>,
     /// Why setting the container up failed, as its template reported.
     failed: Mutex<Option<String>>,
+    /// Why the agent killed the container (every process in it), if it did.
+    killed: Mutex<Option<String>>,
     /// The number and socket of the process waiting to run the next invocation without a fork
     /// (see [`super::zygote`]): the forker's spare, then each one the template forks after the
     /// last was used.
@@ -352,6 +354,7 @@ impl Container {
             sock,
             waiters: Mutex::default(),
             failed: Mutex::default(),
+            killed: Mutex::default(),
             spare: Mutex::new(spare.map(|spare| (0, spare))),
         });
         let token = reports.register(&template)?;
@@ -572,8 +575,17 @@ impl Container {
         }
     }
 
-    /// Why the container stopped answering: its template's report if setting it up failed.
+    /// Why the container stopped answering: why it was killed, or its template's report if
+    /// setting it up failed.
     pub fn failure(&self) -> String {
+        if let Some(why) = &*self
+            .template
+            .killed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            return format!("the container was killed: {why}");
+        }
         match &*self
             .template
             .failed
@@ -585,26 +597,53 @@ impl Container {
         }
     }
 
-    /// Memory the container's cgroup charges now, bytes.
-    pub fn memory_usage(&self) -> u64 {
-        self.parts.cgroup.memory_usage()
-    }
-
-    /// Invocations running in it now.
-    pub fn running(&self) -> usize {
-        self.template.lock_waiters().len()
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        // Its waiters learn it is gone; the template sees the agent hang up and kills its
-        // processes.
+    /// Kills every process of the container, whatever it is doing (a start function that
+    /// spins, an invocation past its deadline, a child that left its process group or its
+    /// session), and removes its cgroup: its PID namespace is killed as a whole (its PID 1
+    /// dies), then anything still in its cgroup, until the cgroup is empty and gone. Waiters
+    /// learn it is gone, with `why`; nothing can run in it again. Idempotent; what dropping it
+    /// does too. Blocking (it waits for the processes to leave the cgroup).
+    pub fn kill(&self, why: &str) {
+        self.template
+            .killed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| why.to_owned());
         self.reports.unregister(self.token);
         let _ = nix::sys::socket::shutdown(
             self.template.sock.as_raw_fd(),
             nix::sys::socket::Shutdown::Both,
         );
+        self.parts.rootfs.kill();
+        self.parts.cgroup.empty_and_remove(Duration::from_secs(10));
+    }
+
+    /// Its cgroup's directory in each hierarchy (gone once it is killed).
+    pub fn cgroup_dirs(&self) -> &[std::path::PathBuf] {
+        self.parts.cgroup.dirs()
+    }
+
+    /// Memory the container's cgroup charges now, bytes.
+    pub fn memory_usage(&self) -> u64 {
+        self.parts.cgroup.memory_usage()
+    }
+
+    /// Invocations running in it now (an invocation that gave up waiting is not counted).
+    pub fn running(&self) -> usize {
+        self.template
+            .lock_waiters()
+            .values()
+            .filter(|tx| !tx.is_closed())
+            .count()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        // Its waiters learn it is gone; every process in it is killed, whatever the template
+        // is doing (it may be spinning in a start function, and a process may have left its
+        // invocation's group).
+        self.kill("it was torn down");
         // The parts drop after this: cgroup, root file system, namespaces.
     }
 }
@@ -622,6 +661,7 @@ mod tests {
             sock: ours,
             waiters: Mutex::default(),
             failed: Mutex::default(),
+            killed: Mutex::default(),
             spare: Mutex::default(),
         });
         let token = reports.register(&template).unwrap();

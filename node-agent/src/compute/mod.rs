@@ -16,7 +16,10 @@
 //! into the zygote, or native programs of the base root file system), one warm container per
 //! function kept while it is used and reclaimed after `keep_alive` idle (its parts destroyed:
 //! a used writable layer and cgroup are not worth cleaning for reuse), and per-invocation
-//! records.
+//! records. A deadline ends everything: when an invocation passes its deadline (whatever its
+//! container is doing, a start function still spinning included) every process of its
+//! container is killed, its cgroup removed, and the container is never used again; keep-alive
+//! expiry kills everything in a container the same way.
 
 pub mod container;
 pub mod link;
@@ -43,6 +46,11 @@ use self::pool::Pool;
 use self::zygote::{FromZygote, ToForker, ToZygote, WasmFunction, seqpacket_pair};
 use crate::sandbox::{DeployError, FunctionLimits, RunError, Sandbox, SandboxConfig};
 use crate::stats::{CostKind, CostMeter};
+
+/// How long past an invocation's deadline the agent waits for its template to report the
+/// kill before it kills the whole container itself (a template spinning in a start function
+/// never reports).
+pub const DEADLINE_GRACE: Duration = Duration::from_millis(100);
 
 /// How a compute node runs.
 #[derive(Debug, Clone)]
@@ -566,6 +574,23 @@ impl ComputeNode {
             .count()
     }
 
+    /// The cgroup directories of `function`'s warm container, if it has one now (for tests
+    /// that check a container leaves nothing behind).
+    pub fn warm_cgroup_dirs(&self, tenant: TenantId, name: &str) -> Option<Vec<PathBuf>> {
+        let warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
+        let container = warm.get(&(tenant, name.to_owned()))?.container.get()?;
+        Some(container.cgroup_dirs().to_vec())
+    }
+
+    /// The zygote's pid (for tests that check what container processes hold).
+    pub fn zygote_pid(&self) -> u32 {
+        self.zygote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .child
+            .id()
+    }
+
     /// Assembles a native container from pooled parts (making any that is missing), or, with
     /// `from_scratch`, from parts made now on the caller's thread.
     pub fn assemble(&self, from_scratch: bool) -> io::Result<Container> {
@@ -812,7 +837,15 @@ impl ComputeNode {
             expired.iter().filter_map(|k| warm.remove(k)).collect()
         };
         let n = idle.iter().filter(|s| s.container.initialized()).count();
-        drop(idle); // Each container is torn down when its last invocation lets go.
+        // Everything in each goes now, even a process an earlier invocation left running (a
+        // child that left its group); the rest of each is torn down when its last holder lets
+        // go.
+        for slot in &idle {
+            if let Some(container) = slot.container.get() {
+                container.kill("its keep-alive window passed");
+            }
+        }
+        drop(idle);
         n
     }
 
@@ -928,14 +961,75 @@ impl ComputeNode {
         Ok((start_kind, slot, container))
     }
 
+    /// Runs one invocation in `function`'s warm container under its deadline, counted from
+    /// when the container is handed the invocation (as the template counts it; assembling a
+    /// container is not the function's time). When the template reports it killed the
+    /// invocation at its deadline, or [`DEADLINE_GRACE`] after the deadline whatever the
+    /// container is doing (running the invocation, or its template or spare still in the
+    /// function's start function), the whole container is killed (every process in its PID
+    /// namespace and cgroup: children that left the invocation's process group too), its
+    /// cgroup removed, and it leaves the warm set: it is never used again. The caller gets
+    /// `DeadlineExceeded`.
     async fn execute_in_container(
         &self,
         function: &Arc<Function>,
         input: Vec<u8>,
     ) -> Result<Execution, ExecuteError> {
         let started = Instant::now();
+        let deadline = function.limits.deadline;
         let (start_kind, slot, container) = self.warm_container(function).await?;
-        *slot.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        let handed = Instant::now();
+        *slot.last_used.lock().unwrap_or_else(|e| e.into_inner()) = handed;
+        let run = self.run_in_container(function, start_kind, &container, started, input);
+        let result = tokio::select! {
+            result = run => result,
+            () = tokio::time::sleep_until((handed + deadline + DEADLINE_GRACE).into()) => {
+                Err(RunError::DeadlineExceeded { deadline }.into())
+            }
+        };
+        if matches!(
+            result,
+            Err(ExecuteError::Run(RunError::DeadlineExceeded { .. }))
+        ) {
+            self.reclaim(&function.tenant, &function.name, &slot, container, deadline)
+                .await;
+        }
+        result
+    }
+
+    /// Takes a container whose invocation passed its deadline out of the warm set and kills
+    /// everything in it (see [`Container::kill`]), before the caller hears of it.
+    async fn reclaim(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        slot: &Arc<WarmSlot>,
+        container: Arc<Container>,
+        deadline: Duration,
+    ) {
+        {
+            let key = (*tenant, name.to_owned());
+            let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
+            if warm.get(&key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                warm.remove(&key);
+            }
+        }
+        let why = format!("an invocation passed its deadline of {deadline:?}");
+        let killed = tokio::task::spawn_blocking(move || container.kill(&why)).await;
+        if let Err(e) = killed {
+            tracing::error!(error = %e, "killing a container past its deadline");
+        }
+    }
+
+    /// The invocation itself, in `container` (obtained since `started`, as `start_kind`).
+    async fn run_in_container(
+        &self,
+        function: &Arc<Function>,
+        start_kind: StartKind,
+        container: &Arc<Container>,
+        started: Instant,
+        input: Vec<u8>,
+    ) -> Result<Execution, ExecuteError> {
         let ready = started.elapsed();
         let deadline = function.limits.deadline;
         let execution = match &function.code {

@@ -115,6 +115,21 @@ pub struct RootFs {
     pub pid: OwnedFd,
 }
 
+impl RootFs {
+    /// Kills every process of its PID namespace: its holder dies, so PID 1 (its child, which
+    /// dies with it) does, and the kernel kills everything else in the namespace with it. Does
+    /// not wait. (The holder is reaped only when this is dropped, so its pid is not reused
+    /// before.)
+    pub fn kill(&self) {
+        if let Ok(pid) = i32::try_from(self.holder.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 impl Drop for RootFs {
     fn drop(&mut self) {
         // SIGKILL cannot be caught: the wait is short, and leaves no zombie.
@@ -297,13 +312,55 @@ impl Cgroup {
     pub fn pids_limit_hits(&self) -> u64 {
         read_counter(&self.pids_dir.join("pids.events"), Some("max")).unwrap_or(0)
     }
+
+    /// Its directory in each hierarchy.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Kills every process in it until none is left (a process forking meanwhile is caught on
+    /// the next pass: its children are listed then), then removes it. Gives up after
+    /// `patience`; whether it is gone. Blocking.
+    pub fn empty_and_remove(&self, patience: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + patience;
+        loop {
+            let mut left = 0usize;
+            for dir in &self.dirs {
+                if !dir.exists() {
+                    continue;
+                }
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                let pids: Vec<i32> = procs
+                    .lines()
+                    .filter_map(|p| p.trim().parse().ok())
+                    .collect();
+                for &pid in &pids {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                // Busy while killed processes have not left yet (they do so asynchronously).
+                if !pids.is_empty() || (std::fs::remove_dir(dir).is_err() && dir.exists()) {
+                    left += 1;
+                }
+            }
+            if left == 0 {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                tracing::warn!(dirs = ?self.dirs, "a cgroup could not be emptied and removed");
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
 }
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        for dir in &self.dirs {
-            kill_and_remove(dir);
-        }
+        // What is left is removed at the next start (see `remove_stale_cgroups`).
+        self.empty_and_remove(std::time::Duration::from_secs(5));
     }
 }
 

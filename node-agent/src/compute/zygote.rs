@@ -12,33 +12,45 @@
 //!   zygote: installing a filter costs the kernel 50-100 us, too much for the critical path.
 //!   The filter refuses `setns` for every descriptor below [`RESERVED_FD`] and lets it through
 //!   from there up, where only the forker and its spare put namespaces.
-//! - The forker then prepares an instance of each function it holds and forks its **spare**,
-//!   which waits beside it, holding those instances, to become the container's first
-//!   invocation: that one then starts without a fork (a fork costs 60-300 us here, page tables
-//!   and the child's page faults). The forker itself waits at the idle scheduling policy, so
-//!   on a busy or small machine the spare's way to a running function does not wait for it.
+//! - The forker then forks its **spare**, which waits beside it to become the container's
+//!   first invocation: that one then starts without a fork (a fork costs 60-300 us here, page
+//!   tables and the child's page faults). The forker itself waits at the idle scheduling
+//!   policy, so on a busy or small machine the spare's way to a running function does not wait
+//!   for it. No tenant's code runs in a parked forker or its spare (a WebAssembly start function
+//!   runs when an instance is made): they do not know yet whose container they will be, still
+//!   hold privileges, and nothing bounds their time.
 //! - On `Assemble` (sent to the spare at once, and to the forker with the first invocation)
 //!   each moves the namespaces it is sent from `RESERVED_FD` up, joins them (setns into
 //!   network, IPC, UTS, and the mount namespace, whose root is already the container's),
-//!   closes every descriptor from `RESERVED_FD` up and lowers its descriptor limit (soft and
-//!   hard) to `RESERVED_FD`, so nothing in the container can hold a descriptor the filter
-//!   lets `setns` use, changes its user to `nobody` (which clears its capabilities; the kernel
-//!   then refuses `setns` too) and checks that no capability is left. The spare then runs the
-//!   first `Run` it is sent; the forker becomes the container's **template** and adopts the
-//!   spare. Nothing on that path forks, creates a namespace, mounts, installs a filter or
-//!   moves a process between cgroups.
+//!   closes every descriptor but its own socket to the agent (see [`keep_only`]) and lowers its
+//!   descriptor limit (soft and hard) to `RESERVED_FD`, so nothing in the container can hold a
+//!   descriptor the filter lets `setns` use, changes its user to `nobody` (which clears its
+//!   capabilities; the kernel then refuses `setns` too) and checks that no capability is left.
+//!   A WebAssembly spare then makes its instance (running the module's start function); the
+//!   spare runs the first `Run` it is sent; the forker becomes the container's **template** and
+//!   adopts the spare. Nothing on that path forks, creates a namespace, mounts, installs a
+//!   filter or moves a process between cgroups.
 //! - The **template** (SAND's second level) lives inside the container for as long as it is
 //!   warm. Once its spare runs (or ends), it forks the next one with its prepared instance
 //!   and hands the agent its socket, so a warm container's next invocation starts without a
 //!   fork too; invocations that find no spare waiting (concurrent ones) get a process forked
-//!   on `Run`. For each it adopts or forks it enforces the deadline (killing the
-//!   invocation's whole process group) and reports how it exited. A **native** invocation execs the function's program; a
-//!   **WebAssembly** template already holds the function's compiled code (the zygote loaded it
-//!   at deploy, so forkers parked since inherit it) and keeps the next instance prepared, so
-//!   its process starts running at once, its data calls going over a descriptor to the agent
-//!   ([`super::link`]). Nothing is exec'd. The template prepares the following instance once
-//!   that process has told the agent it runs (it writes a byte on a pipe then), not while the
-//!   process is starting.
+//!   on `Run`. For each it adopts or forks it enforces the deadline (killing the invocation's
+//!   whole process group) and reports how it exited. The agent enforces every deadline too,
+//!   from outside: a template can be stuck in a start function, and a process can leave its
+//!   group; at the deadline it kills the whole container (see [`super::container`]). A
+//!   **native** invocation execs the function's program; a **WebAssembly** template already
+//!   holds the function's compiled code (the zygote loaded it at deploy, so forkers parked
+//!   since inherit it) and keeps the next instance prepared, so its process starts running at
+//!   once, its data calls going over a descriptor to the agent ([`super::link`]). Nothing is
+//!   exec'd. The template prepares the following instance once that process has its input and
+//!   runs (it writes a byte on a pipe then), not while the process is starting.
+//! - What tenant code holds: every process closes what it does not need with a keep-list
+//!   ([`keep_only`]) at each step: a forker when the zygote forks it (the zygote's socket and
+//!   everything else of the zygote's goes), a spare when forked, a template and its spare when
+//!   they join the container, an invocation's process when forked and again right before the
+//!   function runs. A native program starts with descriptors 0, 1 and 2 only; a WebAssembly
+//!   function's process holds those and its link. Every descriptor is opened close-on-exec
+//!   besides.
 //! - Every one of these processes runs with the scheduler's short time slice
 //!   ([`prefer_latency`], inherited from the zygote): on a busy machine each wake-up and fork on
 //!   the way from a request to a running function would otherwise wait for the running task's
@@ -251,6 +263,43 @@ struct Filters {
 /// The lowest descriptor `setns` accepts in a container, and the most descriptors a process
 /// in a container may have open (as in AWS Lambda).
 pub const RESERVED_FD: u32 = 1024;
+
+/// Closes every descriptor of the calling process from 3 up except those in `keep`, unsharing
+/// its descriptor table first (`CLOSE_RANGE_UNSHARE`). Called right before anything a tenant
+/// controls runs (a program exec'd, a WebAssembly instance started, a process joining a
+/// container), so what a process holds then is decided by a list of what it needs, not by
+/// remembering to close each descriptor something else opened: a descriptor added anywhere
+/// later (the zygote's socket on descriptor 3, another tenant's memfd, a forker's or a
+/// template's socket) is closed too.
+///
+/// The caller must not drop (or otherwise use) a Rust owner of a descriptor closed here: every
+/// caller keeps what it still uses and leaves only by exec or `std::process::exit`, or has
+/// released every other owner before.
+pub fn keep_only(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    // The gaps between the descriptors kept: [3, k1 - 1], [k1 + 1, k2 - 1], ..., [kn + 1, max].
+    let mut from = 3u32;
+    for fd in keep.into_iter().chain([u32::MAX]) {
+        if fd > from {
+            let to = if fd == u32::MAX { u32::MAX } else { fd - 1 };
+            // SAFETY: closes descriptors the caller promises no live Rust object will use.
+            let closed = unsafe {
+                libc::syscall(libc::SYS_close_range, from, to, libc::CLOSE_RANGE_UNSHARE)
+            };
+            if closed != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        from = fd.saturating_add(1);
+    }
+    Ok(())
+}
 
 /// Namespaces joined by a template, moved from `RESERVED_FD` up in this order.
 const NAMESPACES: [CloneFlags; 4] = [
@@ -496,6 +545,13 @@ pub fn zygote_main() -> io::Result<()> {
     prefer_latency();
     // SAFETY: descriptor 3 is the socket the agent passed; nothing else owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(3) };
+    // Inherited without close-on-exec (that is how it got here): no program exec'd from a
+    // process forked off the zygote may keep it. (Forked processes close it themselves, see
+    // `keep_only`.)
+    nix::fcntl::fcntl(
+        &sock,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
     let mut runtime = Runtime {
         filters: compile_filters()?,
         sandbox: Sandbox::for_templates(SandboxConfig::default()).map_err(io::Error::other)?,
@@ -570,7 +626,19 @@ fn park(fds: Vec<OwnedFd>, runtime: &Runtime) -> io::Result<Pid> {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
             drop(pid_ns);
-            let code = match forker_main(sock.as_fd(), fds.collect(), runtime) {
+            let procs: Vec<OwnedFd> = fds.collect();
+            // Nothing of the zygote's stays with the forker: its socket to the agent, its own
+            // PID namespace, what it was sent for other requests. Only this forker's socket
+            // and the cgroups it joins are kept (the zygote's owners of the rest are never
+            // dropped here: the forker leaves by `exit`).
+            let mut keep: Vec<RawFd> = procs.iter().map(AsRawFd::as_raw_fd).collect();
+            keep.push(sock.as_raw_fd());
+            if let Err(e) = keep_only(&keep) {
+                let error = format!("closing the zygote's descriptors: {e}");
+                let _ = send(sock.as_fd(), &FromZygote::Failed { error }, &[]);
+                std::process::exit(1);
+            }
+            let code = match forker_main(sock.as_fd(), procs, runtime) {
                 Ok(()) => 0,
                 Err(e) => {
                     let error = e.to_string();
@@ -593,20 +661,18 @@ fn forker_main(sock: BorrowedFd<'_>, procs: Vec<OwnedFd>, runtime: &Runtime) -> 
         nix::unistd::write(&cgroup, b"0")?;
     }
     drop_privileges_off_path(&runtime.filters.park)?;
-    // An instance of each function it holds (up to a few), made while it waits: the template
-    // of whichever function it is assembled for starts with its first instance ready.
-    let mut prepared: HashMap<&(u32, String), (u64, Ready<'_>)> = runtime
-        .functions
-        .iter()
-        .take(PREPARED_PER_FORKER)
-        .map(|(key, (version, compiled))| (key, (*version, prepare((&runtime.sandbox, compiled)))))
-        .collect();
+    // No tenant's code runs in a parked forker: it does not know yet which function (of which
+    // tenant) it will serve, it still holds its privileges and the host's mount namespace, and
+    // nothing bounds its time (a WebAssembly start function that spins would keep it from ever
+    // reporting ready). Instances are made once it has joined its container, under the
+    // deadline of the invocation that assembled it.
+    //
     // The spare: the container's first invocation runs in it, so it needs no fork. Exits
     // are read from a signalfd once this is the template; blocked from now on, they wait.
     let mut sigchld = nix::sys::signal::SigSet::empty();
     sigchld.add(Signal::SIGCHLD);
     sigchld.thread_block()?;
-    let (spare, agent_end) = fork_spare(|sock| spare_main(sock, &mut prepared, runtime))?;
+    let (spare, agent_end) = fork_spare(&[], |sock| spare_main(sock, runtime))?;
     // Until it joins the container (after the spare, which runs the first invocation), the
     // forker runs only when nothing else wants the CPU: the spare's way to a running
     // function does not wait for it. (On a machine kept busy by other work this delays the
@@ -625,18 +691,13 @@ fn forker_main(sock: BorrowedFd<'_>, procs: Vec<OwnedFd>, runtime: &Runtime) -> 
             Err(e) => return template_failed(sock, &e),
         },
     };
-    let first = wasm.and_then(|function| {
-        prepared
-            .remove(&(function.tenant, function.name))
-            .filter(|(version, _)| *version == function.version)
-            .map(|(_, ready)| ready)
-    });
-    drop(prepared);
-    if let Err(e) = join(parts, uid, gid) {
+    // The template keeps only its socket to the agent: the link over which it is told what to
+    // run and reports.
+    if let Err(e) = join(parts, uid, gid, &[sock.as_raw_fd()]) {
         return template_failed(sock, &e);
     }
     let wasm = compiled.as_deref().map(|c| (&runtime.sandbox, c));
-    template_main(sock, wasm, first, spare)
+    template_main(sock, wasm, None, spare)
 }
 
 /// A connected pair of `SOCK_SEQPACKET` sockets (close-on-exec).
@@ -654,11 +715,7 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// without a fork. On `Assemble` (sent to it and to the forker) it joins the container's other
 /// namespaces alongside the forker; on `Run` it becomes that invocation's process, and the
 /// forker, now the template, adopts it. Returns its exit code.
-fn spare_main(
-    sock: BorrowedFd<'_>,
-    prepared: &mut HashMap<&(u32, String), (u64, Ready<'_>)>,
-    runtime: &Runtime,
-) -> i32 {
+fn spare_main(sock: BorrowedFd<'_>, runtime: &Runtime) -> i32 {
     let Ok(Some((ToForker::Assemble { uid, gid, wasm }, parts))) = recv::<ToForker>(sock) else {
         return 0; // Destroyed without being used.
     };
@@ -670,30 +727,34 @@ fn spare_main(
             Err(_) => return 1,
         },
     };
-    let ready = wasm.and_then(|function| {
-        prepared
-            .remove(&(function.tenant, function.name))
-            .filter(|(version, _)| *version == function.version)
-            .map(|(_, ready)| ready)
-    });
-    prepared.clear();
-    if join(parts, uid, gid).is_err() {
+    if join(parts, uid, gid, &[sock.as_raw_fd()]).is_err() {
         return 1;
     }
     let wasm = compiled.as_deref().map(|c| (&runtime.sandbox, c));
+    // Inside the container now: the instance (and the module's start function) is made here,
+    // while the agent waits for the first invocation under its deadline.
+    let ready = wasm.map(prepare);
     spare_run(sock, wasm, ready, None)
 }
 
 /// Forks a spare that runs `body` on its end of a new socket (and exits with its code);
-/// returns its pid and the agent's end.
-fn fork_spare(body: impl FnOnce(BorrowedFd<'_>) -> i32) -> io::Result<(Pid, OwnedFd)> {
+/// returns its pid and the agent's end. The spare keeps only that socket and `keep` of what
+/// its parent holds (not the parent's own socket to the agent, nor its signalfd).
+fn fork_spare(
+    keep: &[RawFd],
+    body: impl FnOnce(BorrowedFd<'_>) -> i32,
+) -> io::Result<(Pid, OwnedFd)> {
     let (spare_end, agent_end) = seqpacket_pair()?;
     // SAFETY: the forker and the template are single-threaded, so the child may run any code.
     match unsafe { fork() }? {
         ForkResult::Child => {
             drop(agent_end);
+            let mut kept = keep.to_vec();
+            kept.push(spare_end.as_raw_fd());
             // Not inherited: a spare does not outlive the process that forked it.
-            let code = match nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+            let code = match keep_only(&kept).and_then(|()| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
+            }) {
                 Ok(()) => body(spare_end.as_fd()),
                 Err(_) => 1,
             };
@@ -733,9 +794,6 @@ fn template_failed(sock: BorrowedFd<'_>, error: &io::Error) -> io::Result<()> {
     let error = error.to_string();
     send(sock, &FromTemplate::Failed { error }, &[])
 }
-
-/// Instances a parked forker prepares, at most (one per function it holds).
-const PREPARED_PER_FORKER: usize = 16;
 
 fn reap_quietly() {
     while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -783,9 +841,15 @@ fn drop_privileges_off_path(filters: &[seccompiler::BpfProgram]) -> io::Result<(
 
 /// Joins the namespaces in `parts` (net, ipc, uts, mnt; the forker was born in the PID
 /// namespace) and drops the rest of its privileges (it dropped the others when it parked):
-/// closes every descriptor `setns` would accept and makes sure none can be opened again, and
-/// changes its user.
-fn join(parts: Vec<OwnedFd>, uid: u32, gid: u32) -> io::Result<()> {
+/// closes every descriptor but `keep` (its own socket to the agent; so nothing `setns` would
+/// accept, nor anything of the zygote's or of another container's) and makes sure none
+/// `setns` accepts can be opened again, and changes its user.
+fn join(parts: Vec<OwnedFd>, uid: u32, gid: u32, keep: &[RawFd]) -> io::Result<()> {
+    if keep.iter().any(|&fd| fd >= RESERVED_FD as RawFd) {
+        return Err(io::Error::other(
+            "a descriptor to keep is where setns would accept it",
+        ));
+    }
     if parts.len() < NAMESPACES.len() {
         return Err(io::Error::other(format!(
             "assemble needs {} namespaces, got {}",
@@ -818,12 +882,13 @@ fn join(parts: Vec<OwnedFd>, uid: u32, gid: u32) -> io::Result<()> {
         rlim_cur: libc::rlim_t::from(RESERVED_FD),
         rlim_max: libc::rlim_t::from(RESERVED_FD),
     };
-    // SAFETY: close_range closes descriptors no Rust object owns any more (the namespaces
-    // were released above; nothing else is moved this high), setrlimit reads the struct.
+    // Everything but `keep` goes, the namespaces' copies from RESERVED_FD up among them (the
+    // namespaces' owners were released above; the owners of what the zygote left are never
+    // dropped in this process).
+    keep_only(keep)?;
+    // SAFETY: setrlimit reads the struct.
     unsafe {
-        if libc::syscall(libc::SYS_close_range, RESERVED_FD, u32::MAX, 0) != 0
-            || libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0
-        {
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
             return Err(io::Error::last_os_error());
         }
     }
@@ -911,12 +976,13 @@ impl Spares {
     fn replenish(
         &mut self,
         sock: BorrowedFd<'_>,
+        keep: &[RawFd],
         body: impl FnOnce(BorrowedFd<'_>) -> i32,
     ) -> io::Result<()> {
         if self.waiting.is_some() {
             return Ok(());
         }
-        let Ok((pid, agent_end)) = fork_spare(body) else {
+        let Ok((pid, agent_end)) = fork_spare(keep, body) else {
             return Ok(());
         };
         let number = self.next;
@@ -1009,7 +1075,9 @@ fn template_main<'a>(
             // The spare takes the prepared instance; the template prepares another.
             if spares.waiting.is_none() {
                 let (ready, notice) = (next.take(), ran_notice.as_raw_fd());
-                spares.replenish(sock, |sock| spare_run(sock, wasm, ready, Some(notice)))?;
+                spares.replenish(sock, &[notice], |sock| {
+                    spare_run(sock, wasm, ready, Some(notice))
+                })?;
             }
             if next.is_none() {
                 next = wasm.map(prepare);
@@ -1176,13 +1244,33 @@ impl<'a> Invocation<'a> {
         }
     }
 
-    /// Runs it in this process (after [`become_invocation`]); the process's exit code.
+    /// The descriptors it needs of what its process holds now.
+    fn descriptors(&self) -> Vec<RawFd> {
+        match self {
+            Self::Exec { stdio, .. } => stdio.iter().map(AsRawFd::as_raw_fd).collect(),
+            Self::Wasm {
+                stream, ran_notice, ..
+            } => std::iter::once(stream.as_raw_fd())
+                .chain(*ran_notice)
+                .collect(),
+        }
+    }
+
+    /// Runs it in this process (after [`become_invocation`]); the process's exit code. What
+    /// the tenant's code then holds: descriptors 0, 1 and 2, and for WebAssembly the link.
     fn run(self) -> i32 {
         match self {
             Self::Exec { args, stdio } => {
                 let _ = dup2_stdin(&stdio[0]);
                 let _ = dup2_stdout(&stdio[1]);
                 let _ = dup2_stderr(&stdio[1]);
+                drop(stdio);
+                // Whatever this process still holds (its spare's socket, the template's pipe,
+                // anything inherited), close-on-exec or not, is not the program's.
+                if let Err(e) = keep_only(&[]) {
+                    let _ = writeln!(io::stderr(), "closing descriptors: {e}");
+                    return 126;
+                }
                 let env = [c"PATH=/bin:/usr/bin", c"HOME=/tmp"];
                 let err = execve(&args[0], &args, &env).err();
                 let _ = writeln!(io::stderr(), "exec {:?}: {err:?}", args[0]);
@@ -1202,6 +1290,11 @@ impl<'a> Invocation<'a> {
         match unsafe { fork() }? {
             ForkResult::Parent { child } => Ok(child),
             ForkResult::Child => {
+                // Only what this invocation was sent: not the template's socket, signalfd or
+                // other invocations' descriptors.
+                if keep_only(&self.descriptors()).is_err() {
+                    std::process::exit(126);
+                }
                 become_invocation();
                 std::process::exit(self.run());
             }
@@ -1234,20 +1327,26 @@ fn run_wasm(
 ) -> i32 {
     let (link, result) = match ready {
         Ok((link, prepared)) => {
+            let link_fd = stream.as_raw_fd();
             if link.bind(stream).is_err() {
                 return 1;
-            }
-            if let Some(notice) = ran_notice {
-                // SAFETY: the template's descriptor, inherited; this process owns its copy
-                // (the template's OwnedFd is never dropped here: the process exits).
-                let notice = unsafe { OwnedFd::from_raw_fd(notice) };
-                if link.notify_running(notice).is_err() {
-                    return 1;
-                }
             }
             let Ok(input) = link.read_input() else {
                 return 1;
             };
+            if let Some(notice) = ran_notice {
+                // The template may prepare the next instance now: this one has its input and
+                // runs. (Told here rather than by the link once the agent knows, so the
+                // template's pipe is closed before the function runs.)
+                // SAFETY: the template's descriptor, inherited; this process owns its copy
+                // (the template's OwnedFd is never dropped here: the process exits).
+                let notice = unsafe { OwnedFd::from_raw_fd(notice) };
+                let _ = nix::unistd::write(&notice, b"r");
+            }
+            // The function holds 0, 1, 2 and its link, nothing else.
+            if keep_only(&[link_fd]).is_err() {
+                return 1;
+            }
             (link, prepared.run(input))
         }
         Err(e) => {
@@ -1307,7 +1406,7 @@ pub fn holder_main(base: &Path) -> io::Result<()> {
         MsFlags::empty(),
         Some(options.as_str()),
     )?;
-    let (ready_r, ready_w) = nix::unistd::pipe()?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: the holder is single-threaded.
     match unsafe { fork() }? {
         ForkResult::Child => {
@@ -1387,7 +1486,135 @@ pub fn holder_main(base: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::IntoRawFd;
+
     use super::*;
+
+    /// `keep_only` leaves 0, 1, 2 and the descriptors kept, whatever else is open (with or
+    /// without close-on-exec, below and above and between the kept ones): checked in a forked
+    /// child by trying every descriptor from 3 to RESERVED_FD + 64 with fcntl. No root needed.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn keep_only_leaves_nothing_but_what_is_kept() {
+        let mut opened: Vec<RawFd> = Vec::new();
+        for _ in 0..6 {
+            let (a, b) = nix::unistd::pipe().unwrap(); // no close-on-exec, like descriptor 3
+            opened.push(a.into_raw_fd());
+            opened.push(b.into_raw_fd());
+        }
+        // One far up, where the filter would let setns use it.
+        // SAFETY: duplicates a descriptor this test owns.
+        let high = unsafe { libc::fcntl(opened[0], libc::F_DUPFD, RESERVED_FD as libc::c_int + 5) };
+        assert!(high >= RESERVED_FD as RawFd);
+        let keep = [opened[3], opened[7]];
+        let limit = RESERVED_FD as RawFd + 64;
+        // SAFETY: the child only makes system calls and exits (no allocation after the fork).
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                if keep_only(&keep).is_err() {
+                    std::process::exit(100);
+                }
+                // SAFETY: F_GETFD only queries a descriptor number.
+                let open = |fd: RawFd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+                let mut wrong = 0;
+                for fd in 0..limit {
+                    if open(fd) != (fd <= 2 || keep.contains(&fd)) {
+                        wrong += 1;
+                    }
+                }
+                std::process::exit(wrong.min(99));
+            }
+            ForkResult::Parent { child } => {
+                let status = waitpid(child, None).unwrap();
+                for fd in opened.into_iter().chain([high]) {
+                    // SAFETY: descriptors this test opened and owns.
+                    unsafe { libc::close(fd) };
+                }
+                assert_eq!(
+                    status,
+                    WaitStatus::Exited(child, 0),
+                    "exit code: how many descriptors were open that should not be, or closed that should not be (100: keep_only failed)"
+                );
+            }
+        }
+    }
+
+    /// What a template's children do: close every descriptor they were not told of
+    /// (`keep_only`), then instantiate the function again (a spare that found no instance
+    /// prepared) and drop the module. The engine must hold no descriptor of its own for that:
+    /// with Wasmtime's copy-on-write memory images it kept the module's initial memory in a
+    /// memfd, so the instantiation failed with EBADF, and the drop aborted the process ("IO
+    /// Safety violation: owned file descriptor already closed"). Runs again in a process of
+    /// its own (no other test thread, whose locks the fork would copy held). No root needed.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_process_that_kept_only_its_own_descriptors_still_instantiates_and_drops_modules() {
+        const ALONE: &str = "SANDSTORM_TEST_ALONE";
+        const NAME: &str = "compute::zygote::tests::a_process_that_kept_only_its_own_descriptors_still_instantiates_and_drops_modules";
+        const CHECKED: &str = "checked in a forked child";
+        if std::env::var_os(ALONE).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
+                .env(ALONE, "1")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains(CHECKED),
+                "{}\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        // Its one byte of data must be in its memory: `run` fails (non-zero) otherwise.
+        let module = wat::parse_str(
+            r#"(module (memory (export "memory") 1) (data (i32.const 0) "\2a")
+                (func (export "run") (result i32)
+                    (i32.sub (i32.load8_u (i32.const 0)) (i32.const 42))))"#,
+        )
+        .unwrap();
+        let sandbox = Sandbox::for_templates(SandboxConfig::default()).unwrap();
+        let compiled = sandbox
+            .compile(
+                sandstorm_naming::TenantId(1),
+                "data",
+                &module,
+                FunctionLimits::default(),
+            )
+            .unwrap();
+        // The template's first instance, before it forks.
+        let (_, first) = prepare((&sandbox, &compiled)).unwrap();
+        first.run(Vec::new()).unwrap();
+        // SAFETY: no other thread of this process runs code (the harness's main thread waits).
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                let code = if keep_only(&[]).is_err() {
+                    100
+                } else {
+                    match prepare((&sandbox, &compiled)) {
+                        Ok((_, prepared)) => match prepared.run(Vec::new()) {
+                            Ok(_) => 0,
+                            Err(_) => 102,
+                        },
+                        Err(_) => 101,
+                    }
+                };
+                drop(compiled);
+                drop(sandbox);
+                std::process::exit(code);
+            }
+            ForkResult::Parent { child } => {
+                let status = waitpid(child, None).unwrap();
+                assert_eq!(
+                    status,
+                    WaitStatus::Exited(child, 0),
+                    "100: keep_only failed, 101: instantiating failed, 102: the data was not in memory; SIGABRT: dropping the module closed a descriptor already closed"
+                );
+                println!("{CHECKED}");
+            }
+        }
+    }
 
     /// The filter every container process runs under, applied in a forked child (no root
     /// needed: no_new_privs allows it): each escape hatch fails with the errno it should.
