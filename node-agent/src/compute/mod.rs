@@ -153,6 +153,39 @@ pub fn preflight() -> Result<(), PreflightError> {
     Ok(())
 }
 
+/// Takes this host's lock on compute node name `name` for as long as the agent lives: its
+/// cgroups are named by it, and an agent starting under a name removes (and kills) what a
+/// previous agent of that name left, so a second live agent of one name must not start.
+fn lock_name_on_host(name: &str) -> io::Result<nix::fcntl::Flock<std::fs::File>> {
+    let dir = Path::new("/run/sandstorm");
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("compute-{name}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    // A killed predecessor's processes may hold it for a moment yet, until their parent-death
+    // signal ends them.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut file = file;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = back;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err((_, e)) => {
+                return Err(io::Error::other(format!(
+                    "another compute agent named {name:?} runs on this host (it holds {}: {e}); give each agent its own --name",
+                    path.display()
+                )));
+            }
+        }
+    }
+}
+
 /// Where the read-only base root file system lives in a state directory.
 fn base_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("base")
@@ -416,6 +449,8 @@ pub struct ComputeNode {
     next_version: AtomicU64,
     meter: CostMeter,
     counters: Counters,
+    /// This host's lock on the node's name; last, so it goes after everything it guards.
+    _host_lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl ComputeNode {
@@ -423,6 +458,8 @@ impl ComputeNode {
     /// system, starts the zygote and fills the pools in the background.
     pub fn start(config: ComputeConfig) -> io::Result<Self> {
         preflight().map_err(io::Error::other)?;
+        // Before anything of a "previous" agent is removed: it must not be a live one.
+        let host_lock = lock_name_on_host(&config.name)?;
         let stale = parts::remove_stale_cgroups(&config.name);
         if stale > 0 {
             tracing::warn!(node = %config.name, cgroups = stale, "removed cgroups a previous agent left behind");
@@ -473,6 +510,7 @@ impl ComputeNode {
             next_version: AtomicU64::new(1),
             meter: CostMeter::default(),
             counters: Counters::default(),
+            _host_lock: host_lock,
         })
     }
 
@@ -1149,3 +1187,32 @@ fn io_deploy(e: &io::Error) -> DeployError {
 // Dropping the node drops its warm containers and pools, whose parts release themselves:
 // cgroups are removed, root file system holders killed, namespace descriptors closed, the
 // zygote killed.
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_live_agent_of_one_name_does_not_start() {
+        let name = format!("lock-test-{}", std::process::id());
+        let first = match lock_name_on_host(&name) {
+            Ok(lock) => lock,
+            Err(e) => {
+                println!("SKIPPED: cannot write /run/sandstorm here: {e}");
+                return;
+            }
+        };
+        let refused = lock_name_on_host(&name).unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("another compute agent named {name:?}")),
+            "{refused}"
+        );
+        drop(first);
+        assert!(
+            lock_name_on_host(&name).is_ok(),
+            "free again once it is gone"
+        );
+        let _ =
+            std::fs::remove_file(Path::new("/run/sandstorm").join(format!("compute-{name}.lock")));
+    }
+}
