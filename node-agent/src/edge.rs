@@ -21,17 +21,25 @@ impl From<DeployError> for Status {
 
 impl From<RunError> for Status {
     fn from(e: RunError) -> Self {
+        use pb::FailureKind::{Function, NotStarted, Refused, TimedOut};
+        use tonic::Code;
         let message = e.to_string();
-        match e {
-            RunError::DeadlineExceeded { .. } => Status::deadline_exceeded(message),
+        let (code, kind) = match e {
+            RunError::DeadlineExceeded { .. } => (Code::DeadlineExceeded, TimedOut),
+            RunError::NoSlot(_) => (Code::ResourceExhausted, Refused),
             RunError::MemoryLimit { .. }
-            | RunError::NoSlot(_)
             | RunError::DataQuota { .. }
-            | RunError::StorageQuota { .. } => Status::resource_exhausted(message),
-            RunError::InputTooLarge { .. } => Status::invalid_argument(message),
-            RunError::Trap(_) | RunError::Failed(_) => Status::aborted(message),
-        }
+            | RunError::StorageQuota { .. } => (Code::ResourceExhausted, Function),
+            RunError::InputTooLarge { .. } => (Code::InvalidArgument, NotStarted),
+            RunError::Trap(_) | RunError::Failed(_) => (Code::Aborted, Function),
+        };
+        sandstorm_proto::invocation_failure(code, message, kind)
     }
+}
+
+/// The status of an invocation the node does not have the function for: nothing ran.
+pub fn not_deployed(message: String) -> Status {
+    sandstorm_proto::invocation_failure(tonic::Code::NotFound, message, pb::FailureKind::NotStarted)
 }
 
 /// The tenant and name of a request's function, or INVALID_ARGUMENT.
@@ -200,10 +208,12 @@ pub fn chain_steps(steps: Vec<pb::ChainStep>) -> Result<(TenantId, Vec<String>, 
 
 /// A failed chain step as the response names it.
 pub fn step_failure(step: usize, status: &Status) -> pb::StepFailure {
+    let e = sandstorm_proto::call_error(status);
     pb::StepFailure {
         step: u32::try_from(step).unwrap_or(u32::MAX),
-        code: status.code() as i32,
-        message: status.message().to_owned(),
+        code: e.code,
+        message: e.message,
+        kind: e.kind,
     }
 }
 
@@ -264,9 +274,8 @@ where
 fn answer_error(tag: u64, status: &Status) -> pb::ExecuteStreamResponse {
     pb::ExecuteStreamResponse {
         tag,
-        result: Some(pb::execute_stream_response::Result::Error(pb::CallError {
-            code: status.code() as i32,
-            message: status.message().to_owned(),
-        })),
+        result: Some(pb::execute_stream_response::Result::Error(
+            sandstorm_proto::call_error(status),
+        )),
     }
 }

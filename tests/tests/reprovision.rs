@@ -19,22 +19,12 @@ use sandstorm_identity::Role;
 use sandstorm_proto::v1 as pb;
 use sandstorm_proto::v1::node_agent_client::NodeAgentClient;
 use sandstorm_tests::Service;
-use tonic::transport::Channel;
 
 fn function(tenant: u32, name: &str) -> Option<pb::FunctionRef> {
     Some(pb::FunctionRef {
         tenant,
         name: name.into(),
     })
-}
-
-async fn next_stats(agent: &mut NodeAgentClient<Channel>) -> pb::NodeStats {
-    let mut stream = agent
-        .stream_stats(pb::StreamStatsRequest { interval_ms: 20 })
-        .await
-        .unwrap()
-        .into_inner();
-    stream.message().await.unwrap().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +76,7 @@ async fn a_storage_agent_runs_a_function_on_the_cores_dedicated_to_it() {
         .skipped;
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert!(skipped[0].contains("missing"), "{skipped:?}");
-    let stats = next_stats(&mut agent).await;
+    let stats = common::next_stats(&mut agent).await;
     let owners: Vec<&str> = stats
         .cores
         .iter()
@@ -144,7 +134,7 @@ async fn a_storage_agent_runs_a_function_on_the_cores_dedicated_to_it() {
         skipped.len() == 1 && skipped[0].contains("5 dedicated cores asked, 2 given"),
         "{skipped:?}"
     );
-    let owners: Vec<String> = next_stats(&mut agent)
+    let owners: Vec<String> = common::next_stats(&mut agent)
         .await
         .cores
         .into_iter()
@@ -156,7 +146,7 @@ async fn a_storage_agent_runs_a_function_on_the_cores_dedicated_to_it() {
         .provision(pb::ProvisionRequest::default())
         .await
         .unwrap();
-    let stats = next_stats(&mut agent).await;
+    let stats = common::next_stats(&mut agent).await;
     assert!(stats.cores.iter().all(|c| c.dedicated_to.is_empty()));
     // A bad function reference is refused, and the node keeps serving.
     let refused = agent
@@ -170,7 +160,7 @@ async fn a_storage_agent_runs_a_function_on_the_cores_dedicated_to_it() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
-    assert_eq!(next_stats(&mut agent).await.cores.len(), 3);
+    assert_eq!(common::next_stats(&mut agent).await.cores.len(), 3);
     drop(node);
 }
 
@@ -286,7 +276,7 @@ async fn the_scheduler_plans_from_live_profiles_and_the_compute_node_keeps_what_
         )
         .await,
     );
-    let stats = next_stats(&mut agent).await;
+    let stats = common::next_stats(&mut agent).await;
     let status = tenant.status().await;
     assert!(
         stats.warm_containers >= 1,

@@ -412,9 +412,12 @@ pub enum ExecuteError {
     /// the function failed
     #[error(transparent)]
     Run(#[from] RunError),
-    /// the container could not be assembled or stopped answering
+    /// no container could be made for it: nothing ran
+    #[error("no container could be assembled: {0}")]
+    Assembly(String),
+    /// its container failed or stopped answering once handed the invocation
     #[error("the container failed: {0}")]
-    Container(String),
+    Lost(String),
 }
 
 /// Node-wide counters for the stats stream.
@@ -651,7 +654,7 @@ impl ComputeNode {
             }
             Code::Native { .. } => self.assemble_for(from_scratch, None),
         }
-        .map_err(|e| ExecuteError::Container(e.to_string()))
+        .map_err(|e| ExecuteError::Assembly(e.to_string()))
     }
 
     /// Where WebAssembly functions' data calls go.
@@ -1075,10 +1078,10 @@ impl ComputeNode {
                 let run = container
                     .run_wasm(function.tenant, &input, deadline, &self.router)
                     .await
-                    .map_err(|e| ExecuteError::Container(e.to_string()))?;
+                    .map_err(|e| ExecuteError::Lost(e.to_string()))?;
                 let output = run.result?;
                 let link = run.link.ok_or_else(|| {
-                    ExecuteError::Container("the function succeeded without a report".into())
+                    ExecuteError::Lost("the function succeeded without a report".into())
                 })?;
                 self.meter.record(CostKind::InstanceStart, link.start);
                 if let Some(running) = link.stats.running_at {
@@ -1106,8 +1109,8 @@ impl ComputeNode {
                     c.run(&argv, &input, deadline)
                 })
                 .await
-                .map_err(|e| ExecuteError::Container(e.to_string()))?
-                .map_err(|e| ExecuteError::Container(e.to_string()))?;
+                .map_err(|e| ExecuteError::Lost(e.to_string()))?
+                .map_err(|e| ExecuteError::Lost(e.to_string()))?;
                 let exec = ran.elapsed();
                 if let Some(first_byte) = result.first_byte {
                     self.record_assembly(start_kind, ready + first_byte);

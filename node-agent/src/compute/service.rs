@@ -17,18 +17,22 @@ use tracing::info;
 
 use super::{ComputeConfig, ComputeNode, ExecuteError, Execution, StartKind};
 use crate::edge::{
-    chain_steps, cost_samples, function_limits, function_ref, micros, nanos, now_unix_us,
-    step_failure,
+    chain_steps, cost_samples, function_limits, function_ref, micros, nanos, not_deployed,
+    now_unix_us, step_failure,
 };
 use crate::stats::CpuSampler;
 
 impl From<ExecuteError> for Status {
     fn from(e: ExecuteError) -> Self {
-        match e {
-            ExecuteError::UnknownFunction { .. } => Status::not_found(e.to_string()),
-            ExecuteError::Run(e) => e.into(),
-            ExecuteError::Container(_) => Status::unavailable(e.to_string()),
-        }
+        use sandstorm_proto::v1::FailureKind::{NotStarted, StartedThenFailed};
+        let message = e.to_string();
+        let kind = match e {
+            ExecuteError::UnknownFunction { .. } => return not_deployed(message),
+            ExecuteError::Run(e) => return e.into(),
+            ExecuteError::Assembly(_) => NotStarted,
+            ExecuteError::Lost(_) => StartedThenFailed,
+        };
+        sandstorm_proto::invocation_failure(tonic::Code::Unavailable, message, kind)
     }
 }
 

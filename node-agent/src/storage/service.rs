@@ -19,7 +19,9 @@ use tracing::Instrument as _;
 use super::store::StoreError;
 use super::workers::QueueError;
 use super::{ExecuteError, StorageNode};
-use crate::edge::{chain_steps, function_limits, function_ref, micros, nanos, step_failure};
+use crate::edge::{
+    chain_steps, function_limits, function_ref, micros, nanos, not_deployed, step_failure,
+};
 use crate::sandbox::RunOutcome;
 use crate::stats::Sampler;
 
@@ -35,17 +37,20 @@ impl From<StoreError> for Status {
 
 impl From<ExecuteError> for Status {
     fn from(e: ExecuteError) -> Self {
+        use pb::FailureKind::{NotStarted, Refused, StartedThenFailed};
+        use tonic::Code;
         let message = e.to_string();
-        match e {
-            ExecuteError::UnknownFunction { .. } => Status::not_found(message),
-            ExecuteError::Run(e) => e.into(),
+        let (code, kind) = match e {
+            ExecuteError::UnknownFunction { .. } => return not_deployed(message),
+            ExecuteError::Run(e) => return e.into(),
             ExecuteError::Queue(QueueError::Full { .. } | QueueError::TenantFull { .. }) => {
-                Status::resource_exhausted(message)
+                (Code::ResourceExhausted, Refused)
             }
-            ExecuteError::Queue(QueueError::Stopped) | ExecuteError::NotDurable(_) => {
-                Status::unavailable(message)
-            }
-        }
+            ExecuteError::Queue(QueueError::Stopped) => (Code::Unavailable, NotStarted),
+            // It ran; its writes may be visible, but are not durable.
+            ExecuteError::NotDurable(_) => (Code::Unavailable, StartedThenFailed),
+        };
+        sandstorm_proto::invocation_failure(code, message, kind)
     }
 }
 

@@ -177,10 +177,9 @@ impl pb::scheduler_server::Scheduler for Api {
                     };
                     let result = match result {
                         Ok(response) => pb::invoke_stream_response::Result::Response(response),
-                        Err(status) => pb::invoke_stream_response::Result::Error(pb::CallError {
-                            code: status.code() as i32,
-                            message: status.message().to_owned(),
-                        }),
+                        Err(status) => pb::invoke_stream_response::Result::Error(
+                            sandstorm_proto::call_error(&status),
+                        ),
                     };
                     Ok(pb::InvokeStreamResponse {
                         tag: r.tag,

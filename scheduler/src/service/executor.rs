@@ -16,11 +16,10 @@ use sandstorm_proto::v1 as pb;
 use sandstorm_proto::v1::node_agent_client::NodeAgentClient;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::Status;
 use tonic::transport::Channel;
 use tracing::debug;
 
-use super::invoke::{Failure, classify};
+use super::invoke::{Failure, classify, classify_error};
 
 /// Largest input sent on the stream; larger ones get a unary call of their own.
 pub const STREAM_MAX_INPUT: usize = 64 << 10;
@@ -170,9 +169,7 @@ async fn deliver(mut answers: tonic::Streaming<pb::ExecuteStreamResponse>, live:
                 };
                 let result = match answer.result {
                     Some(pb::execute_stream_response::Result::Response(r)) => Ok(r),
-                    Some(pb::execute_stream_response::Result::Error(e)) => {
-                        Err(classify(&Status::new(tonic::Code::from(e.code), e.message)))
-                    }
+                    Some(pb::execute_stream_response::Result::Error(e)) => Err(classify_error(e)),
                     None => Err(Failure::MidRun("the node sent an empty answer".into())),
                 };
                 let _ = waiting.send(result);

@@ -100,25 +100,48 @@ pub(super) enum Failure {
     Function(Code, String),
 }
 
+/// How an attempt that ended in `status` failed: by the failure kind the node put in it (see
+/// `FailureKind` in `common.proto`), never by its message. A status without one is the
+/// transport's (or an older agent's): the invocation may have started, unless the connection
+/// was refused outright.
 pub(super) fn classify(status: &tonic::Status) -> Failure {
-    let message = status.message().to_owned();
-    match status.code() {
-        Code::NotFound => Failure::NotDeployed,
-        // The node's run queues are full: it took nothing.
-        Code::ResourceExhausted if message.contains("queue") => Failure::NeverStarted(message),
-        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal => {
-            let lower = message.to_ascii_lowercase();
-            if ["connect error", "trying to connect", "refused", "dns error"]
-                .iter()
-                .any(|m| lower.contains(m))
-            {
-                Failure::NeverStarted(message)
-            } else {
-                Failure::MidRun(message)
-            }
-        }
-        code => Failure::Function(code, message),
+    if refused_connection(status) {
+        return Failure::NeverStarted(status.message().to_owned());
     }
+    classify_error(sandstorm_proto::call_error(status))
+}
+
+/// [`classify`] of an error as a stream carries it.
+pub(super) fn classify_error(e: pb::CallError) -> Failure {
+    use pb::FailureKind as Kind;
+    let code = Code::from(e.code);
+    match e.kind() {
+        Kind::NotStarted if code == Code::NotFound => Failure::NotDeployed,
+        Kind::NotStarted | Kind::Refused => Failure::NeverStarted(e.message),
+        Kind::TimedOut | Kind::Function => Failure::Function(code, e.message),
+        Kind::StartedThenFailed => Failure::MidRun(e.message),
+        Kind::Unspecified => match code {
+            Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal => {
+                Failure::MidRun(e.message)
+            }
+            code => Failure::Function(code, e.message),
+        },
+    }
+}
+
+/// Whether the transport failed to connect at all (so nothing was sent): an I/O error of kind
+/// connection refused somewhere in the status's sources.
+fn refused_connection(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Owners of the hint keys, with the share of the keys each holds (most first).
@@ -559,27 +582,52 @@ mod tests {
     }
 
     #[test]
-    fn failures_are_classified_by_whether_the_invocation_started() {
-        let never = tonic::Status::unavailable("tcp connect error: Connection refused");
-        assert!(matches!(classify(&never), Failure::NeverStarted(_)));
-        let mid =
-            tonic::Status::unavailable("error reading a body from connection: connection reset");
-        assert!(matches!(classify(&mid), Failure::MidRun(_)));
-        let full = tonic::Status::resource_exhausted("run queue of core 0 is full");
-        assert!(matches!(classify(&full), Failure::NeverStarted(_)));
-        let memory = tonic::Status::resource_exhausted("memory limit of 16 MiB");
+    fn failures_are_classified_by_their_kind_not_their_message() {
+        use pb::FailureKind as Kind;
+        let failure = |code, message: &str, kind| {
+            classify(&sandstorm_proto::invocation_failure(code, message, kind))
+        };
+        // The same code and the same words mean different things by kind.
         assert!(matches!(
-            classify(&memory),
+            failure(Code::ResourceExhausted, "queue full", Kind::Refused),
+            Failure::NeverStarted(_)
+        ));
+        assert!(matches!(
+            failure(Code::ResourceExhausted, "queue full", Kind::Function),
             Failure::Function(Code::ResourceExhausted, _)
         ));
         assert!(matches!(
-            classify(&tonic::Status::not_found("no fn")),
+            failure(
+                Code::Unavailable,
+                "connection refused",
+                Kind::StartedThenFailed
+            ),
+            Failure::MidRun(_)
+        ));
+        assert!(matches!(
+            failure(Code::Unavailable, "container died", Kind::NotStarted),
+            Failure::NeverStarted(_)
+        ));
+        assert!(matches!(
+            failure(Code::NotFound, "no fn", Kind::NotStarted),
             Failure::NotDeployed
         ));
+        assert!(matches!(
+            failure(Code::DeadlineExceeded, "deadline", Kind::TimedOut),
+            Failure::Function(Code::DeadlineExceeded, _)
+        ));
+        // No kind: the transport's error; it may have started, whatever it says.
+        let mid = tonic::Status::unavailable("tcp connect error: Connection refused");
+        assert!(matches!(classify(&mid), Failure::MidRun(_)));
         assert!(matches!(
             classify(&tonic::Status::aborted("trap")),
             Failure::Function(Code::Aborted, _)
         ));
+        // Unless its sources say the connection was refused: nothing was sent.
+        let refused = tonic::Status::from_error(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert!(matches!(classify(&refused), Failure::NeverStarted(_)));
     }
 }
 

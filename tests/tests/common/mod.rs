@@ -306,3 +306,15 @@ pub fn http_status(base: &str, path: &str, header: Option<&str>) -> u16 {
     stream.read_exact(&mut head).unwrap();
     String::from_utf8_lossy(&head[9..12]).parse().unwrap()
 }
+
+/// The next statistics message of the agent behind `agent`.
+pub async fn next_stats(
+    agent: &mut sandstorm_proto::v1::node_agent_client::NodeAgentClient<Channel>,
+) -> pb::NodeStats {
+    let mut stream = agent
+        .stream_stats(pb::StreamStatsRequest { interval_ms: 20 })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap()
+}
