@@ -223,6 +223,10 @@ impl Scheduler {
                 }
             }
         }
+        if role == NodeRole::Storage {
+            // Every storage node's share changes with their number.
+            self.push_allowances(None).await;
+        }
         info!(node = %r.name, node_id = id.0, %role, address = %r.address, cores = r.cores, deployed, "node registered");
         let (storage, ring_vnodes) = {
             let inner = self.lock();
@@ -237,13 +241,13 @@ impl Scheduler {
         })
     }
 
-    /// Deploys `f` to the node behind `agent`.
+    /// Deploys `f` to the node behind `agent`, with its tenant's data quotas in its limits.
     pub async fn deploy_to(
         &self,
         agent: &sandstorm_proto::v1::node_agent_client::NodeAgentClient<tonic::transport::Channel>,
         f: &FunctionEntry,
     ) -> Result<(), tonic::Status> {
-        let request = pb::DeployRequest {
+        let mut request = pb::DeployRequest {
             function: Some(pb::FunctionRef {
                 tenant: f.tenant.0,
                 name: f.name.clone(),
@@ -257,6 +261,11 @@ impl Scheduler {
             ..Default::default()
         };
         let mut agent = agent.clone();
+        let quotas = self.lock().tenant_quotas(f.tenant);
+        if let Some(limits) = request.limits.as_mut() {
+            limits.max_data_calls = quotas.max_data_calls;
+            limits.max_data_bytes = quotas.max_data_bytes;
+        }
         match tokio::time::timeout(self.config.deploy_timeout, agent.deploy(request)).await {
             Ok(r) => r.map(|_| ()),
             Err(_) => Err(tonic::Status::deadline_exceeded(format!(

@@ -22,9 +22,10 @@ use super::SchedulerConfig;
 use super::auth::{self, Caller, Presented, TokenHash};
 use super::error::ApiError;
 use super::executor::Executor;
+use super::quota::Quotas;
 use super::reprovision::PlanReport;
 use super::results::Results;
-use super::store::{FunctionLimits, Loaded, Store};
+use super::store::{FunctionLimits, Loaded, QuotaSettings, Store};
 use super::warm::WarmTable;
 use crate::placement::{ClusterView, NodeView, Placer, Policy};
 use crate::provision::DataHomes;
@@ -92,6 +93,8 @@ pub struct Inner {
     pub catalog: Catalog,
     /// Token hash per tenant, indexed by `TenantId.0`.
     pub tokens: Vec<TokenHash>,
+    /// Quota settings per tenant (as the admin set them), indexed by `TenantId.0`.
+    pub quotas: Vec<QuotaSettings>,
     pub admin_hash: TokenHash,
     pub functions: HashMap<FunctionId, FunctionEntry>,
     /// Indexed by `NodeId.0`, like the catalog's nodes and the view.
@@ -111,6 +114,17 @@ pub struct Inner {
 }
 
 impl Inner {
+    /// The quotas in force for `tenant` (the defaults for an unknown one).
+    pub fn tenant_quotas(&self, tenant: TenantId) -> Quotas {
+        Quotas::resolve(
+            &self
+                .quotas
+                .get(tenant.0 as usize)
+                .copied()
+                .unwrap_or_default(),
+        )
+    }
+
     /// The function `name` of `tenant`.
     pub fn function(&self, tenant: TenantId, name: &str) -> Result<&FunctionEntry, ApiError> {
         self.catalog
@@ -340,6 +354,7 @@ impl Scheduler {
         let mut inner = Inner {
             catalog: Catalog::new(),
             tokens: Vec::new(),
+            quotas: Vec::new(),
             admin_hash,
             functions: HashMap::new(),
             nodes: Vec::new(),
@@ -367,6 +382,7 @@ impl Scheduler {
                 )));
             }
             inner.tokens.push(t.token_sha256);
+            inner.quotas.push(t.quotas);
         }
         for f in loaded.functions {
             let tenant = TenantId(f.tenant);
@@ -424,6 +440,13 @@ impl Scheduler {
             };
             inner.add_node(&n.name, role, n.cores, n.memory_mb, entry)?;
         }
+        let slots = super::invoke::TenantSlots::default();
+        for (id, settings) in inner.quotas.iter().enumerate() {
+            slots.set_limit(
+                TenantId(id as u32),
+                Quotas::resolve(settings).max_concurrent,
+            );
+        }
         let unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1));
@@ -438,9 +461,7 @@ impl Scheduler {
             results: Results::default(),
             dashboard: Arc::default(),
             membership,
-            tenant_slots: Arc::new(super::invoke::TenantSlots::new(
-                super::invoke::MAX_CONCURRENT_PER_TENANT,
-            )),
+            tenant_slots: Arc::new(slots),
         }))
     }
 
