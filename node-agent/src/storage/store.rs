@@ -153,7 +153,8 @@ pub struct Allowance {
 }
 
 /// What every tenant may hold on a node nobody gave allowances to: 256 MiB (keys + values) and
-/// 1,000,000 keys. Bounded so that an unconfigured node still refuses unbounded growth: a
+/// 1,000,000 keys. With a scheduler it holds only until the first `SetTenantQuotas` (sent at
+/// registration), which gives the node its share of each tenant's cluster quota. Bounded so that an unconfigured node still refuses unbounded growth: a
 /// stored key costs about 100 bytes of node memory beyond its own bytes (two boxes and its
 /// share of a B-tree node), so a tenant at this default holds roughly 350 MiB of memory.
 pub const DEFAULT_ALLOWANCE: Allowance = Allowance {
