@@ -412,6 +412,46 @@ async fn max_concurrent_refuses_calls_past_it_and_an_update_lets_them_in() {
     for r in burst(&single).await {
         r.unwrap();
     }
+
+    // The same through the command line.
+    let connection = [
+        "--scheduler".to_owned(),
+        scheduler.addr.to_string(),
+        "--admin-token-file".to_owned(),
+        scheduler
+            .data_dir()
+            .join("admin-token")
+            .display()
+            .to_string(),
+    ];
+    let cli = |args: &[&str]| {
+        let all: Vec<String> = args
+            .iter()
+            .map(|a| (*a).to_owned())
+            .chain(connection.iter().cloned())
+            .collect();
+        sandstorm_tests::sandstorm(None, all)
+    };
+    let created = cli(&["tenant", "create", "cli", "--max-keys", "7"]);
+    assert!(
+        created.success().stdout.contains("token: t"),
+        "{}",
+        created.stdout
+    );
+    let updated = cli(&["tenant", "update", "cli", "--max-concurrent", "3"]);
+    assert!(
+        updated
+            .success()
+            .stdout
+            .contains("max_keys 7 max_data_calls 10000 max_data_bytes 67108864 max_concurrent 3"),
+        "{}",
+        updated.stdout
+    );
+    let refused = cli(&["tenant", "update", "cli", "--max-data-calls", "99999999999"]);
+    refused
+        .clean_failure()
+        .stderr_names(&["quotas.max_data_calls", "99999999999"]);
+    assert_eq!(admin.quotas("cli").await.max_concurrent, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
