@@ -306,9 +306,7 @@ impl Admin for Api {
         self.caller(&request)?.admin("creating tenants")?;
         let r = request.into_inner();
         let created = self.scheduler.create_tenant(&r.name, r.quotas.as_ref())?;
-        self.scheduler
-            .push_allowances(Some(sandstorm_naming::TenantId(created.tenant_id)))
-            .await;
+        self.scheduler.push_allowances(None).await;
         ok(created)
     }
 

@@ -133,7 +133,12 @@ impl Scheduler {
                         && entry.incarnation == r.incarnation
                         && streaming
                     {
-                        // Already live: a periodic re-registration.
+                        // Already live: a periodic re-registration. Allowances it missed are
+                        // sent again.
+                        if role == NodeRole::Storage && entry.quotas_pushed < inner.quota_version {
+                            let scheduler = self.clone();
+                            tokio::spawn(async move { scheduler.push_allowances(Some(id)).await });
+                        }
                         return Ok(pb::RegisterResponse {
                             node_id: id.0,
                             new_session: false,
@@ -160,6 +165,7 @@ impl Scheduler {
                         stats_task: None,
                         last: None,
                         external_work_us: 0.0,
+                        quotas_pushed: 0,
                     };
                     inner.add_node(&r.name, role, r.cores, memory_mb, entry)?
                 }
@@ -225,6 +231,7 @@ impl Scheduler {
         }
         if role == NodeRole::Storage {
             // Every storage node's share changes with their number.
+            self.lock().quota_version += 1;
             self.push_allowances(None).await;
         }
         info!(node = %r.name, node_id = id.0, %role, address = %r.address, cores = r.cores, deployed, "node registered");

@@ -96,6 +96,7 @@ impl Scheduler {
         debug_assert_eq!(added, id);
         inner.tokens.push(record.token_sha256);
         inner.quotas.push(quotas);
+        inner.quota_version += 1;
         self.tenant_slots
             .set_limit(id, quota::Quotas::resolve(&quotas).max_concurrent);
         info!(tenant = id.0, name, "tenant created");

@@ -4,7 +4,8 @@
 //! - `max_stored_bytes`, `max_keys`: cluster-wide figures, split evenly over the storage nodes
 //!   on the key ring (each gets `ceil(quota / nodes)`, see [`allowance`]) and pushed to them
 //!   with `NodeAgent.SetTenantQuotas` when a storage node registers and when a tenant is
-//!   created or updated. The ring spreads a tenant's keys about evenly, so the split holds the
+//!   created or updated (a node that missed a version gets it at its next periodic
+//!   registration). The ring spreads a tenant's keys about evenly, so the split holds the
 //!   tenant near the cluster figure; a tenant whose keys happen to crowd onto one node is
 //!   refused a little before it. The nodes name the cluster figure in their refusals.
 //! - `max_data_calls`, `max_data_bytes`: per invocation, in the `FunctionLimits` every function
@@ -14,7 +15,7 @@
 
 use std::sync::Arc;
 
-use sandstorm_naming::TenantId;
+use sandstorm_naming::{NodeId, TenantId};
 use sandstorm_proto::v1 as pb;
 use tracing::{info, warn};
 
@@ -168,10 +169,11 @@ impl Scheduler {
                 quotas: after,
             })?;
             inner.quotas[i] = after;
+            inner.quota_version += 1;
             (tenant, Quotas::resolve(&before), Quotas::resolve(&after))
         };
         self.tenant_slots.set_limit(tenant, after.max_concurrent);
-        self.push_allowances(Some(tenant)).await;
+        self.push_allowances(None).await;
         if (before.max_data_calls, before.max_data_bytes)
             != (after.max_data_calls, after.max_data_bytes)
         {
@@ -183,47 +185,49 @@ impl Scheduler {
         })
     }
 
-    /// Sends every storage node on the ring its share of `only`'s (or every tenant's) stored
-    /// data quotas. A node that does not answer is logged; it gets them again when it
-    /// registers.
-    pub async fn push_allowances(&self, only: Option<TenantId>) {
-        let (agents, tenants) = {
+    /// Sends every storage node on the ring (or only `node`) its share of every tenant's stored
+    /// data quotas, and notes which nodes acknowledged the current version. A node that does
+    /// not answer is logged and sent them again when it next registers (every second).
+    pub async fn push_allowances(&self, node: Option<NodeId>) {
+        let (version, agents, tenants) = {
             let inner = self.lock();
             let storage = inner.ring.nodes();
             let tenants: Vec<pb::TenantAllowance> = (0..inner.quotas.len())
-                .map(|i| TenantId(i as u32))
-                .filter(|t| only.is_none_or(|o| o == *t))
-                .map(|t| allowance(t, &inner.tenant_quotas(t), storage.len()))
+                .map(|i| {
+                    let t = TenantId(i as u32);
+                    allowance(t, &inner.tenant_quotas(t), storage.len())
+                })
                 .collect();
             let agents: Vec<_> = storage
                 .iter()
+                .filter(|id| node.is_none_or(|n| n == **id))
                 .filter_map(|id| {
                     let entry = inner.nodes.get(id.0 as usize)?;
-                    Some((inner.node_name(id.0), entry.agent.clone()))
+                    Some((*id, inner.node_name(id.0), entry.agent.clone()))
                 })
                 .collect();
-            (agents, tenants)
+            (inner.quota_version, agents, tenants)
         };
-        if tenants.is_empty() {
-            return;
-        }
-        let calls = agents.into_iter().map(|(node, mut agent)| {
+        let calls = agents.into_iter().map(|(id, name, mut agent)| {
             let request = pb::SetTenantQuotasRequest {
                 tenants: tenants.clone(),
             };
             async move {
-                match tokio::time::timeout(
-                    self.config.rpc_timeout,
-                    agent.set_tenant_quotas(request),
-                )
-                .await
-                {
-                    Ok(Ok(_)) => {}
+                let sent =
+                    tokio::time::timeout(self.config.rpc_timeout, agent.set_tenant_quotas(request))
+                        .await;
+                match sent {
+                    Ok(Ok(_)) => {
+                        let mut inner = self.lock();
+                        if let Some(entry) = inner.nodes.get_mut(id.0 as usize) {
+                            entry.quotas_pushed = entry.quotas_pushed.max(version);
+                        }
+                    }
                     Ok(Err(e)) => {
-                        warn!(%node, error = %e, "setting tenant quotas failed; sent again when it registers")
+                        warn!(node = %name, error = %e, "setting tenant quotas failed; sent again when it registers")
                     }
                     Err(_) => {
-                        warn!(%node, "setting tenant quotas timed out; sent again when it registers")
+                        warn!(node = %name, "setting tenant quotas timed out; sent again when it registers")
                     }
                 }
             }

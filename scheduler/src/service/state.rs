@@ -73,6 +73,8 @@ pub struct NodeEntry {
     pub last: Option<LastStats>,
     /// Backlog added to the view for work the scheduler did not place (see `cluster::fold_stats`).
     pub external_work_us: f64,
+    /// The [`Inner::quota_version`] this (storage) node last acknowledged allowances of.
+    pub quotas_pushed: u64,
 }
 
 /// The latest statistics of a node, summed over its cores.
@@ -95,6 +97,9 @@ pub struct Inner {
     pub tokens: Vec<TokenHash>,
     /// Quota settings per tenant (as the admin set them), indexed by `TenantId.0`.
     pub quotas: Vec<QuotaSettings>,
+    /// Bumped by every change of the quotas or of the storage nodes: a storage node that has
+    /// not acknowledged this version is sent its allowances again when it next registers.
+    pub quota_version: u64,
     pub admin_hash: TokenHash,
     pub functions: HashMap<FunctionId, FunctionEntry>,
     /// Indexed by `NodeId.0`, like the catalog's nodes and the view.
@@ -355,6 +360,7 @@ impl Scheduler {
             catalog: Catalog::new(),
             tokens: Vec::new(),
             quotas: Vec::new(),
+            quota_version: 1,
             admin_hash,
             functions: HashMap::new(),
             nodes: Vec::new(),
@@ -437,6 +443,7 @@ impl Scheduler {
                 stats_task: None,
                 last: None,
                 external_work_us: 0.0,
+                quotas_pushed: 0,
             };
             inner.add_node(&n.name, role, n.cores, n.memory_mb, entry)?;
         }
