@@ -535,3 +535,58 @@ async fn a_compute_containers_data_call_past_its_quota_is_resource_exhausted() {
         ("1 2 1 2 1 2 1", "compute-0")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_quota_is_shared_over_the_storage_nodes_and_named_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = Service::scheduler(dir.path(), &[]);
+    let _first = storage_agent(&scheduler, &dir.path().join("storage-0"));
+    let mut admin = Admin::new(&scheduler).await;
+    let four = pb::TenantQuotas {
+        max_keys: 4,
+        ..Default::default()
+    };
+    let mut small = admin.create(&scheduler, "small", four).await.unwrap();
+    let mut other = admin
+        .create(&scheduler, "other", pb::TenantQuotas::default())
+        .await
+        .unwrap();
+    // A second storage node joins after the tenant was created: both get a share of 2 keys.
+    let second = scheduler.start_agent(&[
+        "agent",
+        "--role",
+        "storage",
+        "--name",
+        "storage-1",
+        "--listen",
+        "127.0.0.1:0",
+        "--cores",
+        "1",
+        "--in-memory",
+    ]);
+    second.wait_for_stdout("registered with the scheduler", 1);
+    let mut stored = 0;
+    let mut refusals = Vec::new();
+    for i in 0..10 {
+        match try_put(&mut small, &format!("key-{i}"), "v").await {
+            Ok(()) => stored += 1,
+            Err(e) => refusals.push(e),
+        }
+        other.put(&format!("key-{i}"), "w").await;
+    }
+    assert!(stored <= 4, "{stored} keys stored past a quota of 4");
+    assert!(!refusals.is_empty());
+    for e in refusals {
+        assert_exhausted(
+            Err::<(), _>(e),
+            &["max_keys quota of 4", "allowance here is 2"],
+        );
+    }
+    // The other tenant holds all ten.
+    for i in 0..10 {
+        assert_eq!(
+            get(&mut other, &format!("key-{i}")).await.as_deref(),
+            Some("w")
+        );
+    }
+}
