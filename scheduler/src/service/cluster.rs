@@ -133,11 +133,20 @@ impl Scheduler {
                         && entry.incarnation == r.incarnation
                         && streaming
                     {
-                        // Already live: a periodic re-registration. Allowances it missed are
-                        // sent again.
+                        // Already live: a periodic re-registration. Allowances and limits it
+                        // missed are sent again.
                         if role == NodeRole::Storage && entry.quotas_pushed < inner.quota_version {
                             let scheduler = self.clone();
                             tokio::spawn(async move { scheduler.push_allowances(Some(id)).await });
+                        }
+                        let stale = std::mem::take(&mut inner.nodes[id.0 as usize].stale_limits);
+                        if !stale.is_empty() {
+                            let scheduler = self.clone();
+                            tokio::spawn(async move {
+                                for tenant in stale {
+                                    scheduler.redeploy(tenant, Some(id)).await;
+                                }
+                            });
                         }
                         return Ok(pb::RegisterResponse {
                             node_id: id.0,
@@ -166,6 +175,7 @@ impl Scheduler {
                         last: None,
                         external_work_us: 0.0,
                         quotas_pushed: 0,
+                        stale_limits: Vec::new(),
                     };
                     inner.add_node(&r.name, role, r.cores, memory_mb, entry)?
                 }

@@ -10,7 +10,8 @@
 //!   refused a little before it. The nodes name the cluster figure in their refusals.
 //! - `max_data_calls`, `max_data_bytes`: per invocation, in the `FunctionLimits` every function
 //!   of the tenant is deployed with (storage and compute nodes count them in the sandbox); an
-//!   update deploys the tenant's functions again.
+//!   update deploys the tenant's functions again (to a node that fails it, again at its next
+//!   periodic registration).
 //! - `max_concurrent`: at the scheduler ([`super::invoke::TenantSlots`]).
 
 use std::sync::Arc;
@@ -177,7 +178,7 @@ impl Scheduler {
         if (before.max_data_calls, before.max_data_bytes)
             != (after.max_data_calls, after.max_data_bytes)
         {
-            self.redeploy(tenant).await;
+            self.redeploy(tenant, None).await;
         }
         info!(tenant = tenant.0, name, ?after, "tenant quotas updated");
         Ok(pb::UpdateTenantResponse {
@@ -235,9 +236,10 @@ impl Scheduler {
         futures_util::future::join_all(calls).await;
     }
 
-    /// Deploys every function of `tenant` again to every node, so their limits carry the
-    /// tenant's data quotas now in force.
-    async fn redeploy(&self, tenant: TenantId) {
+    /// Deploys every function of `tenant` again to every node (or only `node`), so their limits
+    /// carry the tenant's data quotas now in force. A node that fails a deploy is marked and
+    /// tried again at its next periodic registration.
+    pub async fn redeploy(&self, tenant: TenantId, node: Option<NodeId>) {
         let (functions, agents): (Vec<FunctionEntry>, Vec<_>) = {
             let inner = self.lock();
             (
@@ -248,14 +250,28 @@ impl Scheduler {
                     .cloned()
                     .collect(),
                 (0..inner.nodes.len())
-                    .map(|i| (inner.node_name(i as u32), inner.nodes[i].agent.clone()))
+                    .map(|i| NodeId(i as u32))
+                    .filter(|id| node.is_none_or(|n| n == *id))
+                    .map(|id| {
+                        let agent = inner.nodes[id.0 as usize].agent.clone();
+                        (id, inner.node_name(id.0), agent)
+                    })
                     .collect(),
             )
         };
-        for (node, agent) in &agents {
+        for (id, name, agent) in &agents {
+            let mut failed = false;
             for f in &functions {
                 if let Err(e) = self.deploy_to(agent, f).await {
-                    warn!(%node, function = %f.name, error = %e, "deploying with new quotas failed; deployed again when it registers");
+                    warn!(node = %name, function = %f.name, error = %e, "deploying with new quotas failed; tried again when it registers");
+                    failed = true;
+                }
+            }
+            if failed {
+                let mut inner = self.lock();
+                let stale = &mut inner.nodes[id.0 as usize].stale_limits;
+                if !stale.contains(&tenant) {
+                    stale.push(tenant);
                 }
             }
         }

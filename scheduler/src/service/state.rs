@@ -75,6 +75,8 @@ pub struct NodeEntry {
     pub external_work_us: f64,
     /// The [`Inner::quota_version`] this (storage) node last acknowledged allowances of.
     pub quotas_pushed: u64,
+    /// Tenants whose functions failed to deploy here with their latest data quotas.
+    pub stale_limits: Vec<TenantId>,
 }
 
 /// The latest statistics of a node, summed over its cores.
@@ -444,6 +446,7 @@ impl Scheduler {
                 last: None,
                 external_work_us: 0.0,
                 quotas_pushed: 0,
+                stale_limits: Vec::new(),
             };
             inner.add_node(&n.name, role, n.cores, n.memory_mb, entry)?;
         }
