@@ -169,30 +169,30 @@ pub enum TenantCommand {
 #[derive(Debug, Args)]
 pub struct QuotaArgs {
     /// Bytes (keys + values) the tenant may hold over the cluster (default 1 GiB).
-    #[arg(long, default_value_t = 0)]
-    max_stored_bytes: u64,
+    #[arg(long)]
+    max_stored_bytes: Option<u64>,
     /// Keys the tenant may hold over the cluster (default 1,000,000).
-    #[arg(long, default_value_t = 0)]
-    max_keys: u64,
+    #[arg(long)]
+    max_keys: Option<u64>,
     /// Data calls one invocation may make (default 10,000).
-    #[arg(long, default_value_t = 0)]
-    max_data_calls: u64,
+    #[arg(long)]
+    max_data_calls: Option<u64>,
     /// Bytes one invocation's data calls may move (default 64 MiB).
-    #[arg(long, default_value_t = 0)]
-    max_data_bytes: u64,
+    #[arg(long)]
+    max_data_bytes: Option<u64>,
     /// Invocations of the tenant in flight at once (default 128).
-    #[arg(long, default_value_t = 0)]
-    max_concurrent: u32,
+    #[arg(long)]
+    max_concurrent: Option<u32>,
 }
 
 impl QuotaArgs {
     fn to_pb(&self) -> pb::TenantQuotas {
         pb::TenantQuotas {
-            max_stored_bytes: self.max_stored_bytes,
-            max_keys: self.max_keys,
-            max_data_calls: self.max_data_calls,
-            max_data_bytes: self.max_data_bytes,
-            max_concurrent: self.max_concurrent,
+            max_stored_bytes: self.max_stored_bytes.unwrap_or(0),
+            max_keys: self.max_keys.unwrap_or(0),
+            max_data_calls: self.max_data_calls.unwrap_or(0),
+            max_data_bytes: self.max_data_bytes.unwrap_or(0),
+            max_concurrent: self.max_concurrent.unwrap_or(0),
         }
     }
 }
