@@ -1,10 +1,10 @@
 //! `sandstorm scheduler` (run the scheduler) and the client commands that talk to any scheduler:
-//! `sandstorm tenant create`, `sandstorm deploy`, `sandstorm invoke`, `sandstorm put`,
+//! `sandstorm tenant create` and `update`, `sandstorm deploy`, `sandstorm invoke`, `sandstorm put`,
 //! `sandstorm status`.
 //!
 //! Clients find the scheduler with `--scheduler ADDR` (or `SANDSTORM_SCHEDULER`, default
-//! `127.0.0.1:7100`) and authenticate with `--token` (or `SANDSTORM_TOKEN`; `tenant create` also
-//! reads `--admin-token-file`).
+//! `127.0.0.1:7100`) and authenticate with `--token` (or `SANDSTORM_TOKEN`; `tenant` commands also
+//! read `--admin-token-file`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -149,7 +149,59 @@ pub enum TenantCommand {
         /// Read the admin token from this file (the scheduler's `DATA_DIR/admin-token`).
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
+        #[command(flatten)]
+        quotas: QuotaArgs,
     },
+    /// Change a tenant's quotas (admin); prints the quotas in force.
+    Update {
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+        /// Read the admin token from this file (the scheduler's `DATA_DIR/admin-token`).
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+        #[command(flatten)]
+        quotas: QuotaArgs,
+    },
+}
+
+/// A tenant's quotas; a flag left out keeps the current value (at creation: the default).
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    /// Bytes (keys + values) the tenant may hold over the cluster (default 1 GiB).
+    #[arg(long)]
+    max_stored_bytes: Option<u64>,
+    /// Keys the tenant may hold over the cluster (default 1,000,000).
+    #[arg(long)]
+    max_keys: Option<u64>,
+    /// Data calls one invocation may make (default 10,000).
+    #[arg(long)]
+    max_data_calls: Option<u64>,
+    /// Bytes one invocation's data calls may move (default 64 MiB).
+    #[arg(long)]
+    max_data_bytes: Option<u64>,
+    /// Invocations of the tenant in flight at once (default 128).
+    #[arg(long)]
+    max_concurrent: Option<u32>,
+}
+
+impl QuotaArgs {
+    fn to_pb(&self) -> pb::TenantQuotas {
+        pb::TenantQuotas {
+            max_stored_bytes: self.max_stored_bytes.unwrap_or(0),
+            max_keys: self.max_keys.unwrap_or(0),
+            max_data_calls: self.max_data_calls.unwrap_or(0),
+            max_data_bytes: self.max_data_bytes.unwrap_or(0),
+            max_concurrent: self.max_concurrent.unwrap_or(0),
+        }
+    }
+}
+
+fn print_quotas(q: &pb::TenantQuotas) {
+    println!(
+        "max_stored_bytes {} max_keys {} max_data_calls {} max_data_bytes {} max_concurrent {}",
+        q.max_stored_bytes, q.max_keys, q.max_data_calls, q.max_data_bytes, q.max_concurrent
+    );
 }
 
 /// Deploy a function: a `.wasm` file, one of the bundled examples, or a native command.
@@ -241,6 +293,7 @@ pub fn run(command: SchedulerCommand) -> anyhow::Result<()> {
                 name,
                 connection,
                 admin_token_file,
+                quotas,
             }) => {
                 let token = admin_token(&connection, admin_token_file.as_deref())?;
                 let channel = channel(&connection).await?;
@@ -249,13 +302,34 @@ pub fn run(command: SchedulerCommand) -> anyhow::Result<()> {
                     .create_tenant(authed(
                         pb::CreateTenantRequest {
                             name,
-                            ..Default::default()
+                            quotas: Some(quotas.to_pb()),
                         },
                         &token,
                     )?)
                     .await?
                     .into_inner();
                 println!("tenant {} created; token: {}", r.tenant_id, r.token);
+                Ok(())
+            }
+            SchedulerCommand::Tenant(TenantCommand::Update {
+                name,
+                connection,
+                admin_token_file,
+                quotas,
+            }) => {
+                let token = admin_token(&connection, admin_token_file.as_deref())?;
+                let mut admin = AdminClient::new(channel(&connection).await?);
+                let r = admin
+                    .update_tenant(authed(
+                        pb::UpdateTenantRequest {
+                            name,
+                            quotas: Some(quotas.to_pb()),
+                        },
+                        &token,
+                    )?)
+                    .await?
+                    .into_inner();
+                print_quotas(&r.quotas.unwrap_or_default());
                 Ok(())
             }
             SchedulerCommand::Deploy(args) => deploy(args).await,

@@ -408,7 +408,10 @@ impl<D: DataAccess> Invocation<D> {
     /// Remembers a refusal by the tenant's storage allowance, for the error if the function
     /// then fails.
     fn note_refusal(&mut self, e: &StoreError) {
-        if matches!(e, StoreError::OverQuota { .. }) {
+        if matches!(
+            e,
+            StoreError::OverQuota { .. } | StoreError::RemoteOverQuota(_)
+        ) {
             self.refused = Some(e.to_string());
         }
     }
@@ -1023,7 +1026,9 @@ fn store_code(e: &StoreError) -> i64 {
     match e {
         StoreError::KeyTooLarge { .. } | StoreError::EmptyKey => code::KEY_TOO_LARGE,
         StoreError::ValueTooLarge { .. } => code::VALUE_TOO_LARGE,
-        StoreError::BatchTooLarge { .. } | StoreError::OverQuota { .. } => code::QUOTA,
+        StoreError::BatchTooLarge { .. }
+        | StoreError::OverQuota { .. }
+        | StoreError::RemoteOverQuota(_) => code::QUOTA,
         StoreError::Log(_) | StoreError::Remote(_) => code::UNAVAILABLE,
     }
 }

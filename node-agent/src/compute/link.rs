@@ -151,6 +151,7 @@ impl AgentLink {
             .fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
         match reply {
             Some(Reply::Error(message)) => Err(StoreError::Remote(message)),
+            Some(Reply::OverQuota(message)) => Err(StoreError::RemoteOverQuota(message)),
             Some(reply) => Ok(reply),
             None => Err(StoreError::Remote("an empty reply on the link".into())),
         }
@@ -465,7 +466,12 @@ impl Routes {
             }
             other => return Reply::Error(format!("not a data call: {other:?}")),
         };
-        result.unwrap_or_else(|status| Reply::Error(status.message().to_owned()))
+        // A refusal by the tenant's storage quota stays one inside the container, so the
+        // function's failure is reported as RESOURCE_EXHAUSTED naming the quota.
+        result.unwrap_or_else(|status| match status.code() {
+            tonic::Code::ResourceExhausted => Reply::OverQuota(status.message().to_owned()),
+            _ => Reply::Error(status.message().to_owned()),
+        })
     }
 
     /// Groups keys by owner, asks each owner once, and puts the answers back in request order.

@@ -29,7 +29,9 @@ impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Log(_) => Status::unavailable(e.to_string()),
-            StoreError::OverQuota { .. } => Status::resource_exhausted(e.to_string()),
+            StoreError::OverQuota { .. } | StoreError::RemoteOverQuota(_) => {
+                Status::resource_exhausted(e.to_string())
+            }
             _ => Status::invalid_argument(e.to_string()),
         }
     }

@@ -106,6 +106,9 @@ pub enum StoreError {
     /// the storage node that owns the key could not be reached or refused the call
     #[error("the storage node could not serve the call: {0}")]
     Remote(String),
+    /// the storage node that owns the key refused the write: the tenant's allowance there
+    #[error("{0}")]
+    RemoteOverQuota(String),
     /// the write would take the tenant past its allowance on this node
     #[error(
         "{tenant} is over its storage quota: it holds {held} {what} on this node, this \
@@ -125,8 +128,13 @@ pub enum StoreError {
 }
 
 fn quota_words(quota: Option<u64>, what: &str) -> String {
+    let name = if what == "keys" {
+        "max_keys"
+    } else {
+        "max_stored_bytes"
+    };
     match quota {
-        Some(q) => format!("its share of a cluster quota of {q} {what}"),
+        Some(q) => format!("its share of its {name} quota of {q} {what} over the cluster"),
         None => "this node's default allowance per tenant; none was set for it".to_owned(),
     }
 }
@@ -145,7 +153,8 @@ pub struct Allowance {
 }
 
 /// What every tenant may hold on a node nobody gave allowances to: 256 MiB (keys + values) and
-/// 1,000,000 keys. Bounded so that an unconfigured node still refuses unbounded growth: a
+/// 1,000,000 keys. With a scheduler it holds only until the first `SetTenantQuotas` (sent at
+/// registration), which gives the node its share of each tenant's cluster quota. Bounded so that an unconfigured node still refuses unbounded growth: a
 /// stored key costs about 100 bytes of node memory beyond its own bytes (two boxes and its
 /// share of a B-tree node), so a tenant at this default holds roughly 350 MiB of memory.
 pub const DEFAULT_ALLOWANCE: Allowance = Allowance {
@@ -701,7 +710,8 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "tenant-1 is over its storage quota: it holds 6 bytes on this node, this write would \
-             add 5, and its allowance here is 10 bytes (its share of a cluster quota of 1000 bytes)"
+             add 5, and its allowance here is 10 bytes (its share of its max_stored_bytes \
+             quota of 1000 bytes over the cluster)"
         );
         // Nothing was stored, and the key refused is not counted either.
         assert_eq!(s.get(A, b"k2").unwrap(), None);

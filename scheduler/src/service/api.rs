@@ -303,7 +303,10 @@ impl Admin for Api {
         request: Request<pb::CreateTenantRequest>,
     ) -> Reply<pb::CreateTenantResponse> {
         self.caller(&request)?.admin("creating tenants")?;
-        ok(self.scheduler.create_tenant(&request.into_inner().name)?)
+        let r = request.into_inner();
+        let created = self.scheduler.create_tenant(&r.name, r.quotas.as_ref())?;
+        self.scheduler.push_allowances(None).await;
+        ok(created)
     }
 
     async fn list_tenants(
@@ -319,7 +322,11 @@ impl Admin for Api {
         request: Request<pb::UpdateTenantRequest>,
     ) -> Reply<pb::UpdateTenantResponse> {
         self.caller(&request)?.admin("updating tenants")?;
-        Err(Status::unimplemented("WIP(issue 14)"))
+        let r = request.into_inner();
+        ok(self
+            .scheduler
+            .update_tenant(&r.name, r.quotas.as_ref())
+            .await?)
     }
 
     async fn create_join_token(

@@ -133,7 +133,21 @@ impl Scheduler {
                         && entry.incarnation == r.incarnation
                         && streaming
                     {
-                        // Already live: a periodic re-registration.
+                        // Already live: a periodic re-registration. Allowances and limits it
+                        // missed are sent again.
+                        if role == NodeRole::Storage && entry.quotas_pushed < inner.quota_version {
+                            let scheduler = self.clone();
+                            tokio::spawn(async move { scheduler.push_allowances(Some(id)).await });
+                        }
+                        let stale = std::mem::take(&mut inner.nodes[id.0 as usize].stale_limits);
+                        if !stale.is_empty() {
+                            let scheduler = self.clone();
+                            tokio::spawn(async move {
+                                for tenant in stale {
+                                    scheduler.redeploy(tenant, Some(id)).await;
+                                }
+                            });
+                        }
                         return Ok(pb::RegisterResponse {
                             node_id: id.0,
                             new_session: false,
@@ -160,6 +174,8 @@ impl Scheduler {
                         stats_task: None,
                         last: None,
                         external_work_us: 0.0,
+                        quotas_pushed: 0,
+                        stale_limits: Vec::new(),
                     };
                     inner.add_node(&r.name, role, r.cores, memory_mb, entry)?
                 }
@@ -229,6 +245,11 @@ impl Scheduler {
                 }
             }
         }
+        if role == NodeRole::Storage {
+            // Every storage node's share changes with their number.
+            self.lock().quota_version += 1;
+            self.push_allowances(None).await;
+        }
         info!(node = %r.name, node_id = id.0, %role, address = %r.address, cores = r.cores, deployed, "node registered");
         let (storage, ring_vnodes) = {
             let inner = self.lock();
@@ -243,7 +264,7 @@ impl Scheduler {
         })
     }
 
-    /// Deploys `f` to the node behind `agent`.
+    /// Deploys `f` to the node behind `agent`, with its tenant's data quotas in its limits.
     pub async fn deploy_to(
         &self,
         agent: &sandstorm_proto::v1::node_agent_client::NodeAgentClient<tonic::transport::Channel>,
@@ -266,6 +287,11 @@ impl Scheduler {
             FunctionCode::Native(argv) => request.command = argv.as_ref().clone(),
         }
         let mut agent = agent.clone();
+        let quotas = self.lock().tenant_quotas(f.tenant);
+        if let Some(limits) = request.limits.as_mut() {
+            limits.max_data_calls = quotas.max_data_calls;
+            limits.max_data_bytes = quotas.max_data_bytes;
+        }
         match tokio::time::timeout(self.config.deploy_timeout, agent.deploy(request)).await {
             Ok(r) => r.map(|_| ()),
             Err(_) => Err(tonic::Status::deadline_exceeded(format!(

@@ -59,6 +59,9 @@ pub enum ApiError {
     /// A tenant name already taken.
     #[error("tenant {0:?} already exists")]
     TenantExists(String),
+    /// An admin call names a tenant that does not exist.
+    #[error("no tenant named {0:?}")]
+    NoSuchTenant(String),
     /// Placement found no node that can take the invocation.
     #[error("no node can take the invocation: {0}")]
     NoNode(String),
@@ -114,7 +117,9 @@ impl From<ApiError> for Status {
             ApiError::Quota(_) => Code::ResourceExhausted,
             ApiError::DeployFailed(_) => Code::Unavailable,
             ApiError::Identity(_) => Code::Internal,
-            ApiError::UnknownFunction { .. } | ApiError::UnknownInvocation(_) => Code::NotFound,
+            ApiError::UnknownFunction { .. }
+            | ApiError::UnknownInvocation(_)
+            | ApiError::NoSuchTenant(_) => Code::NotFound,
             ApiError::TooLarge { .. } => Code::ResourceExhausted,
             ApiError::InvalidName { .. }
             | ApiError::MalformedChain(_)

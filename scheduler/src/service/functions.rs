@@ -9,10 +9,10 @@ use sandstorm_naming::{AppId, TenantId};
 use sandstorm_proto::v1 as pb;
 use tracing::{info, warn};
 
-use super::auth;
 use super::error::{ApiError, check_name};
 use super::state::{FunctionCode, FunctionEntry, Scheduler};
 use super::store::{FunctionLimits, FunctionRecord, QuotaSettings, TenantRecord};
+use super::{auth, quota};
 
 /// Default wall-clock budget of one invocation, ms (as the storage node's).
 pub const DEFAULT_DEADLINE_MS: u32 = 1_000;
@@ -137,9 +137,15 @@ impl Scheduler {
         }
     }
 
-    /// Creates a tenant; returns its id and token.
-    pub fn create_tenant(&self, name: &str) -> Result<pb::CreateTenantResponse, ApiError> {
+    /// Creates a tenant with `quotas` (unset fields: the defaults); returns its id and token.
+    /// The storage nodes learn its allowances from [`Scheduler::push_allowances`].
+    pub fn create_tenant(
+        &self,
+        name: &str,
+        quotas: Option<&pb::TenantQuotas>,
+    ) -> Result<pb::CreateTenantResponse, ApiError> {
         check_name("tenant", name)?;
+        let quotas = quota::apply(QuotaSettings::default(), quotas)?;
         let secret = auth::new_secret()
             .map_err(|e| ApiError::InvalidArgument(format!("no randomness for a token: {e}")))?;
         let mut inner = self.lock();
@@ -152,7 +158,7 @@ impl Scheduler {
             id: id.0,
             name: name.to_owned(),
             token_sha256: auth::hash(&token),
-            quotas: QuotaSettings::default(),
+            quotas,
         };
         // Under the lock, so two creations cannot take the same id.
         self.store.put_tenant(&record)?;
@@ -162,6 +168,10 @@ impl Scheduler {
             .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
         debug_assert_eq!(added, id);
         inner.tokens.push(record.token_sha256);
+        inner.quotas.push(quotas);
+        inner.quota_version += 1;
+        self.tenant_slots
+            .set_limit(id, quota::Quotas::resolve(&quotas).max_concurrent);
         info!(tenant = id.0, name, "tenant created");
         Ok(pb::CreateTenantResponse {
             tenant_id: id.0,
@@ -180,7 +190,7 @@ impl Scheduler {
                 name: t.name.clone(),
                 functions: u32::try_from(inner.catalog.functions_of(t.id).count())
                     .unwrap_or(u32::MAX),
-                quotas: None,
+                quotas: Some(inner.tenant_quotas(t.id).to_pb()),
             })
             .collect();
         pb::ListTenantsResponse { tenants }

@@ -631,37 +631,48 @@ mod tests {
     }
 }
 
-/// Calls (invocations, chains) one tenant may have in flight at the scheduler at once.
-pub const MAX_CONCURRENT_PER_TENANT: u32 = 128;
-
-/// How many calls each tenant has in flight, each at most `limit`: one tenant cannot take
-/// every node's admission places from the others.
-#[derive(Debug)]
+/// How many calls (invocations, chains) each tenant has in flight, each at most its
+/// `max_concurrent` quota: one tenant cannot take every node's admission places from the others.
+#[derive(Debug, Default)]
 pub struct TenantSlots {
+    /// Per tenant: calls in flight and the limit (a tenant never set has the default).
+    tenants: Mutex<HashMap<TenantId, Slots>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slots {
+    held: u32,
     limit: u32,
-    in_flight: Mutex<HashMap<TenantId, u32>>,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Self {
+            held: 0,
+            limit: super::quota::DEFAULT_MAX_CONCURRENT,
+        }
+    }
 }
 
 impl TenantSlots {
-    pub fn new(limit: u32) -> Self {
-        Self {
-            limit,
-            in_flight: Mutex::default(),
-        }
+    /// Sets `tenant`'s limit; calls already in flight keep their places.
+    pub fn set_limit(&self, tenant: TenantId, limit: u32) {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        tenants.entry(tenant).or_default().limit = limit;
     }
 
     /// A place for one call of `tenant`, or RESOURCE_EXHAUSTED naming the quota.
     pub fn take(self: &Arc<Self>, tenant: TenantId) -> Result<TenantSlot, ApiError> {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let held = in_flight.entry(tenant).or_default();
-        if *held >= self.limit {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        let slots = tenants.entry(tenant).or_default();
+        if slots.held >= slots.limit {
             return Err(ApiError::Quota(format!(
-                "{tenant} has {held} calls in flight, its quota (max_concurrent {}); retry when \
+                "{tenant} has {} calls in flight, its quota (max_concurrent {}); retry when \
                  some have finished",
-                self.limit
+                slots.held, slots.limit
             )));
         }
-        *held += 1;
+        slots.held += 1;
         Ok(TenantSlot {
             slots: self.clone(),
             tenant,
@@ -670,8 +681,8 @@ impl TenantSlots {
 
     /// Calls of `tenant` in flight now.
     pub fn held(&self, tenant: TenantId) -> u32 {
-        let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        in_flight.get(&tenant).copied().unwrap_or(0)
+        let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        tenants.get(&tenant).map_or(0, |s| s.held)
     }
 }
 
@@ -684,16 +695,9 @@ pub struct TenantSlot {
 
 impl Drop for TenantSlot {
     fn drop(&mut self) {
-        let mut in_flight = self
-            .slots
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = in_flight.get_mut(&self.tenant) {
-            *held = held.saturating_sub(1);
-            if *held == 0 {
-                in_flight.remove(&self.tenant);
-            }
+        let mut tenants = self.slots.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slots) = tenants.get_mut(&self.tenant) {
+            slots.held = slots.held.saturating_sub(1);
         }
     }
 }
@@ -704,8 +708,9 @@ mod slot_tests {
 
     #[test]
     fn a_tenant_holds_at_most_its_quota_and_gets_places_back() {
-        let slots = Arc::new(TenantSlots::new(3));
+        let slots = Arc::new(TenantSlots::default());
         let (a, b) = (TenantId(1), TenantId(2));
+        slots.set_limit(a, 3);
         let held: Vec<TenantSlot> = (0..3).map(|_| slots.take(a).unwrap()).collect();
         let refused = slots.take(a).unwrap_err();
         assert!(matches!(refused, ApiError::Quota(_)), "{refused:?}");
@@ -720,5 +725,12 @@ mod slot_tests {
         drop(other);
         assert_eq!((slots.held(a), slots.held(b)), (0, 0));
         assert!(slots.take(a).is_ok());
+        // A raised limit applies to the next call.
+        let held: Vec<TenantSlot> = (0..3).map(|_| slots.take(a).unwrap()).collect();
+        assert!(slots.take(a).is_err());
+        slots.set_limit(a, 4);
+        let fourth = slots.take(a).unwrap();
+        assert_eq!(slots.held(a), 4);
+        drop((held, fourth));
     }
 }

@@ -48,6 +48,7 @@ pub mod functions;
 pub mod invoke;
 pub mod limits;
 pub mod membership;
+pub mod quota;
 pub mod record;
 pub mod reprovision;
 pub mod results;

@@ -22,9 +22,10 @@ use super::SchedulerConfig;
 use super::auth::{self, Caller, Presented, TokenHash};
 use super::error::ApiError;
 use super::executor::Executor;
+use super::quota::Quotas;
 use super::reprovision::PlanReport;
 use super::results::Results;
-use super::store::{FunctionLimits, Loaded, Store};
+use super::store::{FunctionLimits, Loaded, QuotaSettings, Store};
 use super::warm::WarmTable;
 use crate::placement::{ClusterView, NodeView, Placer, Policy};
 use crate::provision::DataHomes;
@@ -114,6 +115,10 @@ pub struct NodeEntry {
     pub last: Option<LastStats>,
     /// Backlog added to the view for work the scheduler did not place (see `cluster::fold_stats`).
     pub external_work_us: f64,
+    /// The [`Inner::quota_version`] this (storage) node last acknowledged allowances of.
+    pub quotas_pushed: u64,
+    /// Tenants whose functions failed to deploy here with their latest data quotas.
+    pub stale_limits: Vec<TenantId>,
 }
 
 /// The latest statistics of a node, summed over its cores.
@@ -134,6 +139,11 @@ pub struct Inner {
     pub catalog: Catalog,
     /// Token hash per tenant, indexed by `TenantId.0`.
     pub tokens: Vec<TokenHash>,
+    /// Quota settings per tenant (as the admin set them), indexed by `TenantId.0`.
+    pub quotas: Vec<QuotaSettings>,
+    /// Bumped by every change of the quotas or of the storage nodes: a storage node that has
+    /// not acknowledged this version is sent its allowances again when it next registers.
+    pub quota_version: u64,
     pub admin_hash: TokenHash,
     pub functions: HashMap<FunctionId, FunctionEntry>,
     /// Indexed by `NodeId.0`, like the catalog's nodes and the view.
@@ -153,6 +163,17 @@ pub struct Inner {
 }
 
 impl Inner {
+    /// The quotas in force for `tenant` (the defaults for an unknown one).
+    pub fn tenant_quotas(&self, tenant: TenantId) -> Quotas {
+        Quotas::resolve(
+            &self
+                .quotas
+                .get(tenant.0 as usize)
+                .copied()
+                .unwrap_or_default(),
+        )
+    }
+
     /// The function `name` of `tenant`.
     pub fn function(&self, tenant: TenantId, name: &str) -> Result<&FunctionEntry, ApiError> {
         self.catalog
@@ -382,6 +403,8 @@ impl Scheduler {
         let mut inner = Inner {
             catalog: Catalog::new(),
             tokens: Vec::new(),
+            quotas: Vec::new(),
+            quota_version: 1,
             admin_hash,
             functions: HashMap::new(),
             nodes: Vec::new(),
@@ -409,6 +432,7 @@ impl Scheduler {
                 )));
             }
             inner.tokens.push(t.token_sha256);
+            inner.quotas.push(t.quotas);
         }
         for f in loaded.functions {
             let tenant = TenantId(f.tenant);
@@ -463,8 +487,17 @@ impl Scheduler {
                 stats_task: None,
                 last: None,
                 external_work_us: 0.0,
+                quotas_pushed: 0,
+                stale_limits: Vec::new(),
             };
             inner.add_node(&n.name, role, n.cores, n.memory_mb, entry)?;
+        }
+        let slots = super::invoke::TenantSlots::default();
+        for (id, settings) in inner.quotas.iter().enumerate() {
+            slots.set_limit(
+                TenantId(id as u32),
+                Quotas::resolve(settings).max_concurrent,
+            );
         }
         let unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -480,9 +513,7 @@ impl Scheduler {
             results: Results::default(),
             dashboard: Arc::default(),
             membership,
-            tenant_slots: Arc::new(super::invoke::TenantSlots::new(
-                super::invoke::MAX_CONCURRENT_PER_TENANT,
-            )),
+            tenant_slots: Arc::new(slots),
         }))
     }
 
