@@ -1,5 +1,6 @@
 //! The real storage node binary: acknowledged writes survive SIGKILL, a damaged log tail is cut
-//! on restart, and functions deployed over gRPC run against the recovered data.
+//! on restart, a corrupt record before the end refuses start-up until `--repair-log`, and
+//! functions deployed over gRPC run against the recovered data.
 
 #![allow(clippy::unwrap_used)] // A panic is how a test reports failure.
 
@@ -17,8 +18,12 @@ use common::TestCa;
 
 /// The standalone storage node `storage-0` with credentials from `ca`.
 fn agent(ca: &TestCa, data_dir: &std::path::Path) -> Service {
+    Service::start(agent_args(ca, data_dir))
+}
+
+fn agent_args(ca: &TestCa, data_dir: &std::path::Path) -> Vec<String> {
     let identity = ca.identity(Role::Storage, "storage-0");
-    Service::start([
+    [
         "agent",
         "--role",
         "storage",
@@ -32,7 +37,18 @@ fn agent(ca: &TestCa, data_dir: &std::path::Path) -> Service {
         "1",
         "--data-dir",
         data_dir.to_str().expect("utf-8 path"),
-    ])
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// The data directory's log segment.
+fn segment(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("a log segment")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,11 +134,7 @@ async fn a_damaged_log_tail_is_cut_and_the_node_starts() {
     node.kill();
 
     // A torn record: a header that promises 1,000 bytes, then 10 of garbage.
-    let segment = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "log"))
-        .expect("a log segment");
+    let segment = segment(dir.path());
     let good_len = std::fs::metadata(&segment).unwrap().len();
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes.extend_from_slice(&1000u32.to_le_bytes());
@@ -132,7 +144,7 @@ async fn a_damaged_log_tail_is_cut_and_the_node_starts() {
     let node = agent(&ca, dir.path());
     let log = node.stderr();
     assert!(
-        log.contains("torn or corrupt record"),
+        log.contains("the log ends in a torn record"),
         "the cut is logged:\n{log}"
     );
     assert!(
@@ -211,4 +223,63 @@ async fn functions_deployed_over_grpc_run_on_the_real_node() {
         .unwrap()
         .into_inner();
     assert_eq!(got.value, b"3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_record_before_the_end_refuses_start_until_repair_is_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let mut node = agent(&ca, dir.path());
+    let mut kv = KeyValueClient::new(ca.dial(&node, Role::Storage, "storage-0").await);
+    // Records of 8 + 9 + 2 + 1 = 20 bytes each.
+    for i in 0..10 {
+        kv.put(pb::PutRequest {
+            tenant: 1,
+            key: format!("k{i}").into_bytes(),
+            value: format!("{i}").into_bytes(),
+        })
+        .await
+        .unwrap();
+    }
+    node.kill();
+    let segment = segment(dir.path());
+    let mut bytes = std::fs::read(&segment).unwrap();
+    assert_eq!(bytes.len(), 200);
+    bytes[3 * 20 + 12] ^= 0x10; // inside the fourth record
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let name = segment.to_str().unwrap();
+    sandstorm_tests::sandstorm(None, agent_args(&ca, dir.path()))
+        .clean_failure()
+        .stderr_names(&[name, "corrupt record at byte 60", "--repair-log"]);
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        bytes,
+        "refusing cut nothing"
+    );
+
+    let mut args = agent_args(&ca, dir.path());
+    args.push("--repair-log".into());
+    let node = Service::start(args);
+    let log = node.stderr();
+    assert!(
+        log.contains("--repair-log: the log has a corrupt record"),
+        "{log}"
+    );
+    assert!(
+        log.contains("offset=60") && log.contains("bytes_dropped=140"),
+        "{log}"
+    );
+    let mut kv = KeyValueClient::new(ca.dial(&node, Role::Storage, "storage-0").await);
+    for i in 0..10 {
+        let got = kv
+            .get(pb::GetRequest {
+                tenant: 1,
+                key: format!("k{i}").into_bytes(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.found, i < 3, "k{i}");
+    }
 }
