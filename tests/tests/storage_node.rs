@@ -1,5 +1,6 @@
 //! The real storage node binary: acknowledged writes survive SIGKILL, a damaged log tail is cut
-//! on restart, a corrupt record before the end refuses start-up until `--repair-log`, and
+//! on restart, a corrupt record before the end refuses start-up until `--repair-log`, a full disk
+//! makes the node read-only (and says so), and
 //! functions deployed over gRPC run against the recovered data.
 
 #![allow(clippy::unwrap_used)] // A panic is how a test reports failure.
@@ -282,4 +283,109 @@ async fn a_corrupt_record_before_the_end_refuses_start_until_repair_is_asked() {
             .into_inner();
         assert_eq!(got.found, i < 3, "k{i}");
     }
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_makes_the_node_read_only_and_it_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // A real kernel failure of the log: a data directory on a 64 KiB tmpfs fills up.
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&data)
+        .output();
+    match mounted {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            println!(
+                "SKIPPED: cannot mount a tmpfs (needs root): {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            println!("SKIPPED: cannot run mount: {e}");
+            return;
+        }
+    }
+    let _tmpfs = Tmpfs(data.clone());
+    let ca = TestCa::new();
+    let node = agent(&ca, &data);
+    let mut kv = KeyValueClient::new(ca.dial(&node, Role::Storage, "storage-0").await);
+    let put = |i: usize| pb::PutRequest {
+        tenant: 1,
+        key: format!("k{i:04}").into_bytes(),
+        value: vec![b'x'; 4000],
+    };
+    // 64 KiB hold at most 16 of these: the write that does not fit fails.
+    let mut acked = 0;
+    let failed = loop {
+        match kv.put(put(acked)).await {
+            Ok(_) => acked += 1,
+            Err(status) => break status,
+        }
+        assert!(acked <= 16, "a 64 KiB tmpfs took {acked} writes of 4 KB");
+    };
+    assert_eq!(failed.code(), tonic::Code::Unavailable, "{failed:?}");
+    assert!(
+        failed.message().contains("write of the write-ahead log"),
+        "{failed:?}"
+    );
+    // Every later write is refused naming the failure, even one that would fit.
+    let refused = kv
+        .put(pb::PutRequest {
+            tenant: 1,
+            key: b"small".to_vec(),
+            value: b"1".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("read-only") && refused.message().contains("No space left"),
+        "{refused:?}"
+    );
+    // Reads go on: every acknowledged write is there, the failed one is not.
+    for i in 0..=acked {
+        let got = kv
+            .get(pb::GetRequest {
+                tenant: 1,
+                key: format!("k{i:04}").into_bytes(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.found, i < acked, "k{i:04} of {acked} acknowledged");
+    }
+    // The stats say so, and so does the log.
+    let mut agent = NodeAgentClient::new(ca.dial(&node, Role::Storage, "storage-0").await);
+    let stats = agent
+        .stream_stats(pb::StreamStatsRequest { interval_ms: 20 })
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stats.read_only.contains("No space left"), "{stats:?}");
+    assert!(
+        node.stderr().contains("the storage node is now read-only"),
+        "{}",
+        node.stderr()
+    );
 }
