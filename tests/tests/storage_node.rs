@@ -1,7 +1,7 @@
 //! The real storage node binary: acknowledged writes survive SIGKILL, a damaged log tail is cut
-//! on restart, a corrupt record before the end refuses start-up until `--repair-log`, a full disk
-//! makes the node read-only (and says so), and
-//! functions deployed over gRPC run against the recovered data.
+//! on restart, a corrupt record before the end refuses start-up until `--repair-log`, a full
+//! disk makes the node read-only (and it says so), and functions deployed over gRPC run against
+//! the recovered data.
 
 #![allow(clippy::unwrap_used)] // A panic is how a test reports failure.
 
