@@ -383,9 +383,34 @@ async fn a_full_disk_makes_the_node_read_only_and_it_says_so() {
         .unwrap()
         .unwrap();
     assert!(stats.read_only.contains("No space left"), "{stats:?}");
+    // As does the metrics gauge (set once a second).
+    let metrics = node
+        .printed("metrics on ")
+        .expect("the metrics address is printed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !http_get(&metrics).contains("\nsandstorm_store_read_only 1") {
+        assert!(std::time::Instant::now() < deadline, "no read-only gauge");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(
         node.stderr().contains("the storage node is now read-only"),
         "{}",
         node.stderr()
     );
+}
+
+/// The body of `GET url` (`http://HOST:PORT/PATH`).
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
