@@ -39,6 +39,11 @@ pub struct AgentArgs {
     /// Keep data only in memory: it is lost when the node stops.
     #[arg(long)]
     in_memory: bool,
+    /// Storage role: if the write-ahead log has a corrupt record before its end (the node
+    /// refuses to start, naming the segment and offset), cut the log there instead, DROPPING
+    /// that record and every record after it, acknowledged ones included.
+    #[arg(long, conflicts_with = "in_memory")]
+    repair_log: bool,
     /// Worker cores that run functions (default: every core of the machine). Storage role.
     #[arg(long)]
     cores: Option<usize>,
@@ -150,6 +155,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| PathBuf::from("sandstorm-data").join(args.name())),
         )
     };
+    config.wal.repair = args.repair_log;
     if let Some(cores) = args.cores {
         if cores == 0 {
             bail!("--cores must be at least 1");

@@ -24,6 +24,7 @@
 //! [`FunctionLimits::max_data_bytes`]): the call past either ends the invocation with
 //! [`RunError::DataQuota`], naming the quota and its limit.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -354,6 +355,9 @@ pub struct Invocation<D: DataAccess = Store> {
     bytes_written: u64,
     local_access: Option<Duration>,
     durable: Option<Ack>,
+    /// This invocation's writes that are not durable yet, so not visible in the store: its own
+    /// reads see them (`None`: deleted). Bounded by its data quotas.
+    written: BTreeMap<Box<[u8]>, Option<Box<[u8]>>>,
     logs_left: u32,
     log_line_bytes: usize,
     function: Arc<str>,
@@ -719,6 +723,7 @@ impl<D: DataAccess> Sandbox<D> {
             bytes_written: 0,
             local_access: None,
             durable: None,
+            written: BTreeMap::new(),
             logs_left: log_lines,
             log_line_bytes: self.config.log_line_bytes,
             function: function.name.clone(),
@@ -1029,7 +1034,7 @@ fn store_code(e: &StoreError) -> i64 {
         StoreError::BatchTooLarge { .. }
         | StoreError::OverQuota { .. }
         | StoreError::RemoteOverQuota(_) => code::QUOTA,
-        StoreError::Log(_) | StoreError::Remote(_) => code::UNAVAILABLE,
+        StoreError::Log(_) | StoreError::ReadOnly(_) | StoreError::Remote(_) => code::UNAVAILABLE,
     }
 }
 
@@ -1099,12 +1104,17 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
                 scratch,
                 kept,
                 tenant,
+                written,
                 ..
             } = st;
-            let result = store.get_with(*tenant, scratch, |v| match v {
+            let answer = |v: Option<&[u8]>| match v {
                 None => code::NOT_FOUND,
                 Some(v) => deliver(data, buf, kept, v),
-            });
+            };
+            let result = match written.get(&scratch[..]) {
+                Some(v) => Ok(answer(v.as_deref())),
+                None => store.get_with(*tenant, scratch, answer),
+            };
             if let Some(t) = started {
                 st.local_access = Some(t.elapsed());
             }
@@ -1139,6 +1149,7 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
                     st.bytes_written += (key.len() + value.len()) as u64;
                     if ack.is_some() {
                         st.durable = ack;
+                        st.written.insert(key.into(), Some(value.into()));
                     }
                     Ok(0)
                 }
@@ -1161,6 +1172,7 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
                     st.bytes_written += key.len() as u64;
                     if ack.is_some() {
                         st.durable = ack;
+                        st.written.insert(key.into(), None);
                     }
                     Ok(i32::from(existed))
                 }
@@ -1192,13 +1204,21 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
             let mut encoded = std::mem::take(&mut st.kept);
             encoded.clear();
             let (mut found, mut bytes) = (0u64, 0u64);
-            let result = st.data.multi_get_with(st.tenant, &keys, |v| match v {
-                None => encoded.extend_from_slice(&(-1i32).to_le_bytes()),
-                Some(v) => {
-                    found += 1;
-                    bytes += v.len() as u64;
-                    encoded.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                    encoded.extend_from_slice(v);
+            let mut asked = keys.iter();
+            let written = &st.written;
+            let result = st.data.multi_get_with(st.tenant, &keys, |v| {
+                let v = match asked.next().and_then(|k| written.get(*k)) {
+                    Some(w) => w.as_deref(),
+                    None => v,
+                };
+                match v {
+                    None => encoded.extend_from_slice(&(-1i32).to_le_bytes()),
+                    Some(v) => {
+                        found += 1;
+                        bytes += v.len() as u64;
+                        encoded.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                        encoded.extend_from_slice(v);
+                    }
                 }
             });
             if let Some(t) = started {
@@ -1230,8 +1250,31 @@ fn host_interface<D: DataAccess>(engine: &Engine) -> wasmtime::Result<Linker<Inv
             let buf = range(data.len(), buf, cap)?;
             st.quotas.begin_call(prefix.len())?;
             let limit = usize::try_from(limit).unwrap_or(0);
-            let pairs = match st.data.scan(st.tenant, &data[prefix], limit) {
-                Ok(p) => p,
+            let prefix = &data[prefix];
+            let mine: Vec<_> = st
+                .written
+                .range::<[u8], _>((
+                    std::ops::Bound::Included(prefix),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .collect();
+            // Each of its own writes can hide at most one stored pair: ask for that many more.
+            let pairs = match st
+                .data
+                .scan(st.tenant, prefix, limit.saturating_add(mine.len()))
+            {
+                Ok(p) if mine.is_empty() => p,
+                Ok(p) => {
+                    let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = p.into_iter().collect();
+                    for (k, v) in mine {
+                        match v {
+                            Some(v) => merged.insert(k.to_vec(), v.to_vec()),
+                            None => merged.remove(&k[..]),
+                        };
+                    }
+                    merged.into_iter().take(limit).collect()
+                }
                 Err(e) => return Ok(store_code(&e)),
             };
             let mut encoded = std::mem::take(&mut st.kept);

@@ -24,6 +24,7 @@ fn snapshots_replace_old_segments_and_reopen_to_the_same_contents() {
     let dir = tempfile::tempdir().unwrap();
     let options = WalOptions {
         snapshot_after_bytes: 8 << 10,
+        ..WalOptions::default()
     };
     let t = TenantId(5);
     {

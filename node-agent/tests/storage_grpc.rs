@@ -696,7 +696,8 @@ async fn tenant_allowances_and_data_quotas_answer_resource_exhausted() {
     assert_eq!(
         err.message(),
         "tenant-4 is over its storage quota: it holds 6 bytes on this node, this write would add \
-         5, and its allowance here is 10 bytes (its share of a cluster quota of 30 bytes)"
+         5, and its allowance here is 10 bytes (its share of its max_stored_bytes quota of 30 bytes \
+         over the cluster)"
     );
     // Nothing was lost, and a delete makes room.
     let got = node

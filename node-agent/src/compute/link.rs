@@ -507,9 +507,7 @@ impl Routes {
             });
         for result in futures_util::future::join_all(requests).await {
             let (indices, found) = result?;
-            for (i, v) in indices.into_iter().zip(found) {
-                values[i] = v;
-            }
+            place(&mut values, &indices, found)?;
         }
         Ok(values)
     }
@@ -538,6 +536,27 @@ impl Routes {
         }
         Ok(pairs)
     }
+}
+
+/// Puts one storage node's multi-get answers at the request positions they answer. A reply with
+/// a different number of values than keys asked is an error: read as "not found", a short reply
+/// would tell the guest that keys it holds do not exist.
+fn place(
+    values: &mut [MaybeValue],
+    indices: &[usize],
+    found: Vec<MaybeValue>,
+) -> Result<(), tonic::Status> {
+    if found.len() != indices.len() {
+        return Err(tonic::Status::internal(format!(
+            "a storage node answered a multi-get of {} keys with {} values",
+            indices.len(),
+            found.len()
+        )));
+    }
+    for (&i, v) in indices.iter().zip(found) {
+        values[i] = v;
+    }
+    Ok(())
 }
 
 /// What the agent counted while serving one invocation's link.
@@ -619,5 +638,35 @@ pub async fn serve(
                 writer.write_all(&frame).await?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(v: &[u8]) -> MaybeValue {
+        MaybeValue {
+            found: true,
+            value: v.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_short_or_long_multi_get_reply_is_an_error_not_missing_keys() {
+        let mut values = vec![MaybeValue::default(); 3];
+        // One node answered keys 0 and 2 in full.
+        place(&mut values, &[0, 2], vec![value(b"a"), value(b"c")]).unwrap();
+        assert_eq!(values[0], value(b"a"));
+        assert_eq!(values[2], value(b"c"));
+        // Another was asked for key 1 and answered nothing.
+        let err = place(&mut values, &[1], Vec::new()).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal);
+        assert_eq!(
+            err.message(),
+            "a storage node answered a multi-get of 1 keys with 0 values"
+        );
+        // Nor may a reply carry more values than asked for.
+        assert!(place(&mut values, &[1], vec![value(b"b"), value(b"x")]).is_err());
     }
 }

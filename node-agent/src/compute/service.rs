@@ -306,6 +306,7 @@ fn node_stats(node: &ComputeNode, cpus: &mut CpuSampler) -> pb::NodeStats {
         warm_containers: u32::try_from(node.warm_containers()).unwrap_or(u32::MAX),
         pools,
         tenants: Vec::new(),
+        read_only: String::new(),
     }
 }
 

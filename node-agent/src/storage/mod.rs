@@ -493,6 +493,11 @@ pub async fn run(
                 crate::telemetry::gauge("sandstorm_store_keys", keys as f64);
                 crate::telemetry::gauge("sandstorm_store_bytes", bytes as f64);
                 crate::telemetry::gauge("sandstorm_functions", node.function_count() as f64);
+                let read_only = node.store().read_only().is_some();
+                crate::telemetry::gauge(
+                    "sandstorm_store_read_only",
+                    f64::from(u8::from(read_only)),
+                );
             }
         })
     };

@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use super::store::StoreError;
+use super::store::{Store, StoreError};
 use super::workers::QueueError;
 use super::{ExecuteError, StorageNode};
 use crate::edge::{
@@ -29,6 +29,7 @@ impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Log(_) => Status::unavailable(e.to_string()),
+            StoreError::ReadOnly(_) => Status::failed_precondition(e.to_string()),
             StoreError::OverQuota { .. } | StoreError::RemoteOverQuota(_) => {
                 Status::resource_exhausted(e.to_string())
             }
@@ -78,6 +79,22 @@ impl StorageService {
     /// Services over `node`.
     pub fn new(node: Arc<StorageNode>) -> Self {
         Self { node }
+    }
+
+    /// Runs a write on the store. A durable store's writes may wait for room in the log's
+    /// queue, so they run where blocking is allowed; an in-memory store's never wait.
+    async fn write<R: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Store) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, Status> {
+        let store = self.node.store().clone();
+        if !store.is_durable() {
+            return Ok(write(&store)?);
+        }
+        tokio::task::spawn_blocking(move || write(&store))
+            .await
+            .map_err(|e| Status::internal(format!("the write's thread failed: {e}")))?
+            .map_err(Status::from)
     }
 
     /// Largest gRPC message the node accepts: a module at its size limit, with room for the rest.
@@ -311,7 +328,11 @@ impl StorageService {
     }
 }
 
-fn node_stats(node: &StorageNode, sampler: &mut Sampler, interval: Duration) -> pb::NodeStats {
+pub(super) fn node_stats(
+    node: &StorageNode,
+    sampler: &mut Sampler,
+    interval: Duration,
+) -> pb::NodeStats {
     let mut assignment = node.core_assignment().into_iter();
     let cores = sampler
         .sample(node.cores(), interval)
@@ -347,6 +368,7 @@ fn node_stats(node: &StorageNode, sampler: &mut Sampler, interval: Duration) -> 
                 bytes: u.bytes,
             })
             .collect(),
+        read_only: node.store().read_only().unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -371,9 +393,8 @@ impl KeyValue for StorageService {
     ) -> Result<Response<pb::PutResponse>, Status> {
         let r = request.into_inner();
         let ack = self
-            .node
-            .store()
-            .put(TenantId(r.tenant), &r.key, &r.value)?;
+            .write(move |store| store.put(TenantId(r.tenant), &r.key, &r.value))
+            .await?;
         durable(ack).await?;
         Ok(Response::new(pb::PutResponse {}))
     }
@@ -383,7 +404,9 @@ impl KeyValue for StorageService {
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let r = request.into_inner();
-        let (existed, ack) = self.node.store().delete(TenantId(r.tenant), &r.key)?;
+        let (existed, ack) = self
+            .write(move |store| store.delete(TenantId(r.tenant), &r.key))
+            .await?;
         durable(ack).await?;
         Ok(Response::new(pb::DeleteResponse { existed }))
     }

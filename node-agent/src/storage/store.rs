@@ -6,14 +6,19 @@
 //! tenant's keys. Reads take a shard's read lock and may copy straight out of the map
 //! ([`Store::get_with`]), which is how a guest's `kv_get` lands in its linear memory with one copy.
 //!
-//! Writes apply to memory and append to the log under the shard's write lock, so the log's order
-//! of two writes to one key is the order they were applied in: replaying it rebuilds the same map.
+//! Without a log a write changes the map at once. With one, a write becomes visible only once it
+//! is durable: under the shard's write lock it is checked, charged and appended to the log's
+//! queue (so the log's order of two writes to one key is the order they were made in), and the
+//! shard notes it as in flight; the log's writer thread applies it to the map after the sync that
+//! made it durable, in log order, and only then acknowledges it. A failed sync applies nothing:
+//! the write and its charge are taken back ([`Store::abandon`]) and the node turns read-only.
 //!
-//! Each tenant's keys and bytes are counted as writes apply, recovered ones included, so usage
-//! is rebuilt from the snapshot and the log on open. A write that would take a tenant past its
-//! [`Allowance`] is refused before it is logged or applied ([`StoreError::OverQuota`]); a write
-//! that shrinks what the tenant holds (a delete, a smaller value) is always accepted. Recovered
-//! writes are counted, never refused: they were accepted once.
+//! Each tenant's keys and bytes are counted when a write is accepted, in-flight ones included,
+//! and recovered ones too, so usage is rebuilt from the snapshot and the log on open. A write
+//! that would take a tenant past its [`Allowance`] is refused before it is logged
+//! ([`StoreError::OverQuota`]); a write that shrinks what the tenant holds (a delete, a smaller
+//! value) is always accepted. Recovered writes are counted, never refused: they were accepted
+//! once.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -103,6 +108,9 @@ pub enum StoreError {
     /// the write-ahead log failed; the write was not made durable
     #[error("the write-ahead log failed: {0}")]
     Log(String),
+    /// an earlier log sync failed, so the node accepts no writes until it is restarted
+    #[error("the storage node is read-only: {0}")]
+    ReadOnly(String),
     /// the storage node that owns the key could not be reached or refused the call
     #[error("the storage node could not serve the call: {0}")]
     Remote(String),
@@ -280,9 +288,64 @@ fn change(counter: &AtomicU64, delta: i64, limit: Option<u64>) -> Result<(), u64
 
 type TenantMap = BTreeMap<Box<[u8]>, Box<[u8]>>;
 
+/// Writes to one key that are in the log's queue and not applied yet.
+#[derive(Debug)]
+struct InFlight {
+    /// Length of the value the newest of them leaves (`None`: a delete).
+    latest: Option<usize>,
+    /// How many there are.
+    count: u32,
+}
+
 #[derive(Debug, Default)]
 struct Shard {
     tenants: FxHashMap<TenantId, TenantMap>,
+    in_flight: FxHashMap<TenantId, FxHashMap<Box<[u8]>, InFlight>>,
+}
+
+impl Shard {
+    /// Changes the map; the change in (keys, bytes) it holds.
+    fn set(&mut self, tenant: TenantId, key: &[u8], value: Option<&[u8]>) -> (i64, i64) {
+        let size = |v: Option<usize>| v.map_or(0, |v| (key.len() + v) as i64);
+        let old = match value {
+            Some(value) => self
+                .tenants
+                .entry(tenant)
+                .or_default()
+                .insert(key.into(), value.into()),
+            None => self.tenants.get_mut(&tenant).and_then(|m| m.remove(key)),
+        };
+        let old = old.map(|v| v.len());
+        (
+            i64::from(value.is_some()) - i64::from(old.is_some()),
+            size(value.map(<[u8]>::len)) - size(old),
+        )
+    }
+
+    /// One in-flight write to `key` was applied or abandoned.
+    fn landed(&mut self, tenant: TenantId, key: &[u8]) {
+        let Some(keys) = self.in_flight.get_mut(&tenant) else {
+            return;
+        };
+        if let Some(w) = keys.get_mut(key) {
+            w.count -= 1;
+            if w.count == 0 {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.in_flight.remove(&tenant);
+                }
+            }
+        }
+    }
+}
+
+/// How [`Store::apply`] treats a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A client's write: checked against the allowance, logged if there is a log.
+    Write,
+    /// Replayed from the snapshot or log on open: counted, applied at once, never refused.
+    Recovered,
 }
 
 /// Shards: a power of two well above the cores that will contend, so writers rarely meet.
@@ -522,8 +585,9 @@ impl Store {
         Ok(pairs)
     }
 
-    /// Stores `value` under `key`. With a log, the returned [`Ack`] completes once the write is
-    /// on disk; the caller acknowledges its client only then.
+    /// Stores `value` under `key`. With a log, the write is visible once the returned [`Ack`]
+    /// completes (when it is on disk); the caller acknowledges its client only then. Waits while
+    /// the log's queue is full.
     pub fn put(
         &self,
         tenant: TenantId,
@@ -532,28 +596,63 @@ impl Store {
     ) -> Result<Option<Ack>, StoreError> {
         self.check_key(key)?;
         self.check_value(value)?;
-        Ok(self.apply(LogOp::Put { tenant, key, value }, true)?.1)
+        Ok(self
+            .apply(LogOp::Put { tenant, key, value }, Mode::Write)?
+            .1)
     }
 
-    /// Removes `key`; whether it existed, and the log's acknowledgement.
+    /// Removes `key`; whether it existed (counting writes still in flight), and the log's
+    /// acknowledgement.
     pub fn delete(&self, tenant: TenantId, key: &[u8]) -> Result<(bool, Option<Ack>), StoreError> {
         self.check_key(key)?;
-        self.apply(LogOp::Delete { tenant, key }, true)
+        self.apply(LogOp::Delete { tenant, key }, Mode::Write)
+    }
+
+    /// Why the node accepts no writes (a failed log sync), if it does not.
+    pub fn read_only(&self) -> Option<String> {
+        self.wal.get().and_then(Wal::failure)
+    }
+
+    /// Makes the next log sync fail, as a disk would (tests of what follows a failed sync).
+    #[cfg(test)]
+    pub(crate) fn fail_next_sync(&self) {
+        self.wal.get().expect("a durable store").fail_next_sync();
+    }
+
+    /// Holds the log's writer before its next write, while the guard lives (tests of writes in
+    /// flight).
+    #[cfg(test)]
+    pub(crate) fn hold_log_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.wal.get().expect("a durable store").hold()
+    }
+
+    /// Writers waiting for room in the log's queue.
+    #[cfg(test)]
+    pub(crate) fn log_writers_waiting(&self) -> usize {
+        self.wal.get().map_or(0, Wal::waiting)
     }
 
     /// Applies a recovered log record without logging it again.
     pub(super) fn apply_recovered(&self, op: LogOp<'_>) {
         // Nothing to log, so nothing can fail.
-        let _ = self.apply(op, false);
+        let _ = self.apply(op, Mode::Recovered);
     }
 
-    /// Every write goes through here: under the shard's write lock, charge the tenant's
-    /// account (refusing growth past its allowance unless the write is recovered), append to
-    /// the log (when asked and there is one), then change the map. Whether the key existed.
-    fn apply(&self, op: LogOp<'_>, log: bool) -> Result<(bool, Option<Ack>), StoreError> {
+    /// Every write goes through here. With a log, it first waits for room in the log's queue
+    /// (never while holding a shard lock: the writer thread needs them to apply what it
+    /// synced). Then under the shard's write lock it charges the tenant's account for the
+    /// change from what the key will hold once every write in flight has landed (refusing
+    /// growth past its allowance unless the write is recovered) and either queues it in the
+    /// log, marking it in flight, or changes the map. Whether the key existed.
+    fn apply(&self, op: LogOp<'_>, mode: Mode) -> Result<(bool, Option<Ack>), StoreError> {
         let (tenant, key, value) = match op {
             LogOp::Put { tenant, key, value } => (tenant, key, Some(value)),
             LogOp::Delete { tenant, key } => (tenant, key, None),
+        };
+        let wal = self.wal.get().filter(|_| mode == Mode::Write);
+        let room = match wal {
+            Some(wal) => Some(wal.reserve(&op).map_err(StoreError::ReadOnly)?),
+            None => None,
         };
         let account = self.tenant_account(tenant);
         let mut shard = self
@@ -561,35 +660,74 @@ impl Store {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         let size = |v: Option<usize>| v.map_or(0, |v| (key.len() + v) as i64);
-        let before = shard
-            .tenants
-            .get(&tenant)
-            .and_then(|m| m.get(key))
-            .map(|v| v.len());
+        let before = match shard.in_flight.get(&tenant).and_then(|m| m.get(key)) {
+            Some(w) => w.latest,
+            None => shard
+                .tenants
+                .get(&tenant)
+                .and_then(|m| m.get(key))
+                .map(|v| v.len()),
+        };
         let keys = i64::from(value.is_some()) - i64::from(before.is_some());
         let bytes = size(value.map(<[u8]>::len)) - size(before);
-        account.charge(tenant, keys, bytes, log)?;
-        let ack = match (log, self.wal.get()) {
-            (true, Some(wal)) => match wal.append(op) {
-                Ok(ack) => Some(ack),
+        account.charge(tenant, keys, bytes, mode == Mode::Write)?;
+        if let (Some(wal), Some(room)) = (wal, room) {
+            let ack = match wal.append(op, room, (keys, bytes)) {
+                Ok(ack) => ack,
                 Err(e) => {
                     let _ = account.charge(tenant, -keys, -bytes, false);
-                    return Err(StoreError::Log(e.to_string()));
+                    return Err(StoreError::ReadOnly(e));
                 }
-            },
-            _ => None,
-        };
-        let old = match value {
-            Some(value) => shard
-                .tenants
+            };
+            let w = shard
+                .in_flight
                 .entry(tenant)
                 .or_default()
-                .insert(key.into(), value.into()),
-            None => shard.tenants.get_mut(&tenant).and_then(|m| m.remove(key)),
-        };
+                .entry(key.into())
+                .or_insert(InFlight {
+                    latest: None,
+                    count: 0,
+                });
+            w.latest = value.map(<[u8]>::len);
+            w.count += 1;
+            return Ok((before.is_some(), Some(ack)));
+        }
+        let (keys, bytes) = shard.set(tenant, key, value);
         self.keys.fetch_add(keys, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        Ok((old.is_some(), ack))
+        Ok((before.is_some(), None))
+    }
+
+    /// A logged write is durable: readers see it from now on. The log's writer calls this in log
+    /// order, before it acknowledges the write.
+    pub(super) fn apply_durable(&self, op: LogOp<'_>) {
+        let (tenant, key, value) = match op {
+            LogOp::Put { tenant, key, value } => (tenant, key, Some(value)),
+            LogOp::Delete { tenant, key } => (tenant, key, None),
+        };
+        let mut shard = self
+            .shard(tenant, key)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let (keys, bytes) = shard.set(tenant, key, value);
+        shard.landed(tenant, key);
+        self.keys.fetch_add(keys, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A logged write failed to become durable: it never happens, and the tenant gets back
+    /// what it was charged (`charge`: keys and bytes). Every later write to the key fails
+    /// too (the log is read-only from then on), so taking back each charge in turn ends at
+    /// what the map holds.
+    pub(super) fn abandon(&self, op: LogOp<'_>, charge: (i64, i64)) {
+        let (LogOp::Put { tenant, key, .. } | LogOp::Delete { tenant, key }) = op;
+        let account = self.tenant_account(tenant);
+        let mut shard = self
+            .shard(tenant, key)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        shard.landed(tenant, key);
+        let _ = account.charge(tenant, -charge.0, -charge.1, false);
     }
 
     /// Calls `f` with every pair of every tenant, one shard at a time (for snapshots).

@@ -393,3 +393,125 @@ async fn one_tenant_never_holds_more_than_half_of_the_nodes_queues() {
     node.execute(OTHER, "echo", b"room".to_vec()).await.unwrap();
     deadline_exceeded(spinners).await;
 }
+
+/// Puts `key` = `mine`, then reads it back by get, scan and multi-get, and outputs the three
+/// answers.
+const PUT_THEN_READ: &str = r#"
+    (import "sandstorm" "kv_put" (func $put (param i32 i32 i32 i32) (result i32)))
+    (import "sandstorm" "kv_get" (func $get (param i32 i32 i32 i32) (result i64)))
+    (import "sandstorm" "kv_scan" (func $scan (param i32 i32 i32 i32 i32) (result i64)))
+    (import "sandstorm" "kv_multi_get" (func $multi (param i32 i32 i32 i32) (result i64)))
+    (import "sandstorm" "output_write" (func $out (param i32 i32) (result i32)))
+    (data (i32.const 0) "key")
+    (data (i32.const 16) "mine")
+    (data (i32.const 32) "\03\00\00\00key")
+    (func (export "run") (result i32)
+      (drop (call $put (i32.const 0) (i32.const 3) (i32.const 16) (i32.const 4)))
+      (drop (call $out (i32.const 64)
+        (i32.wrap_i64 (call $get (i32.const 0) (i32.const 3) (i32.const 64) (i32.const 32)))))
+      (drop (call $out (i32.const 128)
+        (i32.wrap_i64 (call $scan (i32.const 0) (i32.const 1) (i32.const 10) (i32.const 128) (i32.const 64)))))
+      (drop (call $out (i32.const 192)
+        (i32.wrap_i64 (call $multi (i32.const 32) (i32.const 7) (i32.const 192) (i32.const 32)))))
+      (i32.const 0))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The held log writer is the point: the invocation must finish while it cannot sync.
+#[allow(clippy::await_holding_lock)]
+async fn a_guest_reads_its_own_write_before_it_is_durable_and_others_only_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(1, |c| c.data_dir = Some(dir.path().to_path_buf()));
+    let ack = node
+        .store()
+        .put(OTHER, b"key", b"other's")
+        .unwrap()
+        .unwrap();
+    ack.await.unwrap().unwrap();
+    node.deploy(
+        OTHER,
+        "put-then-read",
+        &wat(PUT_THEN_READ),
+        FunctionLimits::default(),
+    )
+    .unwrap();
+    let held = node.store().hold_log_writer();
+    let run = {
+        let node = node.clone();
+        tokio::spawn(async move { node.execute(OTHER, "put-then-read", Vec::new()).await })
+    };
+    // The guest ran to its end while its write could not reach the disk.
+    wait_for("the invocation to finish", || {
+        node.cores()[0]
+            .invocations
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    })
+    .await;
+    // Another reader does not see the write yet.
+    assert_eq!(
+        node.store().get(OTHER, b"key").unwrap().as_deref(),
+        Some(&b"other's"[..])
+    );
+    drop(held);
+    let output = run.await.unwrap().unwrap().outcome.output;
+    let mut expected = b"mine".to_vec();
+    expected.extend_from_slice(&3u32.to_le_bytes());
+    expected.extend_from_slice(b"key");
+    expected.extend_from_slice(&4u32.to_le_bytes());
+    expected.extend_from_slice(b"mine");
+    expected.extend_from_slice(&4u32.to_le_bytes());
+    expected.extend_from_slice(b"mine");
+    assert_eq!(
+        String::from_utf8_lossy(&output),
+        String::from_utf8_lossy(&expected)
+    );
+    // Acknowledged: everyone sees it.
+    assert_eq!(
+        node.store().get(OTHER, b"key").unwrap().as_deref(),
+        Some(&b"mine"[..])
+    );
+}
+
+#[tokio::test]
+async fn after_a_failed_sync_the_node_refuses_writes_says_so_and_still_serves_reads() {
+    use sandstorm_proto::v1 as pb;
+    use sandstorm_proto::v1::key_value_server::KeyValue;
+    use tonic::{Code, Request};
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(1, |c| c.data_dir = Some(dir.path().to_path_buf()));
+    let service = super::service::StorageService::new(node.clone());
+    let put = |key: &[u8]| {
+        Request::new(pb::PutRequest {
+            tenant: OTHER.0,
+            key: key.to_vec(),
+            value: b"v".to_vec(),
+        })
+    };
+    service.put(put(b"kept")).await.unwrap();
+    node.store().fail_next_sync();
+    let failed = service.put(put(b"lost")).await.unwrap_err();
+    assert_eq!(failed.code(), Code::Unavailable);
+    assert!(failed.message().contains("fdatasync"), "{failed:?}");
+    let refused = service.put(put(b"later")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused
+            .message()
+            .starts_with("the storage node is read-only: fdatasync of the write-ahead log"),
+        "{refused:?}"
+    );
+    let get = |key: &[u8]| {
+        Request::new(pb::GetRequest {
+            tenant: OTHER.0,
+            key: key.to_vec(),
+        })
+    };
+    assert!(service.get(get(b"kept")).await.unwrap().into_inner().found);
+    assert!(!service.get(get(b"lost")).await.unwrap().into_inner().found);
+    let stats =
+        super::service::node_stats(&node, &mut Sampler::default(), Duration::from_millis(10));
+    assert_eq!(
+        stats.read_only,
+        refused.message()["the storage node is read-only: ".len()..]
+    );
+}
