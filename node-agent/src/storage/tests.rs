@@ -515,3 +515,29 @@ async fn after_a_failed_sync_the_node_refuses_writes_says_so_and_still_serves_re
         refused.message()["the storage node is read-only: ".len()..]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_step_sees_the_previous_steps_writes_on_a_durable_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(1, |c| c.data_dir = Some(dir.path().to_path_buf()));
+    for name in ["counter", "kv-sum"] {
+        let module = sandstorm_guest_examples::module(name).unwrap();
+        node.deploy(OTHER, name, module, FunctionLimits::default())
+            .unwrap();
+    }
+    // counter "3 3" makes key "3" hold 3 and outputs "3"; kv-sum "3" then reads key "3".
+    let ran = node
+        .execute_chain(
+            OTHER,
+            &["counter".to_owned(), "kv-sum".to_owned()],
+            b"3 3".to_vec(),
+        )
+        .await
+        .unwrap();
+    assert!(ran.failure.is_none(), "{:?}", ran.failure);
+    assert_eq!(
+        String::from_utf8_lossy(&ran.output),
+        "3",
+        "the second step read what the first wrote"
+    );
+}

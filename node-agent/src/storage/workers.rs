@@ -286,6 +286,30 @@ impl Worker {
                 Ok(mut outcome) => {
                     input = std::mem::take(&mut outcome.output);
                     previous_done = Some(Instant::now());
+                    // The next step sees this one's writes, as the next invocation would: once
+                    // they are durable (the wait is part of its hand-off). The last step's are
+                    // awaited by the caller.
+                    if i < rest.len()
+                        && let Some(ack) = outcome.durable.take()
+                    {
+                        let durable = match ack.await {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => Err(e),
+                            Err(_) => Err("the log writer stopped".to_owned()),
+                        };
+                        if let Err(e) = durable {
+                            return (
+                                steps,
+                                Vec::new(),
+                                Some((
+                                    i,
+                                    RunError::Failed(format!(
+                                        "its writes could not be made durable: {e}"
+                                    )),
+                                )),
+                            );
+                        }
+                    }
                     steps.push(StepRun {
                         outcome,
                         input_bytes,
