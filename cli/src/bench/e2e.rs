@@ -45,8 +45,9 @@ pub struct E2eBenchArgs {
     throughput_invocations: usize,
     /// Concurrent clients in the throughput run (default: as many as the agent admits at once
     /// from one tenant). The scheduler admits at most 9 invocations per agent core at once (one
-    /// running, 8 queued), one tenant at most half of those, and refuses more (UNAVAILABLE, or
-    /// RESOURCE_EXHAUSTED past the tenant's share); refusals are counted, not retried.
+    /// running, 8 queued), one tenant all of those but one per core, and refuses more
+    /// (UNAVAILABLE, or RESOURCE_EXHAUSTED past the tenant's share); refusals are counted, not
+    /// retried.
     #[arg(long)]
     clients: Option<usize>,
     /// Connections the throughput clients share.
@@ -102,14 +103,16 @@ pub fn run(args: &E2eBenchArgs) -> anyhow::Result<BenchOutput> {
         ),
         sandstorm_scheduler::placement::PlacerConfig::default().max_queue_per_core,
     );
-    let args =
-        &E2eBenchArgs {
-            agent_cores: Some(agent_cores),
-            clients: Some(args.clients.unwrap_or(
-                sandstorm_scheduler::service::invoke::NodeShares::share(admitted) as usize,
-            )),
-            ..args.clone()
-        };
+    let args = &E2eBenchArgs {
+        agent_cores: Some(agent_cores),
+        clients: Some(args.clients.unwrap_or(
+            sandstorm_scheduler::service::invoke::NodeShares::share(
+                admitted,
+                u32::try_from(agent_cores).unwrap_or(u32::MAX),
+            ) as usize,
+        )),
+        ..args.clone()
+    };
     if args.iterations == 0
         || args.throughput_invocations == 0
         || args.clients == Some(0)

@@ -4,9 +4,10 @@
 //! hand off through the global path through it.
 //!
 //! Fair admission: a node admits `cores x (1 + queue)` invocations at once (the placement
-//! core's limit), and one tenant may hold at most half of those places on any node
-//! ([`NodeShares`]), so a tenant flooding a node with long invocations leaves the other half
-//! to everyone else; its own excess is refused with RESOURCE_EXHAUSTED naming its share.
+//! core's limit), and one tenant may hold all of those places on a node but one per core
+//! ([`NodeShares`]), so a tenant flooding a node with long invocations cannot lock the other
+//! tenants out (the node's fair queue runs their calls at its next tick); its own excess is
+//! refused with RESOURCE_EXHAUSTED naming its share.
 //!
 //! Failures: every call to a node has a deadline (the function's plus slack). A node that cannot
 //! be reached, or refuses for lack of room, never started the invocation: it is placed again
@@ -103,10 +104,10 @@ pub struct NodeShares {
 }
 
 impl NodeShares {
-    /// Most of a node's `limit` admission places one tenant may hold: half (at least one), so
-    /// other tenants always find the other half.
-    pub fn share(limit: u32) -> u32 {
-        (limit / 2).max(1)
+    /// Most of the `limit` admission places of a node of `cores` one tenant may hold: all
+    /// but one per core (at least one), so other tenants always find a place on every core.
+    pub fn share(limit: u32, cores: u32) -> u32 {
+        limit.saturating_sub(cores).max(1)
     }
 
     pub fn held(&self, tenant: TenantId, node: NodeId) -> u32 {
@@ -460,7 +461,7 @@ impl Scheduler {
             .filter_map(|n| {
                 let limit = crate::placement::admission_limit(n, max_queue);
                 let held = inner.shares.held(f.tenant, n.id);
-                (held >= NodeShares::share(limit)).then_some((n.id, held, limit))
+                (held >= NodeShares::share(limit, n.cores)).then_some((n.id, held, limit))
             })
             .collect();
         let decision = if excluded.is_empty() && over_share.is_empty() {
@@ -488,7 +489,7 @@ impl Scheduler {
             {
                 c.reason = format!(
                     "excluded: {} holds {held} of its {limit} admission places, its share \
-                     (half) of the node",
+                     (all but one per core, kept for other tenants)",
                     f.tenant
                 );
             }
@@ -727,14 +728,14 @@ mod slot_tests {
     use super::*;
 
     #[test]
-    fn a_tenant_holds_at_most_half_of_a_nodes_places_and_gets_them_back() {
+    fn a_tenant_leaves_one_place_per_core_and_gets_its_places_back() {
         assert_eq!(
             (
-                NodeShares::share(9),
-                NodeShares::share(18),
-                NodeShares::share(1)
+                NodeShares::share(9, 1),
+                NodeShares::share(18, 2),
+                NodeShares::share(1, 1)
             ),
-            (4, 9, 1)
+            (8, 16, 1)
         );
         let mut shares = NodeShares::default();
         let (a, b, node) = (TenantId(1), TenantId(2), NodeId(0));
