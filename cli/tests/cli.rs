@@ -96,7 +96,7 @@ fn bench_help_works_and_lists_sim() {
     assert_mentions(
         &text,
         &[
-            "--json <FILE>",
+            "--json [<FILE>]",
             "--repeat",
             "--only",
             "keepalive",

@@ -6,7 +6,14 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const FUNCTIONS: [&str; 5] = ["echo", "kv-sum", "graph-walk", "hash-chain", "counter"];
+const FUNCTIONS: [&str; 6] = [
+    "echo",
+    "kv-sum",
+    "graph-walk",
+    "hash-chain",
+    "counter",
+    "spin",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));

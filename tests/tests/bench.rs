@@ -127,3 +127,89 @@ fn bench_sim_without_scenarios_fails_clearly() {
     run.clean_failure()
         .stderr_names(&["scenario directory", "sim/scenarios", "--scenario-dir"]);
 }
+
+/// `sandstorm bench isolation` in a short mode: its own scheduler and storage agent, a quiet and
+/// a noisy tenant. The table puts both phases side by side with the p99 ratio and each tenant's
+/// failures, `--json` (no file) prints the same as one line, and the quiet tenant had no
+/// failure: with spinners on its node every one of its calls still answered right. The latencies
+/// are timing and are not checked.
+#[test]
+fn bench_isolation_reports_both_tenants_and_the_quiet_one_never_fails() {
+    let args = [
+        "bench",
+        "isolation",
+        "--calls",
+        "30",
+        "--spinners",
+        "3",
+        "--spin-ms",
+        "300",
+    ];
+    let run = sandstorm(None, args);
+    run.success();
+    for needle in [
+        "isolation.quiet_alone",
+        "isolation.quiet_noisy",
+        "isolation.p99_ratio",
+        "isolation.quiet_failures",
+        "isolation.noisy_failures",
+        "quiet tenant alone, this run",
+        "3 spinners in flight",
+        "target: p99 within 2x of quiet, no failures: ",
+    ] {
+        assert!(
+            run.stdout.contains(needle),
+            "table lacks {needle:?}:\n{}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stdout.contains("failures: quiet 0 (0 alone, 0 beside)"),
+        "{}",
+        run.stdout
+    );
+
+    let run = sandstorm(None, args.iter().chain(&["--json"]));
+    run.success();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line, no table:\n{}", run.stdout);
+    let report: Value = serde_json::from_str(lines[0]).expect("a JSON line");
+    assert_eq!(report["bench"], "isolation");
+    let figure = |name: &str| {
+        report["figures"]
+            .as_array()
+            .expect("figures")
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no figure {name}: {report}"))
+            .clone()
+    };
+    for phase in ["isolation.quiet_alone", "isolation.quiet_noisy"] {
+        let f = figure(phase);
+        assert_eq!(
+            (f["unit"].as_str(), f["n"].as_u64()),
+            (Some("us"), Some(30)),
+            "{f}"
+        );
+        assert!(f["p50"].is_f64() && f["p99"].is_f64(), "{f}");
+    }
+    assert!(figure("isolation.p99_ratio")["mean"].is_f64());
+    let quiet = figure("isolation.quiet_failures");
+    assert_eq!(
+        (quiet["unit"].as_str(), quiet["mean"].as_f64()),
+        (Some("count"), Some(0.0))
+    );
+    assert!(figure("isolation.noisy_failures")["mean"].is_f64());
+}
+
+#[test]
+fn bench_isolation_refuses_flags_out_of_range() {
+    for (flag, value, names) in [
+        ("--calls", "0", "--calls"),
+        ("--spin-ms", "0", "--spin-ms"),
+        ("--spin-ms", "60001", "--spin-ms"),
+    ] {
+        let run = sandstorm(None, ["bench", "isolation", flag, value]);
+        run.clean_failure().stderr_names(&[names]);
+    }
+}

@@ -43,9 +43,11 @@ pub struct E2eBenchArgs {
     /// each, so the figure is a sustained rate.
     #[arg(long, default_value_t = 200_000)]
     throughput_invocations: usize,
-    /// Concurrent clients in the throughput run (default: as many as the agent admits at once).
-    /// The scheduler admits at most 9 invocations per agent core at once (one running, 8
-    /// queued) and refuses more with UNAVAILABLE; refusals are counted, not retried.
+    /// Concurrent clients in the throughput run (default: as many as the agent admits at once
+    /// from one tenant). The scheduler admits at most 9 invocations per agent core at once (one
+    /// running, 8 queued), one tenant all of those but one per core, and refuses more
+    /// (UNAVAILABLE, or RESOURCE_EXHAUSTED past the tenant's share); refusals are counted, not
+    /// retried.
     #[arg(long)]
     clients: Option<usize>,
     /// Connections the throughput clients share.
@@ -90,7 +92,8 @@ pub fn run(args: &E2eBenchArgs) -> anyhow::Result<BenchOutput> {
     let agent_cores = args
         .agent_cores
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    // Enough clients to keep the node at its admission limit: a load that saturates it.
+    // Enough clients to hold the bench tenant's share of the node's admission places: the
+    // most one tenant can keep in flight there.
     let admitted = sandstorm_scheduler::placement::admission_limit(
         &sandstorm_scheduler::placement::NodeView::new(
             sandstorm_naming::NodeId(0),
@@ -102,7 +105,12 @@ pub fn run(args: &E2eBenchArgs) -> anyhow::Result<BenchOutput> {
     );
     let args = &E2eBenchArgs {
         agent_cores: Some(agent_cores),
-        clients: Some(args.clients.unwrap_or(admitted as usize)),
+        clients: Some(args.clients.unwrap_or(
+            sandstorm_scheduler::service::invoke::NodeShares::share(
+                admitted,
+                u32::try_from(agent_cores).unwrap_or(u32::MAX),
+            ) as usize,
+        )),
         ..args.clone()
     };
     if args.iterations == 0
@@ -553,7 +561,8 @@ async fn throughput_streamed(
                         done += 1;
                     }
                     Some(pb::invoke_stream_response::Result::Error(e))
-                        if e.code == tonic::Code::Unavailable as i32 =>
+                        if e.code == tonic::Code::Unavailable as i32
+                            || e.code == tonic::Code::ResourceExhausted as i32 =>
                     {
                         refused += 1;
                     }
@@ -667,8 +676,13 @@ async fn throughput(
                         anyhow::ensure!(out == INPUT, "echo answered {out:?}");
                         done += 1;
                     }
-                    // Admission control: the node holds all it may.
-                    Err(e) if e.code() == tonic::Code::Unavailable => {
+                    // Admission control: the node, or the tenant's share of it, is full.
+                    Err(e)
+                        if matches!(
+                            e.code(),
+                            tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                        ) =>
+                    {
                         refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Err(e) => return Err(e.into()),

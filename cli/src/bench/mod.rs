@@ -93,14 +93,26 @@ pub enum BenchCommand {
     /// dashboard.publish: the cost of one publish, what the invocation path pays per decision.
     #[command(verbatim_doc_comment)]
     Dashboard(dashboard::DashboardBenchArgs),
+    /// Noisy neighbours: a quiet tenant's storage-tier latency alone and beside another
+    /// tenant's spinners on the same node, in one run (a real scheduler and storage agent).
+    ///
+    /// isolation.quiet_alone / isolation.quiet_noisy: kv-sum (Tier::Storage), p50/p99, alone
+    ///   and while the noisy tenant keeps --spinners spinners (default 4 x cores) in flight,
+    ///   each stopped at its --spin-ms deadline.
+    /// isolation.p99_ratio: p99 beside the spinners over p99 alone (target < 2x).
+    /// isolation.quiet_failures / isolation.noisy_failures: calls that failed (target 0; a
+    ///   spinner stopped at its deadline is no failure, a refused one is).
+    #[command(verbatim_doc_comment)]
+    Isolation(isolation::IsolationBenchArgs),
 }
 
 /// Options every bench subcommand takes.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     /// Also write the figures as JSON: {"bench": NAME, "figures": [{"name", "unit", "p50",
-    /// "p99", "mean", "n"}, ...]}.
-    #[arg(long, value_name = "FILE")]
+    /// "p99", "mean", "n"}, ...]}. Without FILE (or with `-`): print that as one line on
+    /// stdout instead of the table.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     json: Option<PathBuf>,
 }
 
@@ -124,6 +136,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         BenchCommand::Dashboard(a) => {
             let out = dashboard::run(a)?;
+            finish(&a.common, &out, false)
+        }
+        BenchCommand::Isolation(a) => {
+            let out = isolation::run(a)?;
             finish(&a.common, &out, false)
         }
     }
@@ -228,6 +244,8 @@ pub enum Unit {
     Kibibytes,
     /// How many times one figure is another's.
     Ratio,
+    /// How many of something (calls that failed).
+    Count,
 }
 
 impl Unit {
@@ -242,6 +260,7 @@ impl Unit {
             Unit::Nanoseconds => "ns",
             Unit::Kibibytes => "KiB",
             Unit::Ratio => "x",
+            Unit::Count => "count",
         }
     }
 
@@ -255,6 +274,7 @@ impl Unit {
             Unit::Nanoseconds,
             Unit::Kibibytes,
             Unit::Ratio,
+            Unit::Count,
         ]
         .into_iter()
         .find(|u| u.name() == name)
@@ -278,6 +298,7 @@ impl Unit {
             Unit::Kibibytes if v >= 1024.0 => format!("{:.1} MiB", v / 1024.0),
             Unit::Kibibytes => format!("{v:.0} KiB"),
             Unit::Ratio => format!("{v:.1}x"),
+            Unit::Count => format!("{v:.0}"),
             Unit::Bytes => {
                 const GIB: f64 = (1u64 << 30) as f64;
                 const MIB: f64 = (1u64 << 20) as f64;
@@ -471,24 +492,35 @@ pub fn render(out: &BenchOutput) -> String {
     text
 }
 
-/// The JSON form of `out`.
+/// The JSON form of `out`, pretty-printed.
 pub fn to_json(out: &BenchOutput) -> String {
-    let report = BenchReport {
+    // Plain structs with string keys and Option<f64> fields always serialize (NaN becomes null).
+    serde_json::to_string_pretty(&report(out)).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// The JSON form of `out` on one line.
+pub fn to_json_line(out: &BenchOutput) -> String {
+    serde_json::to_string(&report(out)).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+fn report(out: &BenchOutput) -> BenchReport {
+    BenchReport {
         bench: out.bench.to_owned(),
         figures: out.rows.iter().map(|r| r.figure.clone()).collect(),
-    };
-    // Plain structs with string keys and Option<f64> fields always serialize (NaN becomes null).
-    serde_json::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
 }
 
 /// Print the table (or, for a child process, the JSON on stdout) and write `--json`.
 fn finish(common: &CommonArgs, out: &BenchOutput, json_to_stdout: bool) -> anyhow::Result<()> {
+    let line = common.json.as_deref() == Some(std::path::Path::new("-"));
     if json_to_stdout {
         println!("{}", to_json(out));
+    } else if line {
+        println!("{}", to_json_line(out));
     } else {
         print!("{}", render(out));
     }
-    if let Some(path) = &common.json {
+    if let Some(path) = common.json.as_ref().filter(|_| !line) {
         std::fs::write(path, to_json(out) + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
@@ -512,6 +544,7 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
 
 pub mod dashboard;
 pub mod e2e;
+pub mod isolation;
 pub mod provision;
 pub mod sim;
 pub mod storage;

@@ -5,7 +5,7 @@
 include!(concat!(env!("OUT_DIR"), "/modules.rs"));
 
 /// The module of the example function `name` (`echo`, `kv-sum`, `graph-walk`, `hash-chain`,
-/// `counter`).
+/// `counter`, `spin`).
 pub fn module(name: &str) -> Option<&'static [u8]> {
     ALL.iter()
         .find(|(n, _)| *n == name)
@@ -16,7 +16,7 @@ pub fn module(name: &str) -> Option<&'static [u8]> {
 mod tests {
     #[test]
     fn every_example_is_a_wasm_module() {
-        assert_eq!(super::ALL.len(), 5);
+        assert_eq!(super::ALL.len(), 6);
         for (name, bytes) in super::ALL {
             assert_eq!(&bytes[..4], b"\0asm", "{name}");
         }

@@ -3,6 +3,12 @@
 //! record, the profile and the view's release. Chains ([`super::chain`]) run their steps that
 //! hand off through the global path through it.
 //!
+//! Fair admission: a node admits `cores x (1 + queue)` invocations at once (the placement
+//! core's limit), and one tenant may hold all of those places on a node but one per core
+//! ([`NodeShares`]), so a tenant flooding a node with long invocations cannot lock the other
+//! tenants out (the node's fair queue runs their calls at its next tick); its own excess is
+//! refused with RESOURCE_EXHAUSTED naming its share.
+//!
 //! Failures: every call to a node has a deadline (the function's plus slack). A node that cannot
 //! be reached, or refuses for lack of room, never started the invocation: it is placed again
 //! without that node. A node that fails mid-invocation is an UNAVAILABLE error naming it, unless
@@ -53,28 +59,71 @@ pub(super) struct Placed {
 pub(super) struct HeldReservation {
     scheduler: Arc<Scheduler>,
     reservation: Option<Reservation>,
+    /// The tenant whose place on the node (in [`NodeShares`]) the reservation holds.
+    tenant: TenantId,
 }
 
 impl HeldReservation {
-    pub(super) fn new(scheduler: Arc<Scheduler>, reservation: Option<Reservation>) -> Self {
+    /// Holds `reservation` for `tenant`, whose place in `Inner::shares` was taken with it.
+    pub(super) fn new(
+        scheduler: Arc<Scheduler>,
+        reservation: Option<Reservation>,
+        tenant: TenantId,
+    ) -> Self {
         Self {
             scheduler,
             reservation,
+            tenant,
         }
     }
 
     /// The invocation ran to an answer: its load and backlog leave the view (the memory of a
     /// new context stays, held by the context).
-    pub(super) fn complete(&mut self, view: &mut crate::placement::ClusterView) {
+    pub(super) fn complete(&mut self, inner: &mut super::state::Inner) {
         if let Some(r) = self.reservation.take() {
-            view.complete(r.node, r.work_us);
+            inner.view.complete(r.node, r.work_us);
+            inner.shares.give_back(self.tenant, r.node);
         }
     }
 
     /// The invocation did not complete: give the reservation back now.
     pub(super) fn release(&mut self) {
         if let Some(r) = self.reservation.take() {
-            self.scheduler.lock().view.unreserve(r);
+            let mut inner = self.scheduler.lock();
+            inner.shares.give_back(self.tenant, r.node);
+            inner.view.unreserve(r);
+        }
+    }
+}
+
+/// The admission places each tenant holds on each node: reserved by placement, given back with
+/// the reservation. A tenant holding [`NodeShares::share`] of a node is not placed there.
+#[derive(Debug, Default)]
+pub struct NodeShares {
+    held: HashMap<(TenantId, NodeId), u32>,
+}
+
+impl NodeShares {
+    /// Most of the `limit` admission places of a node of `cores` one tenant may hold: all
+    /// but one per core (at least one), so other tenants always find a place on every core.
+    pub fn share(limit: u32, cores: u32) -> u32 {
+        limit.saturating_sub(cores).max(1)
+    }
+
+    pub fn held(&self, tenant: TenantId, node: NodeId) -> u32 {
+        self.held.get(&(tenant, node)).copied().unwrap_or(0)
+    }
+
+    fn take(&mut self, tenant: TenantId, node: NodeId) {
+        *self.held.entry((tenant, node)).or_default() += 1;
+    }
+
+    fn give_back(&mut self, tenant: TenantId, node: NodeId) {
+        if let Some(held) = self.held.get_mut(&(tenant, node)) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                self.held.remove(&(tenant, node));
+            }
         }
     }
 }
@@ -437,11 +486,23 @@ impl Scheduler {
             data: &data,
             warm: &warm,
         };
-        let decision = if excluded.is_empty() {
+        // Nodes where the tenant holds its share of the admission places: not for it now.
+        let max_queue = placer.config().max_queue_per_core;
+        let over_share: Vec<(NodeId, u32, u32)> = inner
+            .view
+            .nodes()
+            .iter()
+            .filter_map(|n| {
+                let limit = crate::placement::admission_limit(n, max_queue);
+                let held = inner.shares.held(f.tenant, n.id);
+                (held >= NodeShares::share(limit, n.cores)).then_some((n.id, held, limit))
+            })
+            .collect();
+        let decision = if excluded.is_empty() && over_share.is_empty() {
             placer.place_recorded(&mut inner.view, &request)
         } else {
             let mut view = inner.view.clone();
-            for node in excluded {
+            for node in excluded.iter().chain(over_share.iter().map(|(n, ..)| n)) {
                 if let Some(n) = view.node_mut(*node) {
                     n.alive = false;
                 }
@@ -457,9 +518,29 @@ impl Scheduler {
         for c in &mut candidates {
             if excluded.contains(&NodeId(c.node_id)) {
                 c.reason = "excluded: an earlier attempt of this invocation failed there".into();
+            } else if let Some((_, held, limit)) =
+                over_share.iter().find(|(n, ..)| n.0 == c.node_id)
+            {
+                c.reason = format!(
+                    "excluded: {} holds {held} of its {limit} admission places, its share \
+                     (all but one per core, kept for other tenants)",
+                    f.tenant
+                );
             }
         }
         let Some(choice) = decision.chosen else {
+            // Only the tenant's own calls stand in the way: its quota, not the cluster's room.
+            if !over_share.is_empty() {
+                let reasons: Vec<String> = candidates
+                    .iter()
+                    .map(|c| format!("{}: {}", c.node, c.reason))
+                    .collect();
+                return Err(ApiError::Quota(format!(
+                    "no node can take more calls of {}: {}; retry when some have finished",
+                    f.tenant,
+                    reasons.join("; ")
+                )));
+            }
             let reasons = if candidates.is_empty() {
                 "no node has registered".to_owned()
             } else {
@@ -486,6 +567,9 @@ impl Scheduler {
             schedule_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             ..Default::default()
         };
+        if choice.reservation.is_some() {
+            inner.shares.take(f.tenant, choice.node);
+        }
         // Armed only once the lock is let go: a guard dropped under it would deadlock.
         drop(guard);
         Ok(Placed {
@@ -493,7 +577,7 @@ impl Scheduler {
             name,
             agent,
             executor,
-            reservation: HeldReservation::new(self.clone(), choice.reservation),
+            reservation: HeldReservation::new(self.clone(), choice.reservation, f.tenant),
             record,
         })
     }
@@ -507,7 +591,7 @@ impl Scheduler {
         arrival_us: u64,
     ) {
         let mut inner = self.lock();
-        placed.reservation.complete(&mut inner.view);
+        placed.reservation.complete(&mut inner);
         inner.note_execution(placed.node, f.id, exec, self.now_us());
         // The profile holds native compute: undo the sandbox slowdown of a run in a storage node.
         let slowdown = if exec.tier == i32::from(pb::Tier::Storage) {
@@ -705,6 +789,36 @@ impl Drop for TenantSlot {
 #[cfg(test)]
 mod slot_tests {
     use super::*;
+
+    #[test]
+    fn a_tenant_leaves_one_place_per_core_and_gets_its_places_back() {
+        assert_eq!(
+            (
+                NodeShares::share(9, 1),
+                NodeShares::share(18, 2),
+                NodeShares::share(1, 1)
+            ),
+            (8, 16, 1)
+        );
+        let mut shares = NodeShares::default();
+        let (a, b, node) = (TenantId(1), TenantId(2), NodeId(0));
+        for _ in 0..4 {
+            shares.take(a, node);
+        }
+        shares.take(b, node);
+        assert_eq!((shares.held(a, node), shares.held(b, node)), (4, 1));
+        assert_eq!(shares.held(a, NodeId(1)), 0, "per node");
+        for _ in 0..4 {
+            shares.give_back(a, node);
+        }
+        shares.give_back(a, node);
+        assert_eq!(shares.held(a, node), 0, "never below zero");
+        shares.give_back(b, node);
+        assert!(
+            shares.held.is_empty(),
+            "nothing kept for tenants that hold nothing"
+        );
+    }
 
     #[test]
     fn a_tenant_holds_at_most_its_quota_and_gets_places_back() {

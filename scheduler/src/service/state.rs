@@ -160,6 +160,8 @@ pub struct Inner {
     pub data_homes: DataHomes,
     /// The re-provisioner's latest round.
     pub plan: Option<Arc<PlanReport>>,
+    /// Admission places each tenant holds on each node.
+    pub shares: super::invoke::NodeShares,
 }
 
 impl Inner {
@@ -419,6 +421,7 @@ impl Scheduler {
             warm: WarmTable::default(),
             data_homes: DataHomes::default(),
             plan: None,
+            shares: super::invoke::NodeShares::default(),
         };
         for t in loaded.tenants {
             let id = inner
