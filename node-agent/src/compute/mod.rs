@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -352,6 +352,8 @@ struct WarmSlot {
     version: u64,
     container: tokio::sync::OnceCell<Arc<Container>>,
     last_used: Mutex<Instant>,
+    /// Invocations running in its container now.
+    running: AtomicUsize,
 }
 
 /// How an invocation got its container.
@@ -978,6 +980,7 @@ impl ComputeNode {
                     version: function.version,
                     container: tokio::sync::OnceCell::new(),
                     last_used: Mutex::new(Instant::now()),
+                    running: AtomicUsize::new(0),
                 })
             });
             if slot.version != function.version {
@@ -985,6 +988,7 @@ impl ComputeNode {
                     version: function.version,
                     container: tokio::sync::OnceCell::new(),
                     last_used: Mutex::new(Instant::now()),
+                    running: AtomicUsize::new(0),
                 });
             }
             slot.clone()
@@ -1021,41 +1025,57 @@ impl ComputeNode {
         let (start_kind, slot, container) = self.warm_container(function).await?;
         let handed = Instant::now();
         *slot.last_used.lock().unwrap_or_else(|e| e.into_inner()) = handed;
+        slot.running.fetch_add(1, Ordering::SeqCst);
         let run = self.run_in_container(function, start_kind, &container, started, input);
-        let result = tokio::select! {
-            result = run => result,
+        let (result, reported) = tokio::select! {
+            result = run => (result, true),
             () = tokio::time::sleep_until((handed + deadline + DEADLINE_GRACE).into()) => {
-                Err(RunError::DeadlineExceeded { deadline }.into())
+                (Err(RunError::DeadlineExceeded { deadline }.into()), false)
             }
         };
+        slot.running.fetch_sub(1, Ordering::SeqCst);
         if matches!(
             result,
             Err(ExecuteError::Run(RunError::DeadlineExceeded { .. }))
         ) {
-            self.reclaim(&function.tenant, &function.name, &slot, container, deadline)
-                .await;
+            // When the template stopped it at its deadline, the others running beside it get
+            // up to the grace to end (at their own deadlines, say) before the container goes;
+            // past the grace already, it goes now.
+            let grace = if reported {
+                DEADLINE_GRACE
+            } else {
+                Duration::ZERO
+            };
+            self.reclaim(function, &slot, container, grace).await;
         }
         result
     }
 
-    /// Takes a container whose invocation passed its deadline out of the warm set and kills
-    /// everything in it (see [`Container::kill`]), before the caller hears of it.
+    /// Takes a container whose invocation passed its deadline out of the warm set, lets the
+    /// other invocations running in it end for up to `grace`, and kills everything in it (see
+    /// [`Container::kill`]), before the caller hears of it.
     async fn reclaim(
         &self,
-        tenant: &TenantId,
-        name: &str,
+        function: &Function,
         slot: &Arc<WarmSlot>,
         container: Arc<Container>,
-        deadline: Duration,
+        grace: Duration,
     ) {
         {
-            let key = (*tenant, name.to_owned());
+            let key = (function.tenant, function.name.clone());
             let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
             if warm.get(&key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
                 warm.remove(&key);
             }
         }
-        let why = format!("an invocation passed its deadline of {deadline:?}");
+        let until = Instant::now() + grace;
+        while slot.running.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let why = format!(
+            "an invocation passed its deadline of {:?}",
+            function.limits.deadline
+        );
         let killed = tokio::task::spawn_blocking(move || container.kill(&why)).await;
         if let Err(e) = killed {
             tracing::error!(error = %e, "killing a container past its deadline");
