@@ -32,7 +32,7 @@ use radix_heap::RadixHeapMap;
 use rustc_hash::FxHashMap;
 use std::time::Instant;
 
-use sandstorm_cost_model::{Candidate, Tier, Workload, estimate};
+use sandstorm_cost_model::{Candidate, CostBreakdown, CostParams, Tier, Workload, estimate};
 use sandstorm_naming::ring::{DEFAULT_VNODES_PER_NODE, KeyRing};
 use sandstorm_naming::warm::{ContextId, WarmContexts};
 use sandstorm_naming::{AppId, FunctionId, InvocationId, NodeId, NodeRole, TenantId};
@@ -54,6 +54,22 @@ use metrics::Metrics;
 /// are spread over the cluster, and keep placement cost flat.
 const MAX_WARM_SCAN: usize = 8;
 const MAX_WARM_NODES: usize = 2;
+
+/// The core time, us, an invocation costing `real` holds on the node it runs on: dispatch, start
+/// and compute (and local data accesses on a storage node). What it waits on remote data (round
+/// trips, wire time, the storage node's dispatch of each access) holds no core there. The engine
+/// holds a core for the whole microseconds of this (truncated); the offline bound charges the same.
+pub fn held_core_us(params: &CostParams, real: &CostBreakdown) -> f64 {
+    let remote_dispatch_us = real.dispatch_us - params.dispatch_us;
+    let waits_us = real.network_rtt_us - params.rtt_us + real.bytes_us + remote_dispatch_us;
+    (real.latency_us() - params.rtt_us - waits_us).max(0.0)
+}
+
+/// The storage-node core time, us, of one dependent round of remote data requests of an
+/// invocation costing `real` with `rounds` rounds (the engine's job per round).
+pub fn round_work_us(real: &CostBreakdown, rounds: u32) -> u64 {
+    (real.storage_cpu_us / f64::from(rounds.max(1))).round() as u64
+}
 
 /// What a run produced.
 #[derive(Debug, Clone)]
@@ -576,15 +592,13 @@ impl<'a> Engine<'a> {
                 RemoteRounds {
                     home,
                     left: rounds,
-                    work_us: (real.storage_cpu_us / f64::from(rounds)).round() as u64,
+                    work_us: round_work_us(&real, rounds),
                     delay_us: ((real.network_rtt_us - params.rtt_us + real.bytes_us)
                         / f64::from(rounds))
                     .round() as u64,
                 }
             });
-        let remote_dispatch_us = real.dispatch_us - params.dispatch_us;
-        let waits_us = real.network_rtt_us - params.rtt_us + real.bytes_us + remote_dispatch_us;
-        let mut hold_us = (real.latency_us() - params.rtt_us - waits_us).max(0.0) as u64 + wait_us;
+        let mut hold_us = held_core_us(params, &real) as u64 + wait_us;
         // On a processor-shared node the container start is a wait before the invocation joins
         // the cores, not CPU shared with the others (DSLab FaaS models deployment the same way).
         let shared = matches!(self.cpus[node.0 as usize], NodeCpu::Shared(_));
