@@ -191,7 +191,7 @@ fn engine_config<'a>(
             // No admission limit: `cores x (1 + inf)` saturates at u32::MAX invocations.
             max_queue_per_core: match c.admission {
                 Admission::Limited => PlacerConfig::default().max_queue_per_core,
-                Admission::Unlimited => f64::INFINITY,
+                Admission::Unlimited | Admission::Queue => f64::INFINITY,
             },
             ..PlacerConfig::default()
         },
@@ -207,6 +207,7 @@ fn engine_config<'a>(
         slo_slowdown: scenario.slo.slowdown,
         load: spec.load,
         seed,
+        queue: c.admission == Admission::Queue,
     }
 }
 

@@ -38,7 +38,7 @@ fn no_policy_beats_the_bound_on_any_bundled_scenario() {
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     paths.sort();
-    assert!(paths.len() >= 3, "the bundled scenarios: {paths:?}");
+    assert!(paths.len() >= 4, "the bundled scenarios: {paths:?}");
     let options = SimOptions {
         policies: Policy::ALL.iter().map(|p| p.name().to_owned()).collect(),
         seed: Some(5),
