@@ -66,9 +66,23 @@ impl Engine<'_> {
             if !self.start_waiting(node, w) {
                 kept.push_back(w);
             }
+            if self.full(node) {
+                kept.append(&mut waiting);
+            }
         }
         // Starting an invocation never queues another at this node, so nothing joined meanwhile.
         self.queues[n] = kept;
+    }
+
+    /// Whether `node` can start nothing now: one invocation per context, no idle context and no
+    /// free memory. Stops a walk of a long queue at once instead of trying every entry (an app
+    /// needing no memory never queues: it always passes the placement's memory filter).
+    fn full(&self, node: NodeId) -> bool {
+        self.cfg.concurrency <= 1
+            && self
+                .view
+                .node(node)
+                .is_some_and(|v| v.memory_free_mb() + v.memory_idle_mb == 0)
     }
 
     /// Invocations still waiting (the run ended with them queued).
