@@ -47,6 +47,13 @@
 //!   is at least the LP's.
 //! * **Capacity is only an average.** A real system needs headroom to keep queues finite; the LP
 //!   lets the cores be busy up to `max_utilisation` (1.0 = every core, every microsecond).
+//! * **Core time is what the engine holds, no more.** A compute invocation holds its core for
+//!   dispatch, start and compute only: its round trips and wire time are waits, not core time
+//!   (`engine::held_core_us`). Charging the waits too made an earlier version of this bound
+//!   lower than what policies achieved. The driver builds each class from the very arrivals the
+//!   runs replay (same seed, same load) and stretches capacity over the span plus the latest
+//!   deadline a good completion can have, since work arriving late in the span may finish after
+//!   it.
 //! * **Fractional splitting is allowed.** A policy places each invocation whole, on one node, with
 //!   whatever it knows at arrival; the LP splits each class's *rate* across tiers in any ratio
 //!   with perfect knowledge of the whole load point, and pools all cores of a tier as one.

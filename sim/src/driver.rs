@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
-use sandstorm_cost_model::{Candidate, StartKind, Tier, Workload, estimate};
+use sandstorm_cost_model::{Candidate, CostBreakdown, StartKind, Tier, Workload, estimate};
 use sandstorm_naming::FunctionId;
 use sandstorm_scheduler::keepalive::{FixedTtl, GreedyDual, HybridHistogram, KeepAlive};
 use sandstorm_scheduler::placement::{PlacerConfig, Policy};
@@ -129,7 +129,7 @@ pub fn run_scenario(
 
     let mut runs: Vec<RunResult> = Vec::with_capacity(outcomes.len());
     let bounds = if scenario.bound {
-        Some(bounds(scenario, &trace, &data)?)
+        Some(bounds(scenario, &trace, &data, seed)?)
     } else {
         None
     };
@@ -191,7 +191,7 @@ fn engine_config<'a>(
             // No admission limit: `cores x (1 + inf)` saturates at u32::MAX invocations.
             max_queue_per_core: match c.admission {
                 Admission::Limited => PlacerConfig::default().max_queue_per_core,
-                Admission::Unlimited => f64::INFINITY,
+                Admission::Unlimited | Admission::Queue => f64::INFINITY,
             },
             ..PlacerConfig::default()
         },
@@ -207,6 +207,7 @@ fn engine_config<'a>(
         slo_slowdown: scenario.slo.slowdown,
         load: spec.load,
         seed,
+        queue: c.admission == Admission::Queue,
     }
 }
 
@@ -255,79 +256,112 @@ fn run_all(
     Ok(results.into_iter().flatten().collect())
 }
 
-/// The offline bound at each load point, over invocation classes = functions.
+/// The offline bound at each load point, over invocation classes = functions, for the arrivals
+/// the runs replay (the same seed and load).
+///
+/// Each class is charged exactly the core time the engine holds ([`engine::held_core_us`],
+/// truncated to whole microseconds as the engine does, summed over its real arrivals; the
+/// storage node's remote-request work per round, rounded as the engine does), with a warm start
+/// (any other start only holds more). Goodput counts completions within the objective, which
+/// can come after the trace's span: capacity is the cores over the span plus the latest deadline
+/// any invocation has, so that no run can beat the bound by finishing its backlog late.
 fn bounds(
     scenario: &Scenario,
     trace: &Trace,
     data: &[FunctionData],
+    seed: u64,
 ) -> anyhow::Result<Vec<(f64, bound::Bound)>> {
-    let mut counts = vec![0u64; trace.functions.len()];
-    let mut duration_sum = vec![0f64; trace.functions.len()];
-    for a in trace.arrivals(scenario.seed, 1.0) {
-        counts[a.function.0 as usize] += 1;
-        duration_sum[a.function.0 as usize] += a.duration_us as f64;
-    }
-    let span_s = (trace.span_us as f64 / 1e6).max(1e-9);
     let params = &scenario.costs;
     let weights = &scenario.weights;
     let c = &scenario.cluster;
-    let capacity = Capacity {
-        storage_cores: f64::from(c.storage_nodes * c.storage_cores),
-        compute_cores: f64::from(c.compute_nodes * c.compute_cores),
-        max_utilisation: 1.0,
+    let span_s = (trace.span_us as f64 / 1e6).max(1e-9);
+    let n_functions = trace.functions.len();
+    let workload = |i: usize, duration_us: f64| {
+        let d = data[i];
+        Workload {
+            compute_us: d.compute_us.map_or(duration_us, |c| c as f64),
+            accesses: f64::from(d.accesses),
+            rounds: f64::from(d.rounds),
+            bytes: d.bytes as f64,
+        }
+    };
+    let estimate_at = |work: &Workload, tier, local_fraction| {
+        let start = if tier == Tier::Storage {
+            StartKind::Assembled
+        } else {
+            StartKind::Warm
+        };
+        let candidate = Candidate {
+            tier,
+            start,
+            queue_us: 0.0,
+            local_fraction,
+        };
+        estimate(params, work, &candidate)
+    };
+    let cost = |work: &Workload, tier| {
+        estimate_at(work, tier, if tier == Tier::Storage { 1.0 } else { 0.0 })
+    };
+    // The latest a good completion can come after its arrival: the objective of the slowest
+    // placement unloaded (the engine's `unloaded + rtt`; a storage node away from the data
+    // waits for it like a compute node).
+    let deadline_us = |work: &Workload, k: &CostBreakdown| {
+        let mut unloaded = k.latency_us();
+        if c.storage_nodes > 0 {
+            unloaded = unloaded.max(estimate_at(work, Tier::Storage, 0.0).latency_us());
+        }
+        (scenario.slo.latency_us as f64).max(scenario.slo.slowdown * (unloaded + params.rtt_us))
     };
     let mut out = Vec::new();
     for &load in &scenario.load_scales {
+        let mut counts = vec![0u64; n_functions];
+        let mut duration_sum = vec![0f64; n_functions];
+        let mut held = vec![(0u64, 0u64); n_functions];
+        let mut max_deadline_us = 0f64;
+        for a in trace.arrivals(seed, load) {
+            let i = a.function.0 as usize;
+            counts[i] += 1;
+            duration_sum[i] += a.duration_us as f64;
+            let work = workload(i, a.duration_us as f64);
+            let (s, k) = (cost(&work, Tier::Storage), cost(&work, Tier::Compute));
+            held[i].0 += engine::held_core_us(params, &s) as u64;
+            held[i].1 += engine::held_core_us(params, &k) as u64;
+            max_deadline_us = max_deadline_us.max(deadline_us(&work, &k));
+        }
+        let stretch = (span_s + max_deadline_us / 1e6) / span_s;
+        let capacity = Capacity {
+            storage_cores: f64::from(c.storage_nodes * c.storage_cores) * stretch,
+            compute_cores: f64::from(c.compute_nodes * c.compute_cores) * stretch,
+            max_utilisation: 1.0,
+        };
         let mut classes = Vec::new();
         for (i, &n) in counts.iter().enumerate() {
             if n == 0 {
                 continue;
             }
-            let d = data[i];
-            let work = Workload {
-                compute_us: d
-                    .compute_us
-                    .map_or(duration_sum[i] / n as f64, |c| c as f64),
-                accesses: f64::from(d.accesses),
-                rounds: f64::from(d.rounds),
-                bytes: d.bytes as f64,
-            };
-            let cost = |tier, local| {
-                estimate(
-                    params,
-                    &work,
-                    &Candidate {
-                        tier,
-                        start: if tier == Tier::Storage {
-                            StartKind::Assembled
-                        } else {
-                            StartKind::Warm
-                        },
-                        queue_us: 0.0,
-                        local_fraction: local,
-                    },
-                )
-            };
-            let s = cost(Tier::Storage, 1.0);
-            let k = cost(Tier::Compute, 0.0);
+            let mean = workload(i, duration_sum[i] / n as f64);
+            let (s, k) = (cost(&mean, Tier::Storage), cost(&mean, Tier::Compute));
+            let per = |sum: u64| sum as f64 / n as f64;
             let storage = if c.storage_nodes > 0 {
-                TierCost::on_storage(weights.objective(&s, 0.0), s.latency_us() - params.rtt_us)
+                TierCost::on_storage(weights.objective(&s, 0.0), per(held[i].0))
             } else {
                 TierCost::unavailable()
             };
+            let rounds = data[i].rounds;
+            let remote_us = if c.storage_nodes > 0 && data[i].accesses > 0 && rounds > 0 {
+                (engine::round_work_us(&k, rounds) * u64::from(rounds)) as f64
+            } else {
+                0.0
+            };
             let compute = if c.compute_nodes > 0 {
-                TierCost::on_compute(weights.objective(&k, 0.0), k.latency_us() - params.rtt_us)
-                    .with_storage_core_us(if c.storage_nodes > 0 {
-                        k.storage_cpu_us
-                    } else {
-                        0.0
-                    })
+                TierCost::on_compute(weights.objective(&k, 0.0), per(held[i].1))
+                    .with_storage_core_us(remote_us)
             } else {
                 TierCost::unavailable()
             };
             classes.push(ClassDemand {
                 name: trace.functions[i].name.clone(),
-                rate_per_s: n as f64 / span_s * load,
+                rate_per_s: n as f64 / span_s,
                 storage,
                 compute,
             });

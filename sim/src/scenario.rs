@@ -7,6 +7,12 @@
 //! its directory. Placement policy names are checked against the scheduler's
 //! ([`sandstorm_scheduler::placement::Policy`]) and kept as the file writes them.
 //!
+//! Admission (`[cluster] admission`): `limited` (default) caps each node at the placement's
+//! admission limit and rejects what no node takes; `unlimited` lets a node take whatever is
+//! placed on it (DSLab FaaS's hosts) and rejects only what no node has memory for; `queue` is
+//! `unlimited` where an invocation no node can take waits FIFO at a compute host until it can
+//! run, counted as a cold start, with the run's `queued` count and wait percentiles reported.
+//!
 //! Defaults: `seed = 1`, `policies = ["cost-aware"]`, `keep_alive = ["fixed:10m"]`,
 //! `bound = false`, `trace.day = "d01"`, `[cluster] compute_cpu = "fifo", admission = "limited"`,
 //! `[instances] per = "app", concurrency = 1,

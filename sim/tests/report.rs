@@ -120,6 +120,8 @@ fn run(policy: &str, pi: usize, keep_alive: &str, ki: usize, load: f64) -> RunRe
         invocations,
         completed: invocations,
         rejected: 0,
+        queued: 0,
+        queue_wait_us: Percentiles::default(),
         cold_starts,
         starts: StartCounts {
             cold: cold_starts - assembled,
@@ -331,6 +333,8 @@ fn csv_has_one_header_and_one_row_per_run() -> Result<()> {
         "latency_p99_us",
         "latency_p999_us",
         "bound_gap",
+        "queued",
+        "queue_wait_p99_us",
     ] {
         ensure!(header.iter().any(|h| h == column), "no column {column}");
     }

@@ -1,6 +1,6 @@
 //! The JSON report of `sandstorm sim` has the fields `sim/REPORT.md` documents, with their types:
 //! a top-level `runs` array whose entries carry policy, keep-alive, load, counts, latency
-//! percentiles, CPU, bytes, goodput, events and wall time.
+//! percentiles, queueing (count and wait percentiles), CPU, bytes, goodput, events and wall time.
 
 use sandstorm_tests::TinyCopy;
 use serde_json::Value;
@@ -21,6 +21,12 @@ const RUN_FIELDS: &[(&str, Kind)] = &[
     ("load", Kind::Number),
     ("invocations", Kind::Count),
     ("cold_starts", Kind::Count),
+    ("rejected", Kind::Count),
+    ("queued", Kind::Count),
+    ("queue_wait_us.p50", Kind::Number),
+    ("queue_wait_us.p99", Kind::Number),
+    ("queue_wait_us.p999", Kind::Number),
+    ("queue_wait_us.mean", Kind::Number),
     ("latency_us.p50", Kind::Number),
     ("latency_us.p99", Kind::Number),
     ("latency_us.p999", Kind::Number),

@@ -12,6 +12,7 @@ const SLOWDOWN_SCALE: f64 = 1_000.0;
 pub(super) struct Metrics {
     pub invocations: u64,
     pub rejected: u64,
+    pub queued: u64,
     pub events: u64,
     completed: u64,
     good: u64,
@@ -19,6 +20,7 @@ pub(super) struct Metrics {
     tiers: TierCounts,
     latency_us: Histogram<u64>,
     slowdown: Histogram<u64>,
+    queue_wait_us: Histogram<u64>,
     storage_cpu_us: f64,
     compute_cpu_us: f64,
     bytes_moved: f64,
@@ -56,6 +58,7 @@ impl Metrics {
         Self {
             invocations: 0,
             rejected: 0,
+            queued: 0,
             events: 0,
             completed: 0,
             good: 0,
@@ -63,6 +66,7 @@ impl Metrics {
             tiers: TierCounts::default(),
             latency_us: histogram(),
             slowdown: histogram(),
+            queue_wait_us: histogram(),
             storage_cpu_us: 0.0,
             compute_cpu_us: 0.0,
             bytes_moved: 0.0,
@@ -89,6 +93,11 @@ impl Metrics {
             StartKind::Assembled => self.starts.assembled += 1,
             StartKind::Cold => self.starts.cold += 1,
         }
+    }
+
+    /// A queued invocation started after waiting `wait_us` at its host.
+    pub fn waited(&mut self, wait_us: u64) {
+        self.queue_wait_us.saturating_record(wait_us.max(1));
     }
 
     /// Resources an invocation used (its true cost, queueing aside).
@@ -142,6 +151,8 @@ impl Metrics {
             invocations: self.invocations,
             completed: self.completed,
             rejected: self.rejected,
+            queued: self.queued,
+            queue_wait_us: percentiles(&self.queue_wait_us, 1.0),
             cold_starts: self.starts.cold + self.starts.assembled,
             starts: self.starts,
             tiers: self.tiers,

@@ -25,14 +25,18 @@
 mod contexts;
 mod cpu;
 mod metrics;
+mod queue;
 
 use std::cmp::Reverse;
+use std::collections::VecDeque;
 
 use radix_heap::RadixHeapMap;
 use rustc_hash::FxHashMap;
 use std::time::Instant;
 
-use sandstorm_cost_model::{Candidate, Tier, Workload, estimate};
+use sandstorm_cost_model::{
+    Candidate, CostBreakdown, CostParams, StartKind, Tier, Workload, estimate,
+};
 use sandstorm_naming::ring::{DEFAULT_VNODES_PER_NODE, KeyRing};
 use sandstorm_naming::warm::{ContextId, WarmContexts};
 use sandstorm_naming::{AppId, FunctionId, InvocationId, NodeId, NodeRole, TenantId};
@@ -47,6 +51,7 @@ use crate::trace::Trace;
 pub use cpu::CpuModel;
 use cpu::{JobId, Next, NodeCpu};
 use metrics::Metrics;
+use queue::Waiting;
 
 /// How many of an app's contexts with room are looked at per arrival, and how many distinct
 /// nodes among them are offered to the placement as warm candidates: like the sampled scan of
@@ -54,6 +59,22 @@ use metrics::Metrics;
 /// are spread over the cluster, and keep placement cost flat.
 const MAX_WARM_SCAN: usize = 8;
 const MAX_WARM_NODES: usize = 2;
+
+/// The core time, us, an invocation costing `real` holds on the node it runs on: dispatch, start
+/// and compute (and local data accesses on a storage node). What it waits on remote data (round
+/// trips, wire time, the storage node's dispatch of each access) holds no core there. The engine
+/// holds a core for the whole microseconds of this (truncated); the offline bound charges the same.
+pub fn held_core_us(params: &CostParams, real: &CostBreakdown) -> f64 {
+    let remote_dispatch_us = real.dispatch_us - params.dispatch_us;
+    let waits_us = real.network_rtt_us - params.rtt_us + real.bytes_us + remote_dispatch_us;
+    (real.latency_us() - params.rtt_us - waits_us).max(0.0)
+}
+
+/// The storage-node core time, us, of one dependent round of remote data requests of an
+/// invocation costing `real` with `rounds` rounds (the engine's job per round).
+pub fn round_work_us(real: &CostBreakdown, rounds: u32) -> u64 {
+    (real.storage_cpu_us / f64::from(rounds.max(1))).round() as u64
+}
 
 /// What a run produced.
 #[derive(Debug, Clone)]
@@ -126,6 +147,8 @@ pub struct RunConfig<'a> {
     pub slo_slowdown: f64,
     pub load: f64,
     pub seed: u64,
+    /// An invocation no node can take waits at a host (see [`queue`]) instead of being rejected.
+    pub queue: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -260,6 +283,8 @@ struct Engine<'a> {
     /// With [`ReuseOrder::FirstInSet`]: per (app, node), the set of contexts deployed or idle,
     /// in its order.
     free_order: FxHashMap<(AppId, NodeId), Vec<ContextId>>,
+    /// With [`RunConfig::queue`]: per node, the invocations waiting there, in arrival order.
+    queues: Vec<VecDeque<Waiting>>,
     metrics: Metrics,
 }
 
@@ -303,6 +328,7 @@ pub fn run(trace: &Trace, cfg: RunConfig<'_>, progress: &mut dyn FnMut(u64)) -> 
         }
     }
     progress(done);
+    engine.metrics.rejected += engine.still_waiting();
     let span_s = trace.span_us as f64 / 1e6;
     let policy = engine.cfg.policy.name().to_owned();
     let keep_alive = engine.cfg.keep_alive.name();
@@ -373,6 +399,7 @@ impl<'a> Engine<'a> {
             warm_nodes: Vec::new(),
             finished_jobs: Vec::new(),
             free_order: FxHashMap::default(),
+            queues: Vec::new(),
             ring: KeyRing::with_nodes(
                 DEFAULT_VNODES_PER_NODE,
                 (0..shape.storage_nodes).map(NodeId),
@@ -501,10 +528,18 @@ impl<'a> Engine<'a> {
             warm: &self.warm_nodes,
         };
         let Some(choice) = self.placer.place(&mut self.view, &request) else {
-            self.metrics.rejected += 1;
+            let waiting = Waiting {
+                function,
+                duration_us,
+                arrival_us: self.now,
+            };
+            if !(self.cfg.queue && self.enqueue(waiting, memory_mb)) {
+                self.metrics.rejected += 1;
+            }
             return;
         };
-        self.start_placed(function, app, &choice, &truth, home, memory_mb);
+        let now = self.now;
+        self.start_placed(function, app, &choice, &truth, home, memory_mb, now, false);
     }
 
     /// Fill `warm_nodes` with the nodes of the app's most recently used contexts with room:
@@ -528,8 +563,10 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Run a placed invocation: get its context, work out what it really costs (the cost model
-    /// with its true workload), and hand its CPU part to the node's cores.
+    /// Run a placed invocation that arrived at `arrival_us`: get its context, work out what it
+    /// really costs (the cost model with its true workload), and hand its CPU part to the node's
+    /// cores. One that `queued` counts as a cold start whatever context it gets.
+    #[allow(clippy::too_many_arguments)]
     fn start_placed(
         &mut self,
         function: FunctionId,
@@ -538,6 +575,8 @@ impl<'a> Engine<'a> {
         truth: &Workload,
         home: Option<NodeId>,
         memory_mb: u32,
+        arrival_us: u64,
+        queued: bool,
     ) {
         let node = choice.node;
         let mut start = choice.start;
@@ -547,7 +586,8 @@ impl<'a> Engine<'a> {
             let (id, s, w) = self.obtain_context(app, node, start, memory_mb);
             (start, wait_us, context) = (s, w, Some(id));
         }
-        self.metrics.count_start(choice.tier, start);
+        let counted = if queued { StartKind::Cold } else { start };
+        self.metrics.count_start(choice.tier, counted);
         let params = self.placer.config().params;
         let params = &params;
         let local = if Some(node) == home { 1.0 } else { 0.0 };
@@ -576,15 +616,13 @@ impl<'a> Engine<'a> {
                 RemoteRounds {
                     home,
                     left: rounds,
-                    work_us: (real.storage_cpu_us / f64::from(rounds)).round() as u64,
+                    work_us: round_work_us(&real, rounds),
                     delay_us: ((real.network_rtt_us - params.rtt_us + real.bytes_us)
                         / f64::from(rounds))
                     .round() as u64,
                 }
             });
-        let remote_dispatch_us = real.dispatch_us - params.dispatch_us;
-        let waits_us = real.network_rtt_us - params.rtt_us + real.bytes_us + remote_dispatch_us;
-        let mut hold_us = (real.latency_us() - params.rtt_us - waits_us).max(0.0) as u64 + wait_us;
+        let mut hold_us = held_core_us(params, &real) as u64 + wait_us;
         // On a processor-shared node the container start is a wait before the invocation joins
         // the cores, not CPU shared with the others (DSLab FaaS models deployment the same way).
         let shared = matches!(self.cpus[node.0 as usize], NodeCpu::Shared(_));
@@ -598,7 +636,7 @@ impl<'a> Engine<'a> {
         let unloaded_us = warm_cost.latency_us();
         let cpu_us = truth.compute_us as u64;
         let slot = self.alloc(InFlight {
-            arrival_us: self.now,
+            arrival_us,
             function,
             app,
             node,
@@ -736,6 +774,9 @@ impl<'a> Engine<'a> {
                     .keep_alive
                     .on_idle(&info, IdleReason::Finished, self.now);
                 self.apply_idle_action(id, action);
+            }
+            if self.cfg.queue {
+                self.dequeue(f.node);
             }
         }
     }

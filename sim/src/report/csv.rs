@@ -8,7 +8,7 @@ use super::{RunResult, SimReport};
 /// `_per_s` per simulated second; `bytes_moved` in bytes; `cold_start_ratio` (cold starts per
 /// invocation) and `storage_share` (share of invocations run on the storage tier) are 0..1; the
 /// rest are counts, names or plain ratios.
-pub const CSV_COLUMNS: [&str; 35] = [
+pub const CSV_COLUMNS: [&str; 40] = [
     "scenario",
     "seed",
     "policy",
@@ -44,6 +44,11 @@ pub const CSV_COLUMNS: [&str; 35] = [
     "bound_objective_bound",
     "bound_goodput_per_s",
     "bound_gap",
+    "queued",
+    "queue_wait_p50_us",
+    "queue_wait_p99_us",
+    "queue_wait_p999_us",
+    "queue_wait_mean_us",
 ];
 
 /// The report as CSV (see the module doc). Ends with a newline.
@@ -111,5 +116,10 @@ fn row(report: &SimReport, run: &RunResult) -> [String; CSV_COLUMNS.len()] {
         bound(|b| b.objective_bound),
         bound(|b| b.goodput_bound_per_s),
         bound(|b| b.gap),
+        run.queued.to_string(),
+        run.queue_wait_us.p50.to_string(),
+        run.queue_wait_us.p99.to_string(),
+        run.queue_wait_us.p999.to_string(),
+        run.queue_wait_us.mean.to_string(),
     ]
 }

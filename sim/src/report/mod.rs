@@ -128,8 +128,17 @@ pub struct RunResult {
     pub invocations: u64,
     /// Invocations that completed.
     pub completed: u64,
-    /// Invocations that could not be placed anywhere (no node passed the filters).
+    /// Invocations that could not be placed anywhere (no node passed the filters) and, under
+    /// `admission = "queue"`, could not wait either (no host could ever hold them).
     pub rejected: u64,
+    /// Invocations that waited at a host because no node could take them on arrival
+    /// (`admission = "queue"` only; 0 otherwise). Each counts as a cold start.
+    #[serde(default)]
+    pub queued: u64,
+    /// How long the queued invocations waited, arrival to start, microseconds (all 0 when none
+    /// queued).
+    #[serde(default)]
+    pub queue_wait_us: Percentiles,
     /// Starts that were not warm (`starts.cold + starts.assembled`): what keep-alive studies call
     /// cold starts.
     pub cold_starts: u64,

@@ -111,6 +111,15 @@ fn runs_tables(runs: &[RunResult]) -> String {
     if runs.iter().any(|r| r.rejected > 0) {
         latency.push(col("rejected", true, &|r| units::count(r.rejected)));
     }
+    if runs.iter().any(|r| r.queued > 0) {
+        latency.push(col("queued", true, &|r| units::count(r.queued)));
+        latency.push(col("wait p50", true, &|r| {
+            units::duration_us(r.queue_wait_us.p50)
+        }));
+        latency.push(col("wait p99", true, &|r| {
+            units::duration_us(r.queue_wait_us.p99)
+        }));
+    }
     latency.extend([
         col("p50", true, &|r| units::duration_us(r.latency_us.p50)),
         col("p99", true, &|r| units::duration_us(r.latency_us.p99)),

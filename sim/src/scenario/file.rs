@@ -78,9 +78,12 @@ pub struct Cluster {
     /// How compute nodes share cores: `fifo` (at most one invocation per core, the rest wait;
     /// default) or `shared` (all run, cores shared fairly; the DSLab FaaS model).
     pub compute_cpu: crate::engine::CpuModel,
-    /// How many invocations a node takes at once: `limited` (default; the placement's admission
-    /// limit, `cores x (1 + 8)` running plus waiting, sends the rest to other nodes) or
-    /// `unlimited` (a node takes whatever is placed on it, as DSLab FaaS's hosts do).
+    /// How many invocations a node takes at once, and what happens to one no node can take:
+    /// `limited` (default; the placement's admission limit, `cores x (1 + 8)` running plus
+    /// waiting, sends the rest to other nodes; one no node takes is rejected), `unlimited` (a
+    /// node takes whatever is placed on it, as DSLab FaaS's hosts do; still rejected when no node
+    /// has memory) or `queue` (as `unlimited`, but one no node can take waits FIFO at a host
+    /// until it can run, as DSLab FaaS's invokers queue it).
     pub admission: Admission,
 }
 
@@ -96,6 +99,11 @@ pub enum Admission {
     /// `compute_cpu = "shared"` just runs everything slower. DSLab FaaS's hosts admit every
     /// invocation their scheduler sends them, so reproducing its figures needs this.
     Unlimited,
+    /// As [`Admission::Unlimited`], and an invocation that no node can take (no warm context
+    /// with room, no memory for a new one) waits at a compute host, FIFO, until that host can
+    /// run it, instead of being rejected (see the engine's `queue` module). DSLab FaaS's
+    /// invokers do this.
+    Queue,
 }
 
 /// The unit that shares warm execution contexts.
