@@ -352,8 +352,9 @@ struct WarmSlot {
     version: u64,
     container: tokio::sync::OnceCell<Arc<Container>>,
     last_used: Mutex<Instant>,
-    /// Invocations running in its container now.
+    /// Invocations running in its container now; `idle` is notified when it drops to 0.
     running: AtomicUsize,
+    idle: tokio::sync::Notify,
 }
 
 /// How an invocation got its container.
@@ -981,6 +982,7 @@ impl ComputeNode {
                     container: tokio::sync::OnceCell::new(),
                     last_used: Mutex::new(Instant::now()),
                     running: AtomicUsize::new(0),
+                    idle: tokio::sync::Notify::new(),
                 })
             });
             if slot.version != function.version {
@@ -989,6 +991,7 @@ impl ComputeNode {
                     container: tokio::sync::OnceCell::new(),
                     last_used: Mutex::new(Instant::now()),
                     running: AtomicUsize::new(0),
+                    idle: tokio::sync::Notify::new(),
                 });
             }
             slot.clone()
@@ -1033,7 +1036,9 @@ impl ComputeNode {
                 (Err(RunError::DeadlineExceeded { deadline }.into()), false)
             }
         };
-        slot.running.fetch_sub(1, Ordering::SeqCst);
+        if slot.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            slot.idle.notify_waiters();
+        }
         if matches!(
             result,
             Err(ExecuteError::Run(RunError::DeadlineExceeded { .. }))
@@ -1068,10 +1073,16 @@ impl ComputeNode {
                 warm.remove(&key);
             }
         }
-        let until = Instant::now() + grace;
-        while slot.running.load(Ordering::SeqCst) > 0 && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let others_ended = async {
+            loop {
+                let idle = slot.idle.notified();
+                if slot.running.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, others_ended).await;
         let why = format!(
             "an invocation passed its deadline of {:?}",
             function.limits.deadline
