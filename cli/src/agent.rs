@@ -162,6 +162,9 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         }
         config.worker_cores = cores;
     }
+    // The agent's threads are latency-sensitive; its WebAssembly workers lower their own weight
+    // (see `sandstorm_node_agent::scheduling`).
+    sandstorm_node_agent::scheduling::prefer_latency();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -217,7 +220,7 @@ fn run_compute(args: &AgentArgs) -> anyhow::Result<()> {
     }
     // Every thread of the agent (the runtime's, started below, inherit it) is scheduled as
     // latency-sensitive, as its containers' processes are.
-    compute::zygote::prefer_latency();
+    sandstorm_node_agent::scheduling::prefer_latency();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

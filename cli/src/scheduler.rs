@@ -282,6 +282,12 @@ pub struct StatusArgs {
 }
 
 pub fn run(command: SchedulerCommand) -> anyhow::Result<()> {
+    if matches!(command, SchedulerCommand::Scheduler(_)) {
+        // Every invocation passes through the scheduler's threads twice: like the agents'
+        // (see `sandstorm_node_agent::scheduling`), they get the kernel's short slice, so
+        // they are not held behind a busy core's running task.
+        sandstorm_node_agent::scheduling::prefer_latency();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

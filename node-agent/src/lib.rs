@@ -14,6 +14,7 @@
 pub mod compute;
 pub mod edge;
 pub mod sandbox;
+pub mod scheduling;
 pub mod stats;
 pub mod storage;
 pub mod telemetry;

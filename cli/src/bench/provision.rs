@@ -45,7 +45,7 @@ pub fn run(args: &ProvisionBenchArgs) -> anyhow::Result<BenchOutput> {
     }
     // As a compute agent does: this thread (requests, its async runtime) and everything it
     // starts (the node's threads and processes, and runc) get the scheduler's short slice.
-    sandstorm_node_agent::compute::zygote::prefer_latency();
+    sandstorm_node_agent::scheduling::prefer_latency();
     let exe = std::env::current_exe().context("locating the sandstorm binary")?;
     let mut config = ComputeConfig::new("bench-provision", exe);
     config.pool_size = 4;

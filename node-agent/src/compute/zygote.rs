@@ -52,9 +52,9 @@
 //!   function's process holds those and its link. Every descriptor is opened close-on-exec
 //!   besides.
 //! - Every one of these processes runs with the scheduler's short time slice
-//!   ([`prefer_latency`], inherited from the zygote): on a busy machine each wake-up and fork on
-//!   the way from a request to a running function would otherwise wait for the running task's
-//!   slice (milliseconds). Their CPU share and limits do not change.
+//!   ([`crate::scheduling::prefer_latency`], inherited from the zygote): on a busy machine each
+//!   wake-up and fork on the way from a request to a running function would otherwise wait
+//!   for the running task's slice (milliseconds). Their CPU share and limits do not change.
 //! - The **holder** (`sandstorm __holder BASE`): builds a root file system part (see
 //!   [`super::parts`]) and stays as PID 1 of its namespace.
 //!
@@ -418,69 +418,6 @@ fn compile_filters() -> io::Result<Filters> {
     })
 }
 
-/// The shortest time slice the scheduler grants (EEVDF's custom slice, Linux 6.12 and later;
-/// older kernels ignore it), in nanoseconds.
-const LATENCY_SLICE_NS: u64 = 100_000;
-
-/// Asks the scheduler to treat the calling thread, and the threads and processes it starts
-/// from now on, as latency-sensitive: a short time slice (`sched_setattr`'s runtime for a
-/// normal policy, no privilege needed). Its share of the CPU (weight, nice, cgroup limits)
-/// does not change; it is scheduled sooner and in shorter turns. On a busy machine a process
-/// that wakes or is forked otherwise waits for the running task's default slice (a few
-/// milliseconds), several times on the way from a request to a running function. Best
-/// effort: nothing changes if the kernel refuses.
-pub fn prefer_latency() {
-    set_scheduling(None);
-}
-
-/// Sets the calling thread's short slice (see [`prefer_latency`]) and, if given, its policy
-/// (`SCHED_OTHER` or `SCHED_IDLE`; leaving `SCHED_IDLE` needs `CAP_SYS_NICE`). Best effort,
-/// like [`prefer_latency`].
-fn set_scheduling(policy: Option<i32>) {
-    /// `struct sched_attr` (linux/sched/types.h).
-    #[repr(C)]
-    #[derive(Default)]
-    struct SchedAttr {
-        size: u32,
-        policy: u32,
-        flags: u64,
-        nice: i32,
-        priority: u32,
-        runtime: u64,
-        deadline: u64,
-        period: u64,
-        util_min: u32,
-        util_max: u32,
-    }
-    const SCHED_FLAG_RESET_ON_FORK: u64 = 1;
-    let mut attr = SchedAttr::default();
-    let size = size_of::<SchedAttr>() as u32;
-    // SAFETY: the kernel writes at most `size` bytes into `attr`.
-    let got = unsafe {
-        libc::syscall(
-            libc::SYS_sched_getattr,
-            0,
-            &raw mut attr,
-            libc::c_uint::from(size),
-            0,
-        )
-    };
-    let normal = [libc::SCHED_OTHER, libc::SCHED_BATCH, libc::SCHED_IDLE];
-    if got != 0 || !normal.contains(&(attr.policy as i32)) {
-        return;
-    }
-    if let Some(policy) = policy {
-        attr.policy = policy as u32;
-    }
-    attr.size = size;
-    attr.flags &= SCHED_FLAG_RESET_ON_FORK;
-    attr.runtime = LATENCY_SLICE_NS;
-    // SAFETY: the kernel reads `attr`; the policy and nice value are the thread's own.
-    unsafe {
-        libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0);
-    }
-}
-
 /// A function's code as loaded, and its version.
 type Loaded = (u64, std::sync::Arc<Compiled<AgentLink>>);
 
@@ -542,7 +479,7 @@ fn load(
 pub fn zygote_main() -> io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     // Inherited by every forker, template and invocation.
-    prefer_latency();
+    crate::scheduling::prefer_latency();
     // SAFETY: descriptor 3 is the socket the agent passed; nothing else owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(3) };
     // Inherited without close-on-exec (that is how it got here): no program exec'd from a
@@ -678,7 +615,7 @@ fn forker_main(sock: BorrowedFd<'_>, procs: Vec<OwnedFd>, runtime: &Runtime) -> 
     // function does not wait for it. (On a machine kept busy by other work this delays the
     // first invocation's exit report and deadline, never its start: the forker's share is the
     // idle policy's until it joins, then a normal one.)
-    set_scheduling(Some(libc::SCHED_IDLE));
+    crate::scheduling::run_when_idle();
     send(sock, &FromZygote::Ready, &[agent_end.as_raw_fd()])?;
     drop(agent_end);
     let Some((ToForker::Assemble { uid, gid, wasm }, parts)) = recv::<ToForker>(sock)? else {
@@ -877,7 +814,7 @@ fn join(parts: Vec<OwnedFd>, uid: u32, gid: u32, keep: &[RawFd]) -> io::Result<(
     drop(parts);
     chdir("/")?;
     // Back from the forker's idle policy, while it may (CAP_SYS_NICE).
-    set_scheduling(Some(libc::SCHED_OTHER));
+    crate::scheduling::run_normally();
     let limit = libc::rlimit {
         rlim_cur: libc::rlim_t::from(RESERVED_FD),
         rlim_max: libc::rlim_t::from(RESERVED_FD),
@@ -1444,7 +1381,7 @@ pub fn holder_main(base: &Path) -> io::Result<()> {
                 umount2(".", MntFlags::MNT_DETACH)?;
                 chdir("/")?;
                 // Back from the forker's idle policy, while it may (CAP_SYS_NICE).
-                set_scheduling(Some(libc::SCHED_OTHER));
+                crate::scheduling::run_normally();
                 Ok(())
             })();
             if let Err(e) = result {

@@ -10,6 +10,9 @@
 //! every instance slot or every queue place: invocations past the running cap wait unstarted,
 //! and one past the queued cap is refused with [`QueueError::TenantFull`]. A core's busy time
 //! is counted slice by slice as it runs, so the stats show a core full of spinners as busy.
+//! Workers run at a far lower CPU weight than the agent's own threads
+//! ([`crate::scheduling::run_below_agent`]): a core full of spinners does not delay the
+//! threads that carry other tenants' requests to it and their answers back.
 //!
 //! The node's local bus (SAND) lives here too: the consecutive steps of a chain are one job, run
 //! back to back on one core, each step's output moved into the next step's input without leaving
@@ -515,7 +518,10 @@ impl Workers {
             threads.push(
                 thread::Builder::new()
                     .name(format!("wasm-worker-{core}"))
-                    .spawn(move || worker.serve(&rx, &slots, &slices, options))?,
+                    .spawn(move || {
+                        crate::scheduling::run_below_agent();
+                        worker.serve(&rx, &slots, &slices, options)
+                    })?,
             );
         }
         Ok(Self {
