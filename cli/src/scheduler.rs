@@ -683,9 +683,21 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         "policy {}; {} tenants, {} functions",
         s.policy, s.tenants, s.functions
     );
+    // load: the scheduler's view (the node's report plus placements it does not show yet);
+    // running: the node's own report. Likewise memory (view/report) for compute nodes.
     println!(
-        "{:<16} {:<8} {:<6} {:>5} {:>6} {:>6} {:>6} {:>10}  address",
-        "node", "role", "alive", "cores", "load", "busy", "queue", "silent_ms"
+        "{:<16} {:<8} {:<6} {:>5} {:>6} {:>7} {:>6} {:>6} {:>13} {:>10} {:>10}  address",
+        "node",
+        "role",
+        "alive",
+        "cores",
+        "load",
+        "running",
+        "busy",
+        "queue",
+        "memory_mb",
+        "containers",
+        "silent_ms"
     );
     for n in &s.nodes {
         let role = match pb::Tier::try_from(n.role) {
@@ -693,9 +705,22 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             Ok(pb::Tier::Compute) => "compute",
             _ => "?",
         };
+        let memory = format!("{}/{}", n.memory_used_mb, n.reported_memory_mb);
+        let containers = format!("{} ({} idle)", n.containers, n.idle_containers);
         println!(
-            "{:<16} {:<8} {:<6} {:>5} {:>6} {:>6.2} {:>6} {:>10}  {}",
-            n.name, role, n.alive, n.cores, n.load, n.busy, n.queue_len, n.silent_ms, n.address
+            "{:<16} {:<8} {:<6} {:>5} {:>6} {:>7} {:>6.2} {:>6} {:>13} {:>10} {:>10}  {}",
+            n.name,
+            role,
+            n.alive,
+            n.cores,
+            n.load,
+            n.reported_running,
+            n.busy,
+            n.queue_len,
+            memory,
+            containers,
+            n.silent_ms,
+            n.address
         );
     }
     for p in &s.params {

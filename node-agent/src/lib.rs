@@ -13,6 +13,7 @@
 
 pub mod compute;
 pub mod edge;
+pub mod in_flight;
 pub mod sandbox;
 pub mod scheduling;
 pub mod stats;

@@ -40,12 +40,17 @@ fn slow_request() -> pb::InvokeRequest {
 }
 
 /// Polls the cluster status (every 50 ms, at most 30 s: a bound on a broken run, not a timing
-/// assertion) until no node holds any load.
+/// assertion) until no node holds any load, in the scheduler's view and by the node's own
+/// report alike.
 async fn wait_until_nothing_is_held(tenant: &mut Tenant) -> pb::ClusterStatusResponse {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = tenant.status().await;
-        if status.nodes.iter().all(|n| n.load == 0) {
+        if status
+            .nodes
+            .iter()
+            .all(|n| n.load == 0 && n.reported_running == 0)
+        {
             return status;
         }
         assert!(
@@ -54,7 +59,7 @@ async fn wait_until_nothing_is_held(tenant: &mut Tenant) -> pb::ClusterStatusRes
             status
                 .nodes
                 .iter()
-                .map(|n| (&n.name, n.load))
+                .map(|n| (&n.name, n.load, n.reported_running))
                 .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -44,6 +44,7 @@ pub use self::link::{StorageRoute, StorageRouter};
 use self::parts::{Cgroup, ContainerLimits, Forker, IpcUts, NetNs, RootFs};
 use self::pool::Pool;
 use self::zygote::{FromZygote, ToForker, ToZygote, WasmFunction, seqpacket_pair};
+use crate::in_flight::InFlight;
 use crate::sandbox::{DeployError, FunctionLimits, RunError, Sandbox, SandboxConfig};
 use crate::stats::{CostKind, CostMeter};
 
@@ -455,6 +456,7 @@ pub struct ComputeNode {
     next_version: AtomicU64,
     meter: CostMeter,
     counters: Counters,
+    in_flight: Arc<InFlight>,
     /// This host's lock on the node's name; last, so it goes after everything it guards.
     _host_lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -516,6 +518,7 @@ impl ComputeNode {
             next_version: AtomicU64::new(1),
             meter: CostMeter::default(),
             counters: Counters::default(),
+            in_flight: Arc::default(),
             _host_lock: host_lock,
         })
     }
@@ -606,6 +609,32 @@ impl ComputeNode {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .len()
+    }
+
+    /// The invocations the node holds now (its stats' `running`).
+    pub fn in_flight(&self) -> &Arc<InFlight> {
+        &self.in_flight
+    }
+
+    /// Every container kept now: its function, memory limit (MiB) and running invocations.
+    pub fn containers(&self) -> Vec<(TenantId, String, u32, u32)> {
+        let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        let warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
+        warm.iter()
+            .filter(|(_, slot)| slot.container.initialized())
+            .map(|((tenant, name), slot)| {
+                let memory_mb = functions
+                    .get(&(*tenant, name.clone()))
+                    .map_or(0, |f| f.limits.memory_bytes.div_ceil(1 << 20));
+                let running = slot.running.load(Ordering::Relaxed);
+                (
+                    *tenant,
+                    name.clone(),
+                    u32::try_from(memory_mb).unwrap_or(u32::MAX),
+                    u32::try_from(running).unwrap_or(u32::MAX),
+                )
+            })
+            .collect()
     }
 
     /// Warm containers kept now.

@@ -165,6 +165,7 @@ impl NodeAgent for ComputeService {
         let request = request.into_inner();
         let (tenant, name) = function_ref(request.function)?;
         let input_bytes = request.input.len() as u64;
+        let _held = self.node.in_flight().enter(&[request.invocation_id]);
         let mut run = self.node.execute(tenant, &name, request.input).await?;
         let output = std::mem::take(&mut run.output);
         let record = self.record(&run, request.invocation_id, input_bytes, Duration::ZERO);
@@ -192,6 +193,7 @@ impl NodeAgent for ComputeService {
     ) -> Result<Response<pb::ExecuteChainResponse>, Status> {
         let request = request.into_inner();
         let (tenant, names, ids) = chain_steps(request.steps)?;
+        let _held = self.node.in_flight().enter(&ids);
         let run = self
             .node
             .execute_chain(tenant, &names, request.input)
@@ -307,6 +309,19 @@ fn node_stats(node: &ComputeNode, cpus: &mut CpuSampler) -> pb::NodeStats {
         pools,
         tenants: Vec::new(),
         read_only: String::new(),
+        running: node.in_flight().ids(),
+        containers: node
+            .containers()
+            .into_iter()
+            .map(|(tenant, name, memory_mb, running)| pb::ContainerState {
+                function: Some(pb::FunctionRef {
+                    tenant: tenant.0,
+                    name,
+                }),
+                memory_mb,
+                running,
+            })
+            .collect(),
     }
 }
 

@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use self::store::{Allowance, DEFAULT_ALLOWANCE, Limits, Store};
 use self::wal::{Recovery, WalOptions};
 use self::workers::{QueueError, WorkerOptions, Workers};
+use crate::in_flight::InFlight;
 use crate::sandbox::{
     Compiled, DeployError, FunctionLimits, RunError, RunOutcome, Sandbox, SandboxConfig,
 };
@@ -175,6 +176,7 @@ pub struct StorageNode {
     meter: Arc<CostMeter>,
     recovery: Option<Recovery>,
     started: Instant,
+    in_flight: Arc<InFlight>,
 }
 
 impl StorageNode {
@@ -222,6 +224,7 @@ impl StorageNode {
             meter,
             recovery,
             started: Instant::now(),
+            in_flight: Arc::default(),
         }))
     }
 
@@ -248,6 +251,11 @@ impl StorageNode {
     /// Measured costs.
     pub fn meter(&self) -> &CostMeter {
         &self.meter
+    }
+
+    /// The invocations the node holds now (its stats' `running`).
+    pub fn in_flight(&self) -> &Arc<InFlight> {
+        &self.in_flight
     }
 
     /// Per-core counters.

@@ -213,6 +213,7 @@ impl NodeAgent for StorageService {
         let (tenant, name) = function_ref(request.function)?;
         let span = tracing::debug_span!("execute", invocation_id = request.invocation_id, tenant = tenant.0, function = %name);
         let input_bytes = request.input.len();
+        let _held = self.node.in_flight().enter(&[request.invocation_id]);
         let mut run = self
             .node
             .execute(tenant, &name, request.input)
@@ -260,6 +261,7 @@ impl NodeAgent for StorageService {
             tenant = tenant.0,
             steps = names.len()
         );
+        let _held = self.node.in_flight().enter(&ids);
         let run = self
             .node
             .execute_chain(tenant, &names, request.input)
@@ -369,6 +371,7 @@ pub(super) fn node_stats(
             })
             .collect(),
         read_only: node.store().read_only().unwrap_or_default(),
+        running: node.in_flight().ids(),
         ..Default::default()
     }
 }

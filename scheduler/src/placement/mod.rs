@@ -26,7 +26,7 @@ use sandstorm_cost_model::{
 };
 use sandstorm_naming::{AppId, FunctionId, InvocationId, NodeId, NodeRole, TenantId};
 use serde::{Deserialize, Serialize};
-pub use view::{ClusterView, NodeView, Reservation};
+pub use view::{ClusterView, Held, NodeReport, NodeView, Reservation};
 
 /// What the placement core needs to know about one invocation.
 #[derive(Debug, Clone, Copy)]

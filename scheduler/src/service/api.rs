@@ -283,6 +283,11 @@ impl pb::scheduler_server::Scheduler for Api {
                 node.address.clear();
                 node.functions = 0;
                 node.keys = 0;
+                node.memory_used_mb = 0;
+                node.reported_memory_mb = 0;
+                node.containers = 0;
+                node.idle_containers = 0;
+                node.view_containers = 0;
             }
             status.tenants = 0;
             status.functions = u32::try_from(self.scheduler.list_functions(tenant).functions.len())

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sandstorm_cost_model::SampleKind;
-use sandstorm_naming::{NodeId, NodeRole};
+use sandstorm_naming::{FunctionId, NodeId, NodeRole, TenantId};
 use sandstorm_proto::v1 as pb;
 use tracing::{info, warn};
 
@@ -21,30 +21,27 @@ use super::state::{
     Scheduler, node_channels, node_peer,
 };
 use super::store::NodeRecord;
-use crate::placement::NodeView;
+use crate::placement::NodeReport;
 
-/// Folds a node's reported load into its view.
-///
-/// The view's `load` and backlog count the invocations this scheduler placed there and has not
-/// seen finish. The node reports what actually occupies its cores: `busy_cores` (sum of the
-/// cores' busy fractions) and `queued` (waiting in its run queues). What exceeds the scheduler's
-/// own count is work it did not place (data requests from clients and compute nodes, another
-/// scheduler's invocations): it becomes `remote_requests`, each costed at `work_per_request_us`,
-/// replacing the previous report's share of the backlog (`previous_external_us`). Returns the
-/// new share.
-pub fn fold_stats(
-    node: &mut NodeView,
-    previous_external_us: f64,
-    busy_cores: f64,
-    queued: u32,
-    work_per_request_us: f64,
-) -> f64 {
-    let occupied = busy_cores.max(0.0).round() as u32 + queued;
-    let external = occupied.saturating_sub(node.load);
-    let external_us = f64::from(external) * work_per_request_us.max(0.0);
-    node.remote_requests = external;
-    node.backlog_us = (node.backlog_us - previous_external_us).max(0.0) + external_us;
-    external_us
+/// What a stats message says of the node's own state, for [`crate::placement::NodeView::reconcile`].
+pub fn report(stats: &pb::NodeStats) -> NodeReport {
+    let (mut contexts_mb, mut idle_contexts_mb) = (0u64, 0u64);
+    for c in &stats.containers {
+        contexts_mb += u64::from(c.memory_mb);
+        if c.running == 0 {
+            idle_contexts_mb += u64::from(c.memory_mb);
+        }
+    }
+    NodeReport {
+        running: stats.running.clone(),
+        busy_cores: stats.cores.iter().map(|c| c.busy).sum(),
+        queued: stats.cores.iter().map(|c| c.queue_len).sum(),
+        contexts_mb,
+        idle_contexts_mb,
+        // A container can be assembled while every part pool has a part ready.
+        pool_ready: (stats.role == i32::from(pb::Tier::Compute))
+            .then(|| stats.pools.iter().map(|p| p.ready).min().unwrap_or(0)),
+    }
 }
 
 fn sample_kind(kind: i32) -> Option<SampleKind> {
@@ -173,7 +170,6 @@ impl Scheduler {
                         incarnation: r.incarnation,
                         stats_task: None,
                         last: None,
-                        external_work_us: 0.0,
                         quotas_pushed: 0,
                         stale_limits: Vec::new(),
                     };
@@ -358,42 +354,46 @@ impl Scheduler {
         }
     }
 
-    /// One stats message: liveness, the view's load, calibration.
+    /// One stats message: liveness, the view rebuilt from the node's report and the
+    /// reservations held there, calibration.
     fn apply_stats(&self, node: NodeId, stats: &pb::NodeStats) {
         self.dashboard.node_stats(node.0, stats);
         let now = self.now_us();
+        let report = report(stats);
         let mut inner = self.lock();
         inner.liveness.heartbeat(node, now);
-        let busy: f64 = stats.cores.iter().map(|c| c.busy).sum();
-        let queued: u32 = stats.cores.iter().map(|c| c.queue_len).sum();
         let per_request = inner.placer.config().params.dispatch_us;
-        let previous = inner
-            .nodes
-            .get(node.0 as usize)
-            .map_or(0.0, |n| n.external_work_us);
-        let compute = stats.role == i32::from(pb::Tier::Compute);
-        let external = match inner.view.node_mut(node) {
+        let held = inner.held.on(node);
+        match inner.view.node_mut(node) {
             Some(view) => {
                 view.alive = true;
-                if compute {
-                    // A container can be assembled while every part pool has a part ready.
-                    view.pool_ready = stats.pools.iter().map(|p| p.ready).min().unwrap_or(0);
-                }
-                fold_stats(view, previous, busy, queued, per_request)
+                view.reconcile(&report, &held, per_request);
             }
             None => return,
-        };
-        if compute && stats.warm_containers == 0 {
-            // It reclaimed them all (keep-alive) or lost them: nothing is warm there.
-            inner.warm.forget_node(node);
+        }
+        if stats.role == i32::from(pb::Tier::Compute) {
+            let present: Vec<FunctionId> = stats
+                .containers
+                .iter()
+                .filter_map(|c| c.function.as_ref())
+                .filter_map(|f| inner.catalog.function_by_name(TenantId(f.tenant), &f.name))
+                .map(|spec| spec.id)
+                .collect();
+            inner.warm.reconcile(node, &present, now);
         }
         if let Some(entry) = inner.nodes.get_mut(node.0 as usize) {
-            entry.external_work_us = external;
             entry.last = Some(LastStats {
-                busy,
-                queue_len: queued,
+                busy: report.busy_cores,
+                queue_len: report.queued,
                 functions: stats.functions,
                 keys: stats.keys,
+                running: u32::try_from(report.running.len()).unwrap_or(u32::MAX),
+                memory_mb: report.contexts_mb,
+                containers: u32::try_from(stats.containers.len()).unwrap_or(u32::MAX),
+                idle_containers: u32::try_from(
+                    stats.containers.iter().filter(|c| c.running == 0).count(),
+                )
+                .unwrap_or(u32::MAX),
             });
         }
         let mut calibrated = false;
@@ -466,6 +466,13 @@ impl Scheduler {
                     queue_len: last.queue_len,
                     functions: last.functions,
                     keys: last.keys,
+                    reported_running: last.running,
+                    memory_used_mb: view.map_or(0, |v| v.memory_used_mb),
+                    reported_memory_mb: last.memory_mb,
+                    containers: last.containers,
+                    view_containers: u32::try_from(inner.warm.warm_on(spec.id, now))
+                        .unwrap_or(u32::MAX),
+                    idle_containers: last.idle_containers,
                 }
             })
             .collect();
@@ -515,31 +522,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reported_load_beyond_the_schedulers_own_becomes_remote_requests() {
-        let mut node = NodeView::new(NodeId(0), NodeRole::Storage, 4, 1024);
-        // The scheduler placed 2 invocations worth 100 us of backlog.
-        node.load = 2;
-        node.backlog_us = 100.0;
-        // (busy cores, queued, remote requests, backlog): external work is what the node
-        // reports beyond the scheduler's 2, at 10 us each, and replaces the previous report's.
-        let table = [
-            (2.0, 0, 0, 100.0), // exactly ours: nothing external
-            (3.4, 2, 3, 130.0), // round(3.4) + 2 = 5 occupied, 3 external -> 100 + 30
-            (1.0, 0, 0, 100.0), // less than ours (some finished): nothing external
-            (4.0, 6, 8, 180.0), // 10 occupied, 8 external -> 100 + 80
-        ];
-        let mut previous = 0.0;
-        for (busy, queued, remote, backlog) in table {
-            previous = fold_stats(&mut node, previous, busy, queued, 10.0);
-            assert_eq!(node.remote_requests, remote, "busy {busy} queued {queued}");
-            assert!(
-                (node.backlog_us - backlog).abs() < 1e-9,
-                "{} != {backlog}",
-                node.backlog_us
-            );
-        }
-        // Once the node reports 8 external requests on 4 cores, a new invocation would queue.
-        assert!(node.queue_us() > 0.0);
+    fn a_stats_message_becomes_the_nodes_report() {
+        let container = |memory_mb, running| pb::ContainerState {
+            function: None,
+            memory_mb,
+            running,
+        };
+        let core = |busy, queue_len| pb::CoreStats {
+            busy,
+            queue_len,
+            ..Default::default()
+        };
+        let stats = pb::NodeStats {
+            role: pb::Tier::Compute.into(),
+            cores: vec![core(0.5, 1), core(1.0, 2)],
+            running: vec![7, 9, 9],
+            containers: vec![container(128, 0), container(256, 2), container(64, 0)],
+            pools: vec![
+                pb::PoolLevel {
+                    part: "netns".into(),
+                    ready: 3,
+                    target: 4,
+                },
+                pb::PoolLevel {
+                    part: "rootfs".into(),
+                    ready: 1,
+                    target: 4,
+                },
+            ],
+            ..Default::default()
+        };
+        let r = report(&stats);
+        assert_eq!(r.running, [7, 9, 9]);
+        assert!((r.busy_cores - 1.5).abs() < 1e-9);
+        assert_eq!(r.queued, 3);
+        assert_eq!((r.contexts_mb, r.idle_contexts_mb), (448, 192));
+        assert_eq!(r.pool_ready, Some(1), "the scarcest pool decides");
+        let storage = pb::NodeStats {
+            role: pb::Tier::Storage.into(),
+            ..stats
+        };
+        assert_eq!(report(&storage).pool_ready, None);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::error::ApiError;
 use super::executor::Executor;
 use super::record;
 use super::state::{FunctionCode, FunctionEntry, Scheduler};
-use crate::placement::{PlacementRequest, Reservation};
+use crate::placement::{Held, PlacementRequest, Reservation};
 
 /// Most steps in a chain.
 pub const MAX_CHAIN_STEPS: usize = 16;
@@ -58,16 +58,18 @@ pub(super) struct Placed {
 /// It takes the scheduler's lock when dropped armed: never drop one while holding it.
 pub(super) struct HeldReservation {
     scheduler: Arc<Scheduler>,
-    reservation: Option<Reservation>,
+    /// The reservation and its entry in [`HeldTable`]; `None` once given back.
+    reservation: Option<(Reservation, u64)>,
     /// The tenant whose place on the node (in [`NodeShares`]) the reservation holds.
     tenant: TenantId,
 }
 
 impl HeldReservation {
-    /// Holds `reservation` for `tenant`, whose place in `Inner::shares` was taken with it.
+    /// Holds `reservation`, entered in `Inner::held` as `entry` with the place in
+    /// `Inner::shares` `tenant` took with it.
     pub(super) fn new(
         scheduler: Arc<Scheduler>,
-        reservation: Option<Reservation>,
+        reservation: Option<(Reservation, u64)>,
         tenant: TenantId,
     ) -> Self {
         Self {
@@ -78,9 +80,10 @@ impl HeldReservation {
     }
 
     /// The invocation ran to an answer: its load and backlog leave the view (the memory of a
-    /// new context stays, held by the context).
+    /// new context stays, held by the context, until the node's next report shows it).
     pub(super) fn complete(&mut self, inner: &mut super::state::Inner) {
-        if let Some(r) = self.reservation.take() {
+        if let Some((r, entry)) = self.reservation.take() {
+            inner.held.give_back(r.node, entry);
             inner.view.complete(r.node, r.work_us);
             inner.shares.give_back(self.tenant, r.node);
         }
@@ -88,11 +91,62 @@ impl HeldReservation {
 
     /// The invocation did not complete: give the reservation back now.
     pub(super) fn release(&mut self) {
-        if let Some(r) = self.reservation.take() {
+        if let Some((r, entry)) = self.reservation.take() {
             let mut inner = self.scheduler.lock();
+            inner.held.give_back(r.node, entry);
             inner.shares.give_back(self.tenant, r.node);
             inner.view.unreserve(r);
         }
+    }
+}
+
+/// Every reservation the scheduler holds, per node: what a node's report is reconciled with
+/// ([`crate::placement::NodeView::reconcile`]). Entries go in with the placement and out with
+/// their [`HeldReservation`], so the table is exactly the calls not yet ended.
+#[derive(Debug, Default)]
+pub struct HeldTable {
+    next_entry: u64,
+    nodes: HashMap<NodeId, HashMap<u64, Held>>,
+}
+
+impl HeldTable {
+    /// Enters `reservation`, made for `invocation`; returns its entry.
+    pub fn hold(&mut self, invocation: u64, reservation: Reservation) -> u64 {
+        self.next_entry += 1;
+        self.nodes.entry(reservation.node).or_default().insert(
+            self.next_entry,
+            Held {
+                invocation,
+                reservation,
+            },
+        );
+        self.next_entry
+    }
+
+    pub fn give_back(&mut self, node: NodeId, entry: u64) {
+        if let Some(held) = self.nodes.get_mut(&node) {
+            held.remove(&entry);
+            if held.is_empty() {
+                self.nodes.remove(&node);
+            }
+        }
+    }
+
+    /// The reservations held on `node`.
+    pub fn on(&self, node: NodeId) -> Vec<Held> {
+        self.nodes
+            .get(&node)
+            .map(|held| held.values().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Reservations held over all nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 }
 
@@ -567,9 +621,10 @@ impl Scheduler {
             schedule_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             ..Default::default()
         };
-        if choice.reservation.is_some() {
+        let held = choice.reservation.map(|r| {
             inner.shares.take(f.tenant, choice.node);
-        }
+            (r, inner.held.hold(id, r))
+        });
         // Armed only once the lock is let go: a guard dropped under it would deadlock.
         drop(guard);
         Ok(Placed {
@@ -577,7 +632,7 @@ impl Scheduler {
             name,
             agent,
             executor,
-            reservation: HeldReservation::new(self.clone(), choice.reservation, f.tenant),
+            reservation: HeldReservation::new(self.clone(), held, f.tenant),
             record,
         })
     }

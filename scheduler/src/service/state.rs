@@ -113,8 +113,6 @@ pub struct NodeEntry {
     pub stats_task: Option<tokio::task::AbortHandle>,
     /// The latest statistics.
     pub last: Option<LastStats>,
-    /// Backlog added to the view for work the scheduler did not place (see `cluster::fold_stats`).
-    pub external_work_us: f64,
     /// The [`Inner::quota_version`] this (storage) node last acknowledged allowances of.
     pub quotas_pushed: u64,
     /// Tenants whose functions failed to deploy here with their latest data quotas.
@@ -128,6 +126,12 @@ pub struct LastStats {
     pub queue_len: u32,
     pub functions: u32,
     pub keys: u64,
+    /// Invocations it said it holds.
+    pub running: u32,
+    /// Memory of its containers, MiB, and how many it keeps (idle ones among them).
+    pub memory_mb: u64,
+    pub containers: u32,
+    pub idle_containers: u32,
 }
 
 /// Most a single compute run's data calls may multiply the round-trip estimate by.
@@ -162,6 +166,8 @@ pub struct Inner {
     pub plan: Option<Arc<PlanReport>>,
     /// Admission places each tenant holds on each node.
     pub shares: super::invoke::NodeShares,
+    /// Every reservation held, per node: what each report is reconciled with.
+    pub held: super::invoke::HeldTable,
 }
 
 impl Inner {
@@ -422,6 +428,7 @@ impl Scheduler {
             data_homes: DataHomes::default(),
             plan: None,
             shares: super::invoke::NodeShares::default(),
+            held: super::invoke::HeldTable::default(),
         };
         for t in loaded.tenants {
             let id = inner
@@ -489,7 +496,6 @@ impl Scheduler {
                 incarnation: 0,
                 stats_task: None,
                 last: None,
-                external_work_us: 0.0,
                 quotas_pushed: 0,
                 stale_limits: Vec::new(),
             };

@@ -8,10 +8,11 @@
 //! remembers when that was, per (function, node), and answers which nodes are warm for a
 //! function now: the placement request's `warm` list.
 //!
-//! It is an inference, corrected from the node's side: an entry is forgotten when the node
-//! restarts (a new incarnation lost its containers), when its statistics report no warm
-//! container at all (it reclaimed them), and when the function is redeployed or removed (the
-//! node drops the old version's container). A wrong guess costs one estimate, not correctness:
+//! It is an inference, corrected from the node's side at every statistics message, which lists
+//! the containers the node keeps ([`WarmTable::reconcile`]): an entry whose container the node
+//! no longer reports is forgotten (reclaimed, or lost with a restart), and a reported container
+//! the table did not know (made before this scheduler started) is entered. An entry also goes
+//! when the function is redeployed or removed (the node drops the old version's container). A wrong guess costs one estimate, not correctness:
 //! the node reports the start kind it really had, and the record carries both.
 //!
 //! Pure: time comes in as arguments (the scheduler's microsecond clock).
@@ -86,7 +87,31 @@ impl WarmTable {
         nodes
     }
 
-    /// The node lost its containers (it restarted, or reports none).
+    /// Node `node` reported keeping a container of each of `present` at `now_us`: entries for
+    /// others are forgotten, and reported ones the table did not know count as used now.
+    pub fn reconcile(&mut self, node: NodeId, present: &[FunctionId], now_us: u64) {
+        self.last_used_us
+            .retain(|(f, n), _| *n != node || present.contains(f));
+        for &f in present {
+            self.last_used_us.entry((f, node)).or_insert(now_us);
+        }
+    }
+
+    /// Containers the table holds warm on `node` at `now_us`.
+    pub fn warm_on(&self, node: NodeId, now_us: u64) -> usize {
+        let mut functions: Vec<FunctionId> = self
+            .last_used_us
+            .keys()
+            .chain(&self.pinned)
+            .filter(|(f, n)| *n == node && self.is_warm(*f, *n, now_us))
+            .map(|(f, _)| *f)
+            .collect();
+        functions.sort_unstable();
+        functions.dedup();
+        functions.len()
+    }
+
+    /// The node lost its containers (it restarted).
     pub fn forget_node(&mut self, node: NodeId) {
         self.last_used_us.retain(|(_, n), _| *n != node);
         self.pinned.retain(|(_, n)| *n != node);
