@@ -116,10 +116,19 @@ impl Process {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Kills it outright (SIGKILL, as a crash or `kill -9` would) and waits for it.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let _ = self.child.wait();

@@ -162,14 +162,7 @@ impl Cluster {
         threads: usize,
         runtime: &tokio::runtime::Runtime,
     ) -> anyhow::Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "sandstorm-bench-e2e-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = super::scratch_dir("e2e")?;
         let started = Self::start_in(&dir, agent_cores, threads, runtime);
         if started.is_err() {
             let _ = std::fs::remove_dir_all(&dir);

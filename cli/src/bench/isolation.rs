@@ -67,14 +67,7 @@ pub fn run(args: &IsolationBenchArgs) -> anyhow::Result<BenchOutput> {
             sandstorm_scheduler::service::functions::MAX_DEADLINE_MS
         );
     }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let dir = std::env::temp_dir().join(format!(
-        "sandstorm-bench-isolation-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = super::scratch_dir("isolation")?;
     let result = run_in(args, spinners, cores, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     result

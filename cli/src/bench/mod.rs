@@ -106,6 +106,16 @@ pub enum BenchCommand {
     ///   spinner stopped at its deadline is no failure, a refused one is).
     #[command(verbatim_doc_comment)]
     Isolation(isolation::IsolationBenchArgs),
+    /// The whole cluster under churn for --minutes: many functions, a 1 s keep-alive, abandoned
+    /// calls and dropped streams, one agent killed (SIGKILL) and restarted half way.
+    ///
+    /// soak.minute_N: latency of the right answers in each minute, p50/p99.
+    /// soak.lost / soak.hung: calls failed or wrong outside the restart window / never
+    ///   answered within 30 s (target 0).
+    /// soak.drift_load / soak.drift_memory_mb / soak.drift_containers: once the load stops
+    ///   and the cluster settles, the scheduler's view against the agents' reports (target 0).
+    #[command(verbatim_doc_comment)]
+    Soak(soak::SoakBenchArgs),
 }
 
 /// Options every bench subcommand takes.
@@ -142,6 +152,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         BenchCommand::Isolation(a) => {
             let out = isolation::run(a)?;
+            finish(&a.common, &out, false)
+        }
+        BenchCommand::Soak(a) => {
+            let out = soak::run(a)?;
             finish(&a.common, &out, false)
         }
     }
@@ -537,6 +551,20 @@ pub fn peak_rss_bytes() -> anyhow::Result<u64> {
     parse_vm_hwm(&status).with_context(|| format!("{STATUS}: no VmHWM line in kB"))
 }
 
+/// A new directory of this run's own under the system's temporary directory, for a bench's
+/// processes' state and logs: `sandstorm-bench-NAME-PID-NANOS`. The caller removes it.
+pub fn scratch_dir(bench: &str) -> anyhow::Result<PathBuf> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "sandstorm-bench-{bench}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
 /// The `VmHWM:   1234 kB` line of a /proc status file, in bytes.
 fn parse_vm_hwm(status: &str) -> Option<u64> {
     let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
@@ -549,6 +577,7 @@ pub mod e2e;
 pub mod isolation;
 pub mod provision;
 pub mod sim;
+pub mod soak;
 pub mod storage;
 
 #[cfg(test)]
