@@ -106,7 +106,7 @@ pub fn run(args: &E2eBenchArgs) -> anyhow::Result<BenchOutput> {
     let args = &E2eBenchArgs {
         agent_cores: Some(agent_cores),
         clients: Some(args.clients.unwrap_or(
-            sandstorm_scheduler::service::invoke::NodeShares::share(
+            sandstorm_scheduler::service::holds::NodeShares::share(
                 admitted,
                 u32::try_from(agent_cores).unwrap_or(u32::MAX),
             ) as usize,

@@ -139,6 +139,17 @@ pub struct FunctionPlan {
     pub warm_on: Vec<NodeId>,
 }
 
+/// A re-provisioning round as the live scheduler reports it: the plan, when it was solved and
+/// what applying it could not do.
+#[derive(Debug, Clone, Default)]
+pub struct PlanReport {
+    pub round: u64,
+    pub solved_at_us: u64,
+    pub solve_us: u64,
+    pub plan: Plan,
+    pub problems: Vec<String>,
+}
+
 /// A solved plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Plan {

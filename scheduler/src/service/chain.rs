@@ -23,7 +23,8 @@ use tonic::Code;
 use tracing::{Instrument as _, info_span};
 
 use super::error::ApiError;
-use super::invoke::{Failure, MAX_HINT_KEYS, Placed, classify, nanos, validate_chain};
+use super::failure::{Failure, classify};
+use super::invoke::{MAX_HINT_KEYS, Placed, nanos, validate_chain};
 use super::record;
 use super::state::{FunctionEntry, Scheduler};
 

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 use tracing::debug;
 
-use super::invoke::{Failure, classify, classify_error};
+use super::failure::{Failure, classify, classify_error};
 
 /// Largest input sent on the stream; larger ones get a unary call of their own.
 pub const STREAM_MAX_INPUT: usize = 64 << 10;

@@ -18,6 +18,9 @@
 //!   execution records and each node's keep-alive window: the placement request's `warm` list;
 //! - [`invoke`]: the invocation path (place with `Placer::place_recorded`, execute on the chosen
 //!   node, record, profile; retries);
+//! - [`holds`]: what running calls hold (reservations per node, tenants' admission places and
+//!   calls in flight); [`failure`]: how an attempt failed, from the node's answer, for retries;
+//! - [`executor`]: each node's long-lived `ExecuteStream`;
 //! - [`chain`]: chains, steps on one node handing off through its local bus, others through the
 //!   global path;
 //! - [`data`]: tenant data routed by the key ring to the owning storage node;
@@ -27,8 +30,14 @@
 //!   profiles and applies the plan through the agents' `Provision` call;
 //! - [`results`]: async invocations' results; [`error`]: the one `ApiError -> Status` mapping;
 //! - [`telemetry`]: what it reports to Prometheus (`metrics` facade);
+//! - [`hub`]: where decisions and node statistics are published for the dashboard;
 //! - [`dashboard`]: the operator dashboard (HTTP on its own port): live decisions, cluster,
 //!   functions, simulator reports.
+//!
+//! Imports run one way: the modules that extend `Scheduler` with a path of their own (`invoke`,
+//! `chain`, `cluster`, `data`, `functions`, `reprovision`, `dashboard`) import `state`; `state`
+//! imports only the types it holds (`executor`, `holds`, `hub`, `warm`, `store`, ...), none of
+//! which imports it back.
 //!
 //! The placement core is used exactly as the simulator uses it: the service builds a
 //! `PlacementRequest` and calls `place_recorded` on its `ClusterView`; nothing here changes how a
@@ -44,7 +53,10 @@ pub mod dashboard;
 pub mod data;
 pub mod error;
 pub mod executor;
+pub mod failure;
 pub mod functions;
+pub mod holds;
+pub mod hub;
 pub mod invoke;
 pub mod limits;
 pub mod membership;

@@ -12,7 +12,7 @@
 //!   of the tenant is deployed with (storage and compute nodes count them in the sandbox); an
 //!   update deploys the tenant's functions again (to a node that fails it, again at its next
 //!   periodic registration).
-//! - `max_concurrent`: at the scheduler ([`super::invoke::TenantSlots`]).
+//! - `max_concurrent`: at the scheduler ([`super::holds::TenantSlots`]).
 
 use std::sync::Arc;
 

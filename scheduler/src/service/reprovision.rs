@@ -15,21 +15,11 @@ use sandstorm_proto::v1 as pb;
 use tracing::{debug, warn};
 
 use super::state::Scheduler;
-use crate::provision::{self, FunctionDemand, NodeSupply, Plan, ProvisionConfig};
+use crate::provision::{self, FunctionDemand, NodeSupply, Plan, PlanReport, ProvisionConfig};
 
 /// A function whose last arrival is this many of its mean gaps old has gone quiet: its rate is
 /// read from the silence instead.
 const QUIET_GAPS: f64 = 4.0;
-
-/// The latest round, as the status reports it.
-#[derive(Debug, Clone, Default)]
-pub struct PlanReport {
-    pub round: u64,
-    pub solved_at_us: u64,
-    pub solve_us: u64,
-    pub plan: Plan,
-    pub problems: Vec<String>,
-}
 
 impl Scheduler {
     /// Runs re-provisioning rounds forever at the configured interval (0: never). Rounds run

@@ -23,12 +23,11 @@ use super::auth::{self, Caller, Presented, TokenHash};
 use super::error::ApiError;
 use super::executor::Executor;
 use super::quota::Quotas;
-use super::reprovision::PlanReport;
 use super::results::Results;
 use super::store::{FunctionLimits, Loaded, QuotaSettings, Store};
 use super::warm::WarmTable;
 use crate::placement::{ClusterView, NodeView, Placer, Policy};
-use crate::provision::DataHomes;
+use crate::provision::{DataHomes, PlanReport};
 
 /// The workload assumed for a function never invoked: 1 ms of compute, one access of 1 KiB.
 /// Deliberately modest (DESIGN.md's 0.7 s trace prior describes whole Azure functions, not the
@@ -165,9 +164,9 @@ pub struct Inner {
     /// The re-provisioner's latest round.
     pub plan: Option<Arc<PlanReport>>,
     /// Admission places each tenant holds on each node.
-    pub shares: super::invoke::NodeShares,
+    pub shares: super::holds::NodeShares,
     /// Every reservation held, per node: what each report is reconciled with.
-    pub held: super::invoke::HeldTable,
+    pub held: super::holds::HeldTable,
 }
 
 impl Inner {
@@ -392,11 +391,11 @@ pub struct Scheduler {
     next_invocation: AtomicU64,
     pub results: Results,
     /// Where finished decisions and node statistics go for the dashboard.
-    pub dashboard: Arc<super::dashboard::Hub>,
+    pub dashboard: Arc<super::hub::Hub>,
     /// The cluster CA, the scheduler's certificate, join tokens and name bindings.
     pub membership: super::membership::Membership,
     /// Calls each tenant has in flight: a narrow lock of its own, taken once per call.
-    pub(super) tenant_slots: Arc<super::invoke::TenantSlots>,
+    pub(super) tenant_slots: Arc<super::holds::TenantSlots>,
 }
 
 impl Scheduler {
@@ -427,8 +426,8 @@ impl Scheduler {
             warm: WarmTable::default(),
             data_homes: DataHomes::default(),
             plan: None,
-            shares: super::invoke::NodeShares::default(),
-            held: super::invoke::HeldTable::default(),
+            shares: super::holds::NodeShares::default(),
+            held: super::holds::HeldTable::default(),
         };
         for t in loaded.tenants {
             let id = inner
@@ -501,7 +500,7 @@ impl Scheduler {
             };
             inner.add_node(&n.name, role, n.cores, n.memory_mb, entry)?;
         }
-        let slots = super::invoke::TenantSlots::default();
+        let slots = super::holds::TenantSlots::default();
         for (id, settings) in inner.quotas.iter().enumerate() {
             slots.set_limit(
                 TenantId(id as u32),

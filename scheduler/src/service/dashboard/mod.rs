@@ -22,7 +22,7 @@
 //! at most the channel's backlog, shared with everyone else. See [`hub`].
 
 pub mod access;
-pub mod hub;
+pub use super::hub;
 mod stream;
 pub mod views;
 

@@ -206,7 +206,7 @@ pub struct FunctionsView {
 
 /// What the re-provisioner's latest round planned for `function`, if it modelled it.
 fn plan_view(
-    report: &crate::service::reprovision::PlanReport,
+    report: &crate::provision::PlanReport,
     function: sandstorm_naming::FunctionId,
     now_us: u64,
     inner: &crate::service::state::Inner,
