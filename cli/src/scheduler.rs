@@ -699,8 +699,13 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         );
     }
     for p in &s.params {
+        let of = if p.node.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", p.node)
+        };
         println!(
-            "  {} = {:.3} us ({} samples{})",
+            "  {of}{} = {:.3} us ({} samples{})",
             p.name,
             p.micros,
             p.samples,

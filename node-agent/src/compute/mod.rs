@@ -373,6 +373,8 @@ pub enum StartKind {
 pub struct Execution {
     pub output: Vec<u8>,
     pub start_kind: StartKind,
+    /// Waiting for its function's container while another invocation was assembling it.
+    pub queue: Duration,
     /// Getting a container (assembly, if one was assembled) plus instantiation inside it.
     pub start: Duration,
     /// The function's own run (WebAssembly: measured inside; native: the process's life).
@@ -1027,15 +1029,25 @@ impl ComputeNode {
         let deadline = function.limits.deadline;
         let (start_kind, slot, container) = self.warm_container(function).await?;
         let handed = Instant::now();
+        // Finding the container warm, it waited only for it (being assembled by another
+        // invocation of the function, say): its queueing. Its start begins now.
+        let (queued, start_from) = if start_kind == StartKind::Warm {
+            (handed.saturating_duration_since(started), handed)
+        } else {
+            (Duration::ZERO, started)
+        };
         *slot.last_used.lock().unwrap_or_else(|e| e.into_inner()) = handed;
         slot.running.fetch_add(1, Ordering::SeqCst);
-        let run = self.run_in_container(function, start_kind, &container, started, input);
-        let (result, reported) = tokio::select! {
+        let run = self.run_in_container(function, start_kind, &container, start_from, input);
+        let (mut result, reported) = tokio::select! {
             result = run => (result, true),
             () = tokio::time::sleep_until((handed + deadline + DEADLINE_GRACE).into()) => {
                 (Err(RunError::DeadlineExceeded { deadline }.into()), false)
             }
         };
+        if let Ok(execution) = &mut result {
+            execution.queue = queued;
+        }
         if slot.running.fetch_sub(1, Ordering::SeqCst) == 1 {
             slot.idle.notify_waiters();
         }
@@ -1114,10 +1126,8 @@ impl ComputeNode {
                 let link = run.link.ok_or_else(|| {
                     ExecuteError::Lost("the function succeeded without a report".into())
                 })?;
-                self.meter.record(CostKind::InstanceStart, link.start);
                 if let Some(running) = link.stats.running_at {
-                    let to_running = running.saturating_duration_since(started);
-                    self.record_assembly(start_kind, to_running.saturating_sub(link.start));
+                    self.record_start(start_kind, running.saturating_duration_since(started));
                 }
                 Execution {
                     output,
@@ -1129,6 +1139,7 @@ impl ComputeNode {
                     bytes_read: link.stats.bytes_read,
                     bytes_written: link.stats.bytes_written,
                     data_wait: link.stats.data_wait,
+                    queue: Duration::ZERO,
                 }
             }
             Code::Native { argv } => {
@@ -1144,7 +1155,7 @@ impl ComputeNode {
                 .map_err(|e| ExecuteError::Lost(e.to_string()))?;
                 let exec = ran.elapsed();
                 if let Some(first_byte) = result.first_byte {
-                    self.record_assembly(start_kind, ready + first_byte);
+                    self.record_start(start_kind, ready + first_byte);
                 }
                 let output = match result.outcome {
                     Outcome::Exited(0) => result.output,
@@ -1181,20 +1192,25 @@ impl ComputeNode {
                     bytes_read: 0,
                     bytes_written: 0,
                     data_wait: Duration::ZERO,
+                    queue: Duration::ZERO,
                 }
             }
         };
         Ok(execution)
     }
 
-    /// Records what getting a container from the pools cost an invocation that found none
-    /// warm: from its request until its function ran, less the function's own instantiation.
-    /// (Assembly returns before the container's processes have joined it: the first
-    /// invocation waits for that, so its start is where the cost shows.)
-    fn record_assembly(&self, start_kind: StartKind, cost: Duration) {
-        if start_kind == StartKind::Assembled {
-            self.meter.record(CostKind::ContainerAssembly, cost);
-        }
+    /// Records an invocation's start, as the kind of start it was: from its request (a warm
+    /// one: from its container being there) until its function ran, instantiation inside the
+    /// container included, which is what the cost model charges a start on this node.
+    /// (Assembly returns before the container's processes have joined it: the first invocation
+    /// waits for that, so its start is where the cost shows.)
+    fn record_start(&self, start_kind: StartKind, cost: Duration) {
+        let kind = match start_kind {
+            StartKind::Warm => CostKind::WarmStart,
+            StartKind::Assembled => CostKind::ContainerAssembly,
+            StartKind::Cold => CostKind::ContainerCold,
+        };
+        self.meter.record(kind, cost);
     }
 
     /// Assembles a container for `function` on a blocking thread.

@@ -237,7 +237,7 @@ impl ComputeService {
             .into(),
             core: 0,
             invocation_id,
-            queue_us: 0,
+            queue_us: micros(run.queue),
             start_us: micros(run.start),
             exec_us: micros(run.exec),
             durable_us: 0,

@@ -38,6 +38,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod calibration;
 pub mod chain;
 pub mod cluster;
 pub mod dashboard;
