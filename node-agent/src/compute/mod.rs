@@ -14,8 +14,9 @@
 //!
 //! [`ComputeNode`] ties them together: deployed functions (WebAssembly, compiled once and loaded
 //! into the zygote, or native programs of the base root file system), one warm container per
-//! function kept while it is used and reclaimed after `keep_alive` idle (its parts destroyed:
-//! a used writable layer and cgroup are not worth cleaning for reuse), and per-invocation
+//! function kept while it is used and reclaimed after `keep_alive` idle, or the window the
+//! scheduler's keep-alive policy set for the function (its parts destroyed: a used writable
+//! layer and cgroup are not worth cleaning for reuse), and per-invocation
 //! records. A deadline ends everything: when an invocation passes its deadline (whatever its
 //! container is doing, a start function still spinning included) every process of its
 //! container is killed, its cgroup removed, and the container is never used again; keep-alive
@@ -454,6 +455,9 @@ pub struct ComputeNode {
     warm: Mutex<HashMap<FunctionKey, Arc<WarmSlot>>>,
     /// Functions the re-provisioner keeps warm whatever their idle time.
     keep_warm: Mutex<HashSet<FunctionKey>>,
+    /// Idle windows the scheduler's keep-alive policy set, per function, in place of
+    /// `config.keep_alive` (`None`: kept until told otherwise), with the order's number.
+    windows: Mutex<HashMap<FunctionKey, (u64, Option<Duration>)>>,
     next_version: AtomicU64,
     meter: CostMeter,
     counters: Counters,
@@ -515,6 +519,7 @@ impl ComputeNode {
             functions: RwLock::default(),
             warm: Mutex::default(),
             keep_warm: Mutex::default(),
+            windows: Mutex::default(),
             next_version: AtomicU64::new(1),
             meter: CostMeter::default(),
             counters: Counters::default(),
@@ -840,6 +845,10 @@ impl ComputeNode {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
+        self.windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
         if let Some(f) = &removed
             && matches!(f.code, Code::Wasm { .. })
         {
@@ -868,15 +877,26 @@ impl ComputeNode {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let idle: Vec<Arc<WarmSlot>> = {
             let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
             let expired: Vec<FunctionKey> = warm
                 .iter()
                 .filter(|(key, _)| !kept.contains(*key))
-                .filter(|(_, slot)| {
+                .filter(|(key, slot)| {
+                    let window = windows
+                        .get(*key)
+                        .map_or(Some(self.config.keep_alive), |(_, w)| *w);
+                    let Some(window) = window else {
+                        return false;
+                    };
                     let last = *slot.last_used.lock().unwrap_or_else(|e| e.into_inner());
                     let busy = slot.container.get().is_some_and(|c| c.running() > 0);
-                    !busy && now.duration_since(last) >= self.config.keep_alive
+                    !busy && now.duration_since(last) >= window
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
@@ -893,6 +913,37 @@ impl ComputeNode {
         }
         drop(idle);
         n
+    }
+
+    /// Keeps `name`'s (of `tenant`) idle warm container for `window` since its last use
+    /// (`None`: until told otherwise) instead of the node's keep-alive, as the scheduler's
+    /// policy says; with `prewarm`, assembles one first if it has none. Reclaims it now if it is
+    /// idle past the new window; returns how many containers that reclaimed. An order `seq`
+    /// older than the last one applied for the function is ignored.
+    pub async fn set_keep_alive(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        window: Option<Duration>,
+        prewarm: bool,
+        seq: u64,
+    ) -> Result<usize, ExecuteError> {
+        let function = self.function(tenant, name)?;
+        {
+            let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = windows
+                .entry((tenant, function.name.clone()))
+                .or_insert((0, window));
+            if seq < slot.0 {
+                return Ok(0);
+            }
+            *slot = (seq, window);
+        }
+        if prewarm {
+            let (_, slot, _) = self.warm_container(&function).await?;
+            *slot.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        }
+        Ok(tokio::task::block_in_place(|| self.reclaim_idle()))
     }
 
     /// Runs one invocation in its function's warm container, assembling one if there is none.

@@ -418,7 +418,14 @@ impl Scheduler {
             calibration: Calibration::new(config.placer.params),
             placer: Placer::new(config.policy, config.placer),
             profiler: Profiler::new(PRIOR_WORKLOAD),
-            warm: WarmTable::default(),
+            // Orders numbered from the Unix time in microseconds: above any an earlier
+            // scheduler process sent.
+            warm: WarmTable::with_policy(
+                config.keep_alive,
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            ),
             data_homes: DataHomes::default(),
             plan: None,
             shares: super::invoke::NodeShares::default(),
