@@ -266,6 +266,45 @@ mod tests {
     }
 
     #[test]
+    fn with_a_policy_a_container_is_warm_for_the_window_the_policy_gave_it() {
+        let (f, g) = (FunctionId(1), FunctionId(2));
+        let a = NodeId(3);
+        let s = 1_000_000;
+        let spec = |text| Some(KeepAliveSpec::parse(text).expect("a policy"));
+        // Greedy-dual: kept past the node's own window, until evicted.
+        let mut warm = WarmTable::with_policy(spec("greedy-dual"), 100);
+        warm.set_keep_alive(a, 1_000);
+        warm.used(f, a, 0);
+        let (order, _) = warm.finished(f, AppId(1), a, 128, 0, 10, 50_000.0);
+        let order = order.expect("the first window is sent");
+        assert_eq!((order.window, order.seq), (Window::UntilEvicted, 101));
+        assert!(warm.is_warm(f, a, 1_000 * s));
+        // The same window again is not sent again.
+        warm.used(f, a, 20);
+        assert_eq!(warm.finished(f, AppId(1), a, 128, 20, 30, 50_000.0).0, None);
+        // Evicted to make room for g: cold from then on.
+        let evicted = warm.make_room(a, g, 64);
+        assert_eq!(evicted.len(), 1);
+        assert!(!warm.is_warm(f, a, 40));
+        // Fixed lifetime: the window shrinks as uses go by, and is gone past it.
+        let mut warm = WarmTable::with_policy(spec("fixed-lifetime:10s"), 0);
+        for (at, window) in [(0, Some(10 * s)), (4 * s, Some(6 * s)), (11 * s, Some(0))] {
+            warm.used(f, a, at);
+            let (order, _) = warm.finished(f, AppId(1), a, 128, at, at, 50_000.0);
+            assert_eq!(
+                order.map(|o| o.window),
+                window.map(Window::IdleFor),
+                "at {at}"
+            );
+        }
+        assert!(!warm.is_warm(f, a, 11 * s));
+        // Without a policy nothing is sent: the node's own window applies.
+        let mut warm = WarmTable::default();
+        assert_eq!(warm.finished(f, AppId(1), a, 128, 0, 0, 1.0), (None, None));
+        assert_eq!(warm.policy_name(), None);
+    }
+
+    #[test]
     fn a_pinned_container_stays_warm_until_the_plan_or_the_node_drops_it() {
         let (f, g) = (FunctionId(1), FunctionId(2));
         let a = NodeId(3);
