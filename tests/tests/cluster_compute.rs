@@ -147,6 +147,12 @@ async fn the_scheduler_places_on_a_registered_compute_node_that_reads_from_stora
         status.params
     );
     assert_eq!(own(&status, "wasm_start_us"), None, "{:#?}", status.params);
+    for p in &status.params {
+        println!(
+            "calibrated {} {} = {:.1} us ({} samples)",
+            p.node, p.name, p.micros, p.samples
+        );
+    }
 
     // Left to the cost model, a CPU-heavy hash-chain goes to the compute node's own cores (the
     // sandbox slowdown and the storage CPU price outweigh one round trip and a warm start) and
