@@ -56,7 +56,8 @@ pub struct AgentArgs {
     /// Compute role: parts of each kind kept ready in the pools.
     #[arg(long, default_value_t = 8)]
     pool_size: usize,
-    /// Compute role: seconds an idle warm container is kept before it is reclaimed.
+    /// Compute role: seconds an idle warm container is kept before it is reclaimed, unless the
+    /// scheduler's keep-alive policy (`sandstorm scheduler --keep-alive`) gave its function a window.
     #[arg(long, default_value_t = 600)]
     keep_alive_secs: u64,
     /// Compute role: where the base root file system is built (default /run/sandstorm/NAME).

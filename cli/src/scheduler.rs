@@ -114,6 +114,12 @@ pub struct ServeArgs {
     /// dashboard to draw beside the live figures.
     #[arg(long, value_name = "FILE|DIR", requires = "dashboard")]
     sim_report: Option<PathBuf>,
+    /// Keep-alive policy for the compute nodes' warm containers, run by the scheduler over the
+    /// live profiles (the simulator's: fixed:DURATION, fixed-lifetime:DURATION, hybrid,
+    /// hybrid:RANGE, greedy-dual). Default: each compute node's own fixed window
+    /// (`sandstorm agent --keep-alive-secs`).
+    #[arg(long, value_name = "POLICY")]
+    keep_alive: Option<String>,
 }
 
 /// TLS on the scheduler's client port.
@@ -363,6 +369,12 @@ pub fn run(command: SchedulerCommand) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let policy = args.policy.parse()?;
+    let keep_alive = args
+        .keep_alive
+        .as_deref()
+        .map(sandstorm_scheduler::keepalive::KeepAliveSpec::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--keep-alive: {e}"))?;
     crate::telemetry::serve(args.metrics).await?;
     let config = SchedulerConfig {
         listen: args.listen,
@@ -378,6 +390,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         reprovision_interval: Duration::from_millis(args.reprovision_ms),
         dashboard: args.dashboard,
         sim_report: args.sim_report.clone(),
+        keep_alive,
         ..SchedulerConfig::default()
     };
     service::run(
@@ -724,8 +737,13 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         );
     }
     for p in &s.params {
+        let of = if p.node.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", p.node)
+        };
         println!(
-            "  {} = {:.3} us ({} samples{})",
+            "  {of}{} = {:.3} us ({} samples{})",
             p.name,
             p.micros,
             p.samples,

@@ -4,6 +4,9 @@
 //! its estimate is their plain mean (so the first measurement already replaces the default);
 //! after that an exponentially weighted moving average with weight [`EWMA_WEIGHT`] follows
 //! drift without being thrown by one outlier.
+//!
+//! A sample is one measurement: a node that reports the mean of `n` new measurements feeds them
+//! as `n` samples ([`Calibrator::observe_many`]), and a report with nothing new feeds none.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +25,7 @@ pub enum SampleKind {
     RoundTrip,
     /// CPU a storage node spent dispatching one request, us.
     Dispatch,
-    /// Starting a pooled Wasm instance, us.
+    /// Starting a pooled Wasm instance on a storage node, us.
     WasmStart,
     /// Assembling a container from pre-created parts, us.
     ContainerAssembly,
@@ -30,7 +33,7 @@ pub enum SampleKind {
     ContainerCold,
     /// One in-memory access inside a storage node, us.
     LocalAccess,
-    /// Starting an invocation in a warm container (a fork of its template), us.
+    /// From request to running in a warm container (a fork of its template), us.
     WarmStart,
 }
 
@@ -56,6 +59,12 @@ impl SampleKind {
             SampleKind::LocalAccess => &mut params.local_access_us,
             SampleKind::WarmStart => &mut params.zygote_fork_us,
         }
+    }
+
+    /// The parameter of `params` this kind calibrates.
+    pub fn of(self, params: &CostParams) -> f64 {
+        let mut params = *params;
+        *self.param(&mut params)
     }
 }
 
@@ -85,21 +94,52 @@ impl Calibrator {
 
     /// Feed one measurement of `kind`, in microseconds.
     pub fn observe(&mut self, kind: SampleKind, micros: f64) -> Result<(), SampleError> {
-        if !micros.is_finite() || micros < 0.0 {
-            return Err(SampleError { kind, micros });
+        self.observe_many(kind, micros, 1)
+    }
+
+    /// Feed `n` measurements of `kind` whose mean is `mean` microseconds: the same estimate as
+    /// feeding `n` measurements of exactly `mean` one by one. `n = 0` feeds nothing.
+    pub fn observe_many(&mut self, kind: SampleKind, mean: f64, n: u32) -> Result<(), SampleError> {
+        if !mean.is_finite() || mean < 0.0 {
+            return Err(SampleError { kind, micros: mean });
+        }
+        if n == 0 {
+            return Ok(());
         }
         let count = &mut self.counts[kind as usize];
-        *count = count.saturating_add(1);
-        let n = *count;
+        let before = *count;
+        *count = count.saturating_add(n);
+        let after = *count;
         let value = kind.param(&mut self.params);
-        if n == 1 {
-            *value = micros;
-        } else if n <= WARMUP_SAMPLES {
-            *value += (micros - *value) / f64::from(n);
-        } else {
-            *value += EWMA_WEIGHT * (micros - *value);
+        // The part of the n that falls in the warm-up is a plain mean; the rest is the moving
+        // average applied that many times, (1 - w)^k of the old estimate left.
+        let plain = WARMUP_SAMPLES.saturating_sub(before).min(n);
+        if plain > 0 {
+            let seen = before.min(WARMUP_SAMPLES);
+            *value = if seen == 0 {
+                mean
+            } else {
+                (*value * f64::from(seen) + mean * f64::from(plain)) / f64::from(seen + plain)
+            };
+        }
+        let moving = after - before - plain;
+        if moving > 0 {
+            let kept = (1.0 - EWMA_WEIGHT).powi(i32::try_from(moving).unwrap_or(i32::MAX));
+            *value = mean + kept * (*value - mean);
         }
         Ok(())
+    }
+
+    /// `base` with every parameter this calibrator has measured replaced by its estimate: a
+    /// node's own figures over the cluster's.
+    pub fn overlay(&self, base: &CostParams) -> CostParams {
+        let mut params = *base;
+        for kind in SampleKind::ALL {
+            if self.samples(kind) > 0 {
+                *kind.param(&mut params) = kind.of(&self.params);
+            }
+        }
+        params
     }
 
     /// How many samples of `kind` have been taken (0: the parameter is still its default).

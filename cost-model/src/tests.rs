@@ -140,6 +140,37 @@ fn calibration_replaces_defaults_then_tracks() {
     assert!(close(cal.params().wasm_start_us, 2.3));
 }
 
+#[test]
+fn a_report_with_nothing_new_is_no_sample() {
+    let mut cal = Calibrator::new(CostParams::default());
+    cal.observe_many(SampleKind::ContainerCold, 9_000.0, 0)
+        .expect("valid");
+    assert_eq!(cal.samples(SampleKind::ContainerCold), 0);
+    assert!(close(cal.params().container_cold_us, 50_000.0));
+    cal.observe_many(SampleKind::ContainerCold, 9_000.0, 3)
+        .expect("valid");
+    assert_eq!(cal.samples(SampleKind::ContainerCold), 3);
+    assert!(close(cal.params().container_cold_us, 9_000.0));
+}
+
+#[test]
+fn a_nodes_overlay_replaces_only_what_it_measured() {
+    let cluster = CostParams {
+        rtt_us: 80.0,
+        ..CostParams::default()
+    };
+    let mut node = Calibrator::new(CostParams::default());
+    node.observe(SampleKind::WarmStart, 400.0).expect("valid");
+    node.observe(SampleKind::ContainerAssembly, 2_000.0)
+        .expect("valid");
+    let params = node.overlay(&cluster);
+    assert!(close(params.zygote_fork_us, 400.0));
+    assert!(close(params.container_assembled_us, 2_000.0));
+    // Not measured by the node: the cluster's.
+    assert!(close(params.rtt_us, 80.0));
+    assert!(close(params.wasm_start_us, cluster.wasm_start_us));
+}
+
 fn workload() -> impl Strategy<Value = Workload> {
     (0.0..1e6f64, 0.0..1e3f64, 0.0..1e2f64, 0.0..1e7f64).prop_map(
         |(compute_us, accesses, rounds, bytes)| Workload {
@@ -167,6 +198,27 @@ fn candidate() -> impl Strategy<Value = Candidate> {
 }
 
 proptest! {
+    #[test]
+    fn n_measurements_at_once_are_n_samples(
+        before in proptest::collection::vec(0.0..1e5f64, 0..40),
+        mean in 0.0..1e5f64,
+        n in 1u32..60,
+    ) {
+        let mut one_by_one = Calibrator::new(CostParams::default());
+        let mut at_once = Calibrator::new(CostParams::default());
+        for &x in &before {
+            one_by_one.observe(SampleKind::Dispatch, x).expect("valid");
+            at_once.observe(SampleKind::Dispatch, x).expect("valid");
+        }
+        for _ in 0..n {
+            one_by_one.observe(SampleKind::Dispatch, mean).expect("valid");
+        }
+        at_once.observe_many(SampleKind::Dispatch, mean, n).expect("valid");
+        prop_assert_eq!(one_by_one.samples(SampleKind::Dispatch), at_once.samples(SampleKind::Dispatch));
+        let (a, b) = (one_by_one.params().dispatch_us, at_once.params().dispatch_us);
+        prop_assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{} != {}", a, b);
+    }
+
     #[test]
     fn cost_is_monotone_in_rounds_and_bytes(w in workload(), c in candidate(), more_rounds in 0.0..50f64, more_bytes in 0.0..1e6f64) {
         let p = CostParams::default();

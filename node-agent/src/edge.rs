@@ -81,21 +81,24 @@ pub fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// The meter's current means as stats-stream samples.
+/// What the meter measured so far, as stats-stream samples.
 pub fn cost_samples(meter: &CostMeter) -> Vec<pb::CostSample> {
     meter
-        .means()
+        .measured()
         .into_iter()
-        .map(|(kind, micros)| pb::CostSample {
-            kind: match kind {
-                CostKind::InstanceStart => pb::cost_sample::Kind::WasmStart,
+        .map(|m| pb::CostSample {
+            kind: match m.kind {
+                CostKind::WasmStart => pb::cost_sample::Kind::WasmStart,
                 CostKind::LocalAccess => pb::cost_sample::Kind::LocalAccess,
                 CostKind::Dispatch => pb::cost_sample::Kind::Dispatch,
                 CostKind::ContainerAssembly => pb::cost_sample::Kind::ContainerAssembly,
                 CostKind::WarmStart => pb::cost_sample::Kind::WarmStart,
+                CostKind::ContainerCold => pb::cost_sample::Kind::ContainerCold,
             }
             .into(),
-            micros,
+            micros: m.mean,
+            count: m.count,
+            total_micros: m.total,
         })
         .collect()
 }

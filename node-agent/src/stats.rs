@@ -1,8 +1,8 @@
 //! Per-core accounting and measured costs, the raw material of the stats stream both roles push.
 //!
 //! Workers update [`CoreCounters`] with relaxed atomics (a sample may be a few nanoseconds stale;
-//! nothing is lost). [`CostMeter`] keeps an exponentially weighted mean per measured cost, the
-//! figures the scheduler calibrates its cost model with.
+//! nothing is lost). [`CostMeter`] keeps per measured cost a moving mean and the count and sum of
+//! its measurements, the figures the scheduler calibrates its cost model of the node with.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -136,22 +136,50 @@ fn read_proc_stat(text: &str) -> Vec<(u64, u64)> {
 /// Costs a node measures for the scheduler's cost model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CostKind {
-    /// Starting an isolated instance (Wasm instantiation, container assembly, ...).
-    InstanceStart,
+    /// Starting a pooled Wasm instance next to the data (storage role).
+    WasmStart,
     /// One access to local data from inside a sandbox.
     LocalAccess,
     /// Handling one request at the node, beyond the function's own run.
     Dispatch,
-    /// Assembling a container from pooled parts (compute role).
+    /// From request to running in a container assembled from pooled parts (compute role).
     ContainerAssembly,
     /// From request to running in a warm container (compute role: a fork).
     WarmStart,
+    /// From request to running in a container some part of which was built on the critical
+    /// path (compute role).
+    ContainerCold,
 }
 
-/// Exponentially weighted means of measured costs, in microseconds.
+impl CostKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [CostKind; 6] = [
+        CostKind::WasmStart,
+        CostKind::LocalAccess,
+        CostKind::Dispatch,
+        CostKind::ContainerAssembly,
+        CostKind::WarmStart,
+        CostKind::ContainerCold,
+    ];
+}
+
+/// What has been measured of one cost since the node started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measured {
+    pub kind: CostKind,
+    /// Exponentially weighted mean, microseconds.
+    pub mean: f64,
+    /// Measurements taken.
+    pub count: u64,
+    /// Their sum, microseconds.
+    pub total: f64,
+}
+
+/// Measured costs: per kind, a moving mean and the count and sum of every measurement (the
+/// scheduler calibrates with the measurements new since its previous look).
 #[derive(Debug, Default)]
 pub struct CostMeter {
-    means: Mutex<[Option<f64>; 5]>,
+    measured: Mutex<[Option<(f64, u64, f64)>; CostKind::ALL.len()]>,
 }
 
 /// Weight of a new sample: about the last 20 samples dominate.
@@ -161,27 +189,32 @@ impl CostMeter {
     /// Folds in one measurement.
     pub fn record(&self, kind: CostKind, value: Duration) {
         let micros = value.as_secs_f64() * 1e6;
-        let mut means = self.means.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = &mut means[kind as usize];
+        let mut measured = self.measured.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut measured[kind as usize];
         *slot = Some(match *slot {
-            None => micros,
-            Some(mean) => mean + EWMA_ALPHA * (micros - mean),
+            None => (micros, 1, micros),
+            Some((mean, count, total)) => (
+                mean + EWMA_ALPHA * (micros - mean),
+                count.saturating_add(1),
+                total + micros,
+            ),
         });
     }
 
-    /// The current means of every cost measured so far.
-    pub fn means(&self) -> Vec<(CostKind, f64)> {
-        let means = *self.means.lock().unwrap_or_else(|e| e.into_inner());
-        [
-            CostKind::InstanceStart,
-            CostKind::LocalAccess,
-            CostKind::Dispatch,
-            CostKind::ContainerAssembly,
-            CostKind::WarmStart,
-        ]
-        .into_iter()
-        .filter_map(|k| means[k as usize].map(|m| (k, m)))
-        .collect()
+    /// Every cost measured so far.
+    pub fn measured(&self) -> Vec<Measured> {
+        let measured = *self.measured.lock().unwrap_or_else(|e| e.into_inner());
+        CostKind::ALL
+            .into_iter()
+            .filter_map(|kind| {
+                measured[kind as usize].map(|(mean, count, total)| Measured {
+                    kind,
+                    mean,
+                    count,
+                    total,
+                })
+            })
+            .collect()
     }
 }
 
@@ -216,12 +249,13 @@ mod tests {
     #[test]
     fn cost_means_move_towards_new_samples() {
         let meter = CostMeter::default();
-        assert!(meter.means().is_empty());
-        meter.record(CostKind::InstanceStart, Duration::from_micros(10));
-        meter.record(CostKind::InstanceStart, Duration::from_micros(30));
-        // 10 + 0.05 x (30 - 10) = 11.
-        let (kind, mean) = meter.means()[0];
-        assert_eq!(kind, CostKind::InstanceStart);
-        assert!((mean - 11.0).abs() < 1e-9);
+        assert!(meter.measured().is_empty());
+        meter.record(CostKind::WasmStart, Duration::from_micros(10));
+        meter.record(CostKind::WasmStart, Duration::from_micros(30));
+        // 10 + 0.05 x (30 - 10) = 11; two measurements summing to 40.
+        let m = meter.measured()[0];
+        assert_eq!((m.kind, m.count), (CostKind::WasmStart, 2));
+        assert!((m.mean - 11.0).abs() < 1e-9);
+        assert!((m.total - 40.0).abs() < 1e-9);
     }
 }

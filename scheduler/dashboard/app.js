@@ -330,7 +330,7 @@
     }
     for (const card of [...box.children]) if (!seen.has(card.dataset.node)) card.remove();
     const pb = $("params").querySelector("tbody");
-    pb.innerHTML = c.params.map((p) => `<tr><td>${esc(p.name)}</td><td class="num">${num(p.micros, 2)}</td><td class="num">${p.samples ? num(p.samples) : "default"}</td></tr>`).join("");
+    pb.innerHTML = c.params.map((p) => `<tr><td>${esc(p.node ? p.node + ": " + p.name : p.name)}</td><td class="num">${num(p.micros, 2)}</td><td class="num">${p.samples ? num(p.samples) : "default"}</td></tr>`).join("");
   }
 
   // Viridis, 9 stops: perceptually even and readable with colour-blindness.

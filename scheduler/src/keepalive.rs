@@ -1,7 +1,7 @@
 //! Keep-alive policies: how long an idle execution context lives, and which one goes first when
 //! memory runs short.
 //!
-//! The driver (simulator engine or compute-node agent) tells the policy what happens to contexts
+//! The driver (the simulator's engine, or the live scheduler for its compute nodes) tells the policy what happens to contexts
 //! and invocations; the policy answers with an [`IdleAction`] each time a context falls idle and
 //! picks eviction victims. Three policies:
 //! - [`FixedTtl`]: keep an idle context for a fixed time after its last use (the 10-minute
@@ -14,10 +14,13 @@
 //!
 //! Pure: time is passed in (microseconds), there is no clock and no randomness.
 
+mod spec;
+
 use std::collections::HashMap;
 
 use sandstorm_naming::{AppId, FunctionId, NodeId};
 use sandstorm_profiler::IdleTimeHistogram;
+pub use spec::{DEFAULT_HYBRID_RANGE_US, KeepAliveSpec};
 
 /// Why a context is idle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use anyhow::{Context, bail};
 use sandstorm_cost_model::{Candidate, CostBreakdown, StartKind, Tier, Workload, estimate};
 use sandstorm_naming::FunctionId;
-use sandstorm_scheduler::keepalive::{FixedTtl, GreedyDual, HybridHistogram, KeepAlive};
 use sandstorm_scheduler::placement::{PlacerConfig, Policy};
 
 use crate::bound::{self, Capacity, ClassDemand, TierCost};
@@ -43,16 +42,6 @@ struct RunSpec {
     policy: Policy,
     keep_alive: KeepAliveSpec,
     load: f64,
-}
-
-/// Build the keep-alive policy a spec names.
-pub fn keep_alive_policy(spec: KeepAliveSpec) -> Box<dyn KeepAlive> {
-    match spec {
-        KeepAliveSpec::Fixed { ttl_us } => Box::new(FixedTtl::new(ttl_us)),
-        KeepAliveSpec::FixedLifetime { ttl_us } => Box::new(FixedTtl::lifetime(ttl_us)),
-        KeepAliveSpec::Hybrid { range_us } => Box::new(HybridHistogram::new(range_us)),
-        KeepAliveSpec::GreedyDual => Box::new(GreedyDual::new()),
-    }
 }
 
 /// Resolve policy names (the options' or else the scenario's), naming the scenario on error.
@@ -196,7 +185,7 @@ fn engine_config<'a>(
             ..PlacerConfig::default()
         },
         policy: spec.policy,
-        keep_alive: keep_alive_policy(spec.keep_alive),
+        keep_alive: spec.keep_alive.policy(),
         data,
         contexts_per_app: scenario.instances.per == InstanceUnit::App,
         concurrency: scenario.instances.concurrency,

@@ -28,7 +28,6 @@
 
 mod check;
 mod file;
-mod keep_alive;
 
 use std::path::{Path, PathBuf};
 
@@ -43,7 +42,7 @@ pub use file::{
     Admission, Cluster, DataMode, DataSection, InstanceUnit, Instances, LoadSection, PeerSection,
     ScenarioFile, Slo, TraceSection,
 };
-pub use keep_alive::{DEFAULT_HYBRID_RANGE_US, KeepAliveSpec};
+pub use sandstorm_scheduler::keepalive::{DEFAULT_HYBRID_RANGE_US, KeepAliveSpec};
 
 /// The largest load point a scenario may ask for. A 2019 trace minute is expanded in memory,
 /// `load` copies of each invocation: at 100x, the busiest minute of the bundled day trace (45,514

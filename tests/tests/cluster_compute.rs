@@ -107,6 +107,53 @@ async fn the_scheduler_places_on_a_registered_compute_node_that_reads_from_stora
     assert_eq!(common::candidate(&second, "compute-0").start, WARM);
     assert_eq!(second.start, WARM, "{second:?}");
 
+    // Calibration is per node and per kind, and counts measurements: compute-0's own figures
+    // are its one start of the first kind and its one warm start, however many stats messages
+    // (one every 10 ms) have gone by; its in-container Wasm instantiation is no storage node's
+    // Wasm start.
+    let first_kind = if first.start == ASSEMBLED {
+        "container_assembled_us"
+    } else {
+        "container_cold_us"
+    };
+    let own = |status: &pb::ClusterStatusResponse, name: &str| {
+        status
+            .params
+            .iter()
+            .find(|p| p.node == "compute-0" && p.name == name)
+            .map(|p| p.samples)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = tenant.status().await;
+        if own(&status, first_kind) == Some(1) && own(&status, "warm_start_us") == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compute-0's starts not calibrated after 30 s: {:#?}",
+            status.params
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Twenty more stats messages later: still one measurement each.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let status = tenant.status().await;
+    assert_eq!(own(&status, first_kind), Some(1), "{:#?}", status.params);
+    assert_eq!(
+        own(&status, "warm_start_us"),
+        Some(1),
+        "{:#?}",
+        status.params
+    );
+    assert_eq!(own(&status, "wasm_start_us"), None, "{:#?}", status.params);
+    for p in &status.params {
+        println!(
+            "calibrated {} {} = {:.1} us ({} samples)",
+            p.node, p.name, p.micros, p.samples
+        );
+    }
+
     // Left to the cost model, a CPU-heavy hash-chain goes to the compute node's own cores (the
     // sandbox slowdown and the storage CPU price outweigh one round trip and a warm start) and
     // still reads its data from the storage node.

@@ -14,8 +14,9 @@
 //!
 //! [`ComputeNode`] ties them together: deployed functions (WebAssembly, compiled once and loaded
 //! into the zygote, or native programs of the base root file system), one warm container per
-//! function kept while it is used and reclaimed after `keep_alive` idle (its parts destroyed:
-//! a used writable layer and cgroup are not worth cleaning for reuse), and per-invocation
+//! function kept while it is used and reclaimed after `keep_alive` idle, or the window the
+//! scheduler's keep-alive policy set for the function (its parts destroyed: a used writable
+//! layer and cgroup are not worth cleaning for reuse), and per-invocation
 //! records. A deadline ends everything: when an invocation passes its deadline (whatever its
 //! container is doing, a start function still spinning included) every process of its
 //! container is killed, its cgroup removed, and the container is never used again; keep-alive
@@ -374,6 +375,8 @@ pub enum StartKind {
 pub struct Execution {
     pub output: Vec<u8>,
     pub start_kind: StartKind,
+    /// Waiting for its function's container while another invocation was assembling it.
+    pub queue: Duration,
     /// Getting a container (assembly, if one was assembled) plus instantiation inside it.
     pub start: Duration,
     /// The function's own run (WebAssembly: measured inside; native: the process's life).
@@ -453,6 +456,9 @@ pub struct ComputeNode {
     warm: Mutex<HashMap<FunctionKey, Arc<WarmSlot>>>,
     /// Functions the re-provisioner keeps warm whatever their idle time.
     keep_warm: Mutex<HashSet<FunctionKey>>,
+    /// Idle windows the scheduler's keep-alive policy set, per function, in place of
+    /// `config.keep_alive` (`None`: kept until told otherwise), with the order's number.
+    windows: Mutex<HashMap<FunctionKey, (u64, Option<Duration>)>>,
     next_version: AtomicU64,
     meter: CostMeter,
     counters: Counters,
@@ -515,6 +521,7 @@ impl ComputeNode {
             functions: RwLock::default(),
             warm: Mutex::default(),
             keep_warm: Mutex::default(),
+            windows: Mutex::default(),
             next_version: AtomicU64::new(1),
             meter: CostMeter::default(),
             counters: Counters::default(),
@@ -867,6 +874,10 @@ impl ComputeNode {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
+        self.windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
         if let Some(f) = &removed
             && matches!(f.code, Code::Wasm { .. })
         {
@@ -895,15 +906,26 @@ impl ComputeNode {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let idle: Vec<Arc<WarmSlot>> = {
             let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
             let expired: Vec<FunctionKey> = warm
                 .iter()
                 .filter(|(key, _)| !kept.contains(*key))
-                .filter(|(_, slot)| {
+                .filter(|(key, slot)| {
+                    let window = windows
+                        .get(*key)
+                        .map_or(Some(self.config.keep_alive), |(_, w)| *w);
+                    let Some(window) = window else {
+                        return false;
+                    };
                     let last = *slot.last_used.lock().unwrap_or_else(|e| e.into_inner());
                     let busy = slot.container.get().is_some_and(|c| c.running() > 0);
-                    !busy && now.duration_since(last) >= self.config.keep_alive
+                    !busy && now.duration_since(last) >= window
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
@@ -920,6 +942,37 @@ impl ComputeNode {
         }
         drop(idle);
         n
+    }
+
+    /// Keeps `name`'s (of `tenant`) idle warm container for `window` since its last use
+    /// (`None`: until told otherwise) instead of the node's keep-alive, as the scheduler's
+    /// policy says; with `prewarm`, assembles one first if it has none. Reclaims it now if it is
+    /// idle past the new window; returns how many containers that reclaimed. An order `seq`
+    /// older than the last one applied for the function is ignored.
+    pub async fn set_keep_alive(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        window: Option<Duration>,
+        prewarm: bool,
+        seq: u64,
+    ) -> Result<usize, ExecuteError> {
+        let function = self.function(tenant, name)?;
+        {
+            let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = windows
+                .entry((tenant, function.name.clone()))
+                .or_insert((0, window));
+            if seq < slot.0 {
+                return Ok(0);
+            }
+            *slot = (seq, window);
+        }
+        if prewarm {
+            let (_, slot, _) = self.warm_container(&function).await?;
+            *slot.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        }
+        Ok(tokio::task::block_in_place(|| self.reclaim_idle()))
     }
 
     /// Runs one invocation in its function's warm container, assembling one if there is none.
@@ -1056,15 +1109,25 @@ impl ComputeNode {
         let deadline = function.limits.deadline;
         let (start_kind, slot, container) = self.warm_container(function).await?;
         let handed = Instant::now();
+        // Finding the container warm, it waited only for it (being assembled by another
+        // invocation of the function, say): its queueing. Its start begins now.
+        let (queued, start_from) = if start_kind == StartKind::Warm {
+            (handed.saturating_duration_since(started), handed)
+        } else {
+            (Duration::ZERO, started)
+        };
         *slot.last_used.lock().unwrap_or_else(|e| e.into_inner()) = handed;
         slot.running.fetch_add(1, Ordering::SeqCst);
-        let run = self.run_in_container(function, start_kind, &container, started, input);
-        let (result, reported) = tokio::select! {
+        let run = self.run_in_container(function, start_kind, &container, start_from, input);
+        let (mut result, reported) = tokio::select! {
             result = run => (result, true),
             () = tokio::time::sleep_until((handed + deadline + DEADLINE_GRACE).into()) => {
                 (Err(RunError::DeadlineExceeded { deadline }.into()), false)
             }
         };
+        if let Ok(execution) = &mut result {
+            execution.queue = queued;
+        }
         if slot.running.fetch_sub(1, Ordering::SeqCst) == 1 {
             slot.idle.notify_waiters();
         }
@@ -1143,10 +1206,8 @@ impl ComputeNode {
                 let link = run.link.ok_or_else(|| {
                     ExecuteError::Lost("the function succeeded without a report".into())
                 })?;
-                self.meter.record(CostKind::InstanceStart, link.start);
                 if let Some(running) = link.stats.running_at {
-                    let to_running = running.saturating_duration_since(started);
-                    self.record_assembly(start_kind, to_running.saturating_sub(link.start));
+                    self.record_start(start_kind, running.saturating_duration_since(started));
                 }
                 Execution {
                     output,
@@ -1158,6 +1219,7 @@ impl ComputeNode {
                     bytes_read: link.stats.bytes_read,
                     bytes_written: link.stats.bytes_written,
                     data_wait: link.stats.data_wait,
+                    queue: Duration::ZERO,
                 }
             }
             Code::Native { argv } => {
@@ -1173,7 +1235,7 @@ impl ComputeNode {
                 .map_err(|e| ExecuteError::Lost(e.to_string()))?;
                 let exec = ran.elapsed();
                 if let Some(first_byte) = result.first_byte {
-                    self.record_assembly(start_kind, ready + first_byte);
+                    self.record_start(start_kind, ready + first_byte);
                 }
                 let output = match result.outcome {
                     Outcome::Exited(0) => result.output,
@@ -1210,20 +1272,25 @@ impl ComputeNode {
                     bytes_read: 0,
                     bytes_written: 0,
                     data_wait: Duration::ZERO,
+                    queue: Duration::ZERO,
                 }
             }
         };
         Ok(execution)
     }
 
-    /// Records what getting a container from the pools cost an invocation that found none
-    /// warm: from its request until its function ran, less the function's own instantiation.
-    /// (Assembly returns before the container's processes have joined it: the first
-    /// invocation waits for that, so its start is where the cost shows.)
-    fn record_assembly(&self, start_kind: StartKind, cost: Duration) {
-        if start_kind == StartKind::Assembled {
-            self.meter.record(CostKind::ContainerAssembly, cost);
-        }
+    /// Records an invocation's start, as the kind of start it was: from its request (a warm
+    /// one: from its container being there) until its function ran, instantiation inside the
+    /// container included, which is what the cost model charges a start on this node.
+    /// (Assembly returns before the container's processes have joined it: the first invocation
+    /// waits for that, so its start is where the cost shows.)
+    fn record_start(&self, start_kind: StartKind, cost: Duration) {
+        let kind = match start_kind {
+            StartKind::Warm => CostKind::WarmStart,
+            StartKind::Assembled => CostKind::ContainerAssembly,
+            StartKind::Cold => CostKind::ContainerCold,
+        };
+        self.meter.record(kind, cost);
     }
 
     /// Assembles a container for `function` on a blocking thread.

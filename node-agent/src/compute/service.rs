@@ -123,6 +123,22 @@ impl NodeAgent for ComputeService {
     }
 
     /// Quotas on stored data concern storage nodes only.
+    async fn set_keep_alive(
+        &self,
+        request: Request<pb::SetKeepAliveRequest>,
+    ) -> Result<Response<pb::SetKeepAliveResponse>, Status> {
+        let request = request.into_inner();
+        let (tenant, name) = function_ref(request.function)?;
+        let window = request.idle_us.map(Duration::from_micros);
+        let reclaimed = self
+            .node
+            .set_keep_alive(tenant, &name, window, request.prewarm, request.seq)
+            .await?;
+        Ok(Response::new(pb::SetKeepAliveResponse {
+            reclaimed: u32::try_from(reclaimed).unwrap_or(u32::MAX),
+        }))
+    }
+
     async fn set_tenant_quotas(
         &self,
         _request: Request<pb::SetTenantQuotasRequest>,
@@ -239,7 +255,7 @@ impl ComputeService {
             .into(),
             core: 0,
             invocation_id,
-            queue_us: 0,
+            queue_us: micros(run.queue),
             start_us: micros(run.start),
             exec_us: micros(run.exec),
             durable_us: 0,

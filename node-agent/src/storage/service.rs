@@ -108,6 +108,15 @@ type StatsStream = Pin<Box<dyn Stream<Item = Result<pb::NodeStats, Status>> + Se
 
 #[tonic::async_trait]
 impl NodeAgent for StorageService {
+    async fn set_keep_alive(
+        &self,
+        _request: Request<pb::SetKeepAliveRequest>,
+    ) -> Result<Response<pb::SetKeepAliveResponse>, Status> {
+        Err(Status::failed_precondition(
+            "set keep-alive: a storage node keeps no containers (it starts a pooled Wasm instance per invocation)",
+        ))
+    }
+
     type StreamStatsStream = StatsStream;
 
     async fn stream_stats(

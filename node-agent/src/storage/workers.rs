@@ -264,7 +264,7 @@ impl Worker {
         let outcome = self.sandbox.run_async(function, input, &self.store).await;
         self.me().finished(Duration::ZERO, true);
         if let Ok(o) = &outcome {
-            self.meter.record(CostKind::InstanceStart, o.start);
+            self.meter.record(CostKind::WasmStart, o.start);
             if let Some(t) = o.local_access {
                 self.meter.record(CostKind::LocalAccess, t);
             }

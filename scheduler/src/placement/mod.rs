@@ -146,6 +146,10 @@ pub struct Decision {
 pub struct Placer {
     config: PlacerConfig,
     policy: Policy,
+    /// Cost parameters of single nodes, by `NodeId.0`, where they differ from `config.params`
+    /// (the live scheduler calibrates each node from its own measurements; the simulator sets
+    /// none). A candidate is costed with its node's.
+    node_params: Vec<Option<CostParams>>,
 }
 
 /// A candidate that passed the filters, as the scoring loop keeps it.
@@ -160,7 +164,19 @@ struct Costed {
 
 impl Placer {
     pub fn new(policy: Policy, config: PlacerConfig) -> Self {
-        Self { config, policy }
+        Self {
+            config,
+            policy,
+            node_params: Vec::new(),
+        }
+    }
+
+    /// The same placer (tunables and nodes' parameters) with another policy.
+    pub fn with_policy(&self, policy: Policy) -> Self {
+        Self {
+            policy,
+            ..self.clone()
+        }
     }
 
     pub fn policy(&self) -> Policy {
@@ -174,6 +190,23 @@ impl Placer {
     /// Replace the cost parameters (after calibration).
     pub fn set_params(&mut self, params: CostParams) {
         self.config.params = params;
+    }
+
+    /// Cost candidates on `node` with `params` (`None`: with [`PlacerConfig::params`]).
+    pub fn set_node_params(&mut self, node: NodeId, params: Option<CostParams>) {
+        let i = node.0 as usize;
+        if self.node_params.len() <= i {
+            self.node_params.resize(i + 1, None);
+        }
+        self.node_params[i] = params;
+    }
+
+    /// The parameters candidates on `node` are costed with.
+    pub fn params_of(&self, node: NodeId) -> &CostParams {
+        self.node_params
+            .get(node.0 as usize)
+            .and_then(Option::as_ref)
+            .unwrap_or(&self.config.params)
     }
 
     /// Choose a node, reserve it in `view`, and return the choice; `None` if no node passed the
@@ -478,7 +511,7 @@ impl Scan<'_, '_> {
         local: f64,
     ) -> (CostBreakdown, f64) {
         let objective = self.objective(node, tier, start, local);
-        let mut cost = self.class_cost(tier, start, local).cost;
+        let mut cost = self.class_cost_ref(node, tier, start, local).cost;
         cost.queue_us = self.queue_us(node, local);
         (cost, objective)
     }
@@ -488,7 +521,7 @@ impl Scan<'_, '_> {
     #[inline(always)]
     fn objective(&mut self, node: &NodeView, tier: Tier, start: StartKind, local: f64) -> f64 {
         let (fixed, storage_cpu_us) = {
-            let class = self.class_cost_ref(tier, start, local);
+            let class = self.class_cost_ref(node, tier, start, local);
             (class.fixed_objective, class.cost.storage_cpu_us)
         };
         let weights = &self.placer.config.weights;
@@ -508,6 +541,10 @@ impl Scan<'_, '_> {
     /// A lower bound on the score of any node that holds neither a warm context nor the data.
     fn floor(&mut self) -> f64 {
         let policy = self.placer.policy;
+        if !self.placer.node_params.is_empty() && policy.uses_objective() {
+            // Nodes costed with their own parameters have no common bound: visit them all.
+            return f64::NEG_INFINITY;
+        }
         match policy {
             Policy::CostAware | Policy::AlwaysStorage | Policy::AlwaysCompute => {
                 let weights = self.placer.config.weights;
@@ -534,32 +571,39 @@ impl Scan<'_, '_> {
         }
     }
 
-    /// The cost of a candidate class without queueing: from the cache when its locality is all
-    /// or nothing.
+    /// The cost of a candidate class without queueing, with the cluster's parameters: from the
+    /// cache when its locality is all or nothing.
     fn class_cost(&mut self, tier: Tier, start: StartKind, local: f64) -> ClassCost {
-        *self.class_cost_ref(tier, start, local)
+        *self.cached_class_cost(tier, start, local)
     }
 
-    /// [`Scan::class_cost`] without copying the breakdown out of the cache.
+    /// The cost of a candidate on `node` of a class without queueing: with the node's own
+    /// parameters if it has some (not cached), else [`Scan::class_cost`] without copying.
     #[inline(always)]
-    fn class_cost_ref(&mut self, tier: Tier, start: StartKind, local: f64) -> &ClassCost {
-        let (params, work) = (&self.placer.config.params, &self.req.workload);
-        let weights = &self.placer.config.weights;
-        let compute = || {
-            let candidate = Candidate {
-                tier,
-                start,
-                queue_us: 0.0,
-                local_fraction: local,
-            };
-            let cost = estimate(params, work, &candidate);
-            // The objective at storage CPU price 0: the price is added per node.
-            let fixed_objective = weights.objective_at_price(&cost, 0.0);
-            ClassCost {
-                cost,
-                fixed_objective,
-            }
-        };
+    fn class_cost_ref(
+        &mut self,
+        node: &NodeView,
+        tier: Tier,
+        start: StartKind,
+        local: f64,
+    ) -> &ClassCost {
+        if !self.placer.node_params.is_empty()
+            && let Some(params) = self
+                .placer
+                .node_params
+                .get(node.id.0 as usize)
+                .and_then(Option::as_ref)
+        {
+            let class = class_cost(params, self.placer, &self.req.workload, tier, start, local);
+            return self.classes[PARTIAL_CLASS].insert(class);
+        }
+        self.cached_class_cost(tier, start, local)
+    }
+
+    #[inline(always)]
+    fn cached_class_cost(&mut self, tier: Tier, start: StartKind, local: f64) -> &ClassCost {
+        let (params, work, placer) = (&self.placer.config.params, &self.req.workload, self.placer);
+        let compute = || class_cost(params, placer, work, tier, start, local);
         if local == 0.0 || local == 1.0 {
             let class = (tier as usize) * 6 + (start as usize) * 2 + local as usize;
             self.classes[class].get_or_insert_with(compute)
@@ -567,6 +611,30 @@ impl Scan<'_, '_> {
             // Partial locality is not cached: the last slot holds the latest one.
             self.classes[PARTIAL_CLASS].insert(compute())
         }
+    }
+}
+
+/// A candidate class's cost with `params`, and its objective at storage CPU price 0 (the price
+/// is added per node).
+#[inline(always)]
+fn class_cost(
+    params: &CostParams,
+    placer: &Placer,
+    work: &sandstorm_cost_model::Workload,
+    tier: Tier,
+    start: StartKind,
+    local: f64,
+) -> ClassCost {
+    let candidate = Candidate {
+        tier,
+        start,
+        queue_us: 0.0,
+        local_fraction: local,
+    };
+    let cost = estimate(params, work, &candidate);
+    ClassCost {
+        cost,
+        fixed_objective: placer.config.weights.objective_at_price(&cost, 0.0),
     }
 }
 

@@ -285,6 +285,47 @@ fn sampling_scores_a_bounded_number_of_nodes() {
     assert!(d.chosen.is_some());
 }
 
+#[test]
+fn each_node_is_costed_with_its_own_parameters() {
+    // Two compute nodes, both assembling a container; the storage node is busy, so the CPU-heavy
+    // work goes to compute. Node 2 measured its assembly at 20 ms, node 1 at 0.5 ms.
+    let mut view = cluster(1, 2);
+    let storage = view.node_mut(NodeId(0)).expect("node");
+    storage.load = 16;
+    storage.backlog_us = 16_000.0;
+    let mut p = placer(Policy::CostAware);
+    let slow = CostParams {
+        container_assembled_us: 20_000.0,
+        ..CostParams::default()
+    };
+    let fast = CostParams {
+        container_assembled_us: 500.0,
+        ..CostParams::default()
+    };
+    p.set_node_params(NodeId(1), Some(fast));
+    p.set_node_params(NodeId(2), Some(slow));
+    let data = [(NodeId(0), 1.0)];
+    for inv in 0..32 {
+        let d = p.place_recorded(&mut view.clone(), &request(inv, CPU_HEAVY, &data, &[]));
+        let chosen = d.chosen.expect("placed");
+        assert_eq!(chosen.node, NodeId(1), "invocation {inv}");
+        assert_eq!(chosen.cost.start_us, 500.0);
+        let slow_one = d.candidates.iter().find(|c| c.node == NodeId(2));
+        assert_eq!(slow_one.map(|c| c.cost.start_us), Some(20_000.0));
+        // The plain path costs it the same way.
+        let plain = p.place(&mut view.clone(), &request(inv, CPU_HEAVY, &data, &[]));
+        assert_eq!(
+            plain.map(|c| (c.node, c.objective)),
+            Some((chosen.node, chosen.objective))
+        );
+    }
+    // Swapped: the other node wins.
+    p.set_node_params(NodeId(1), Some(slow));
+    p.set_node_params(NodeId(2), Some(fast));
+    let choice = p.place(&mut view, &request(1, CPU_HEAVY, &data, &[]));
+    assert_eq!(choice.map(|c| c.node), Some(NodeId(2)));
+}
+
 fn any_view() -> impl Strategy<Value = ClusterView> {
     (
         1u32..4,

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandstorm_cost_model::SampleKind;
 use sandstorm_naming::{FunctionId, NodeId, NodeRole, TenantId};
 use sandstorm_proto::v1 as pb;
 use tracing::{info, warn};
@@ -41,19 +40,6 @@ pub fn report(stats: &pb::NodeStats) -> NodeReport {
         // A container can be assembled while every part pool has a part ready.
         pool_ready: (stats.role == i32::from(pb::Tier::Compute))
             .then(|| stats.pools.iter().map(|p| p.ready).min().unwrap_or(0)),
-    }
-}
-
-fn sample_kind(kind: i32) -> Option<SampleKind> {
-    use pb::cost_sample::Kind;
-    match Kind::try_from(kind).ok()? {
-        Kind::RoundTrip => Some(SampleKind::RoundTrip),
-        Kind::Dispatch => Some(SampleKind::Dispatch),
-        Kind::WasmStart => Some(SampleKind::WasmStart),
-        Kind::ContainerAssembly => Some(SampleKind::ContainerAssembly),
-        Kind::LocalAccess => Some(SampleKind::LocalAccess),
-        Kind::WarmStart => Some(SampleKind::WarmStart),
-        Kind::Unspecified => None,
     }
 }
 
@@ -396,16 +382,13 @@ impl Scheduler {
                 .unwrap_or(u32::MAX),
             });
         }
-        let mut calibrated = false;
-        for sample in &stats.samples {
-            if let Some(kind) = sample_kind(sample.kind) {
-                // A bad sample (negative, NaN) is dropped: the previous estimate stands.
-                calibrated |= inner.calibrator.observe(kind, sample.micros).is_ok();
-            }
-        }
-        if calibrated {
-            let params = *inner.calibrator.params();
-            inner.placer.set_params(params);
+        // A bad sample (negative, NaN) is dropped: the previous estimate stands.
+        let inner = &mut *inner;
+        let (_, errors) = inner
+            .calibration
+            .fold_samples(node, &stats.samples, &mut inner.placer);
+        if !errors.is_empty() {
+            warn!(node_id = node.0, errors = ?errors, "cost samples dropped");
         }
     }
 
@@ -476,33 +459,15 @@ impl Scheduler {
                 }
             })
             .collect();
-        let params = inner.calibrator.params();
-        let named = [
-            ("rtt_us", params.rtt_us, SampleKind::RoundTrip),
-            ("dispatch_us", params.dispatch_us, SampleKind::Dispatch),
-            ("wasm_start_us", params.wasm_start_us, SampleKind::WasmStart),
-            (
-                "container_assembled_us",
-                params.container_assembled_us,
-                SampleKind::ContainerAssembly,
-            ),
-            (
-                "container_cold_us",
-                params.container_cold_us,
-                SampleKind::ContainerCold,
-            ),
-            (
-                "local_access_us",
-                params.local_access_us,
-                SampleKind::LocalAccess,
-            ),
-        ];
-        let params = named
+        let params = inner
+            .calibration
+            .entries()
             .into_iter()
-            .map(|(name, micros, kind)| pb::CalibratedParam {
-                name: name.into(),
-                micros,
-                samples: inner.calibrator.samples(kind),
+            .map(|c| pb::CalibratedParam {
+                name: c.name.into(),
+                micros: c.micros,
+                samples: c.samples,
+                node: c.node.map(|n| inner.node_name(n.0)).unwrap_or_default(),
             })
             .collect();
         pb::ClusterStatusResponse {
@@ -566,18 +531,7 @@ mod tests {
     }
 
     #[test]
-    fn sample_kinds_map_to_calibrated_parameters() {
-        use pb::cost_sample::Kind;
-        assert_eq!(
-            sample_kind(Kind::WasmStart as i32),
-            Some(SampleKind::WasmStart)
-        );
-        assert_eq!(
-            sample_kind(Kind::LocalAccess as i32),
-            Some(SampleKind::LocalAccess)
-        );
-        assert_eq!(sample_kind(Kind::Unspecified as i32), None);
-        assert_eq!(sample_kind(99), None);
+    fn roles_must_be_storage_or_compute() {
         assert!(role(99).is_err());
         assert_eq!(role(pb::Tier::Compute as i32).ok(), Some(NodeRole::Compute));
     }

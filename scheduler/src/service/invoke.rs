@@ -485,8 +485,26 @@ impl Scheduler {
             inner.shares.take(f.tenant, choice.node);
             (r, inner.held.hold(id, r))
         });
+        // A new container past the node's memory: the keep-alive policy's victims make room.
+        let room = match inner.view.node(choice.node) {
+            Some(n)
+                if choice.tier == sandstorm_cost_model::Tier::Compute
+                    && choice.start != sandstorm_cost_model::StartKind::Warm =>
+            {
+                n.memory_used_mb.saturating_sub(n.memory_mb)
+            }
+            _ => 0,
+        };
+        let evicted = if room > 0 {
+            inner.warm.make_room(choice.node, f.id, room)
+        } else {
+            Vec::new()
+        };
         // Armed only once the lock is let go: a guard dropped under it would deadlock.
         drop(guard);
+        if !evicted.is_empty() {
+            self.send_keep_alive(evicted, None);
+        }
         Ok(Placed {
             node: choice.node,
             name,
@@ -499,7 +517,7 @@ impl Scheduler {
 
     /// The invocation ran: release its hold on the view, profile it.
     pub(super) fn finish(
-        &self,
+        self: &Arc<Self>,
         f: &FunctionEntry,
         placed: &mut Placed,
         exec: &pb::ExecutionRecord,
@@ -507,7 +525,23 @@ impl Scheduler {
     ) {
         let mut inner = self.lock();
         placed.reservation.complete(&mut inner);
-        inner.note_execution(placed.node, f.id, exec, self.now_us());
+        let now = self.now_us();
+        inner.note_execution(placed.node, f.id, exec, now);
+        let mut keep_alive = None;
+        if exec.tier == i32::from(pb::Tier::Compute) {
+            // The cluster's keep-alive policy hears of it and says how long its container stays.
+            let start_cost_us = inner.calibration.params_of(placed.node).container_cold_us;
+            let (order, prewarm) = inner.warm.finished(
+                f.id,
+                sandstorm_naming::AppId(f.id.0),
+                placed.node,
+                f.limits.memory_mb.max(1),
+                arrival_us,
+                now,
+                start_cost_us,
+            );
+            keep_alive = Some((order, prewarm));
+        }
         // The profile holds native compute: undo the sandbox slowdown of a run in a storage node.
         let slowdown = if exec.tier == i32::from(pb::Tier::Storage) {
             inner.placer.config().params.wasm_slowdown.max(1.0)
@@ -524,6 +558,10 @@ impl Scheduler {
             bytes: exec.bytes_read + exec.bytes_written,
         };
         inner.profiler.record(f.id, &observation);
+        drop(inner);
+        if let Some((order, prewarm)) = keep_alive {
+            self.send_keep_alive(order.into_iter().collect(), prewarm);
+        }
     }
 }
 

@@ -47,6 +47,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod calibration;
 pub mod chain;
 pub mod cluster;
 pub mod dashboard;
@@ -58,6 +59,7 @@ pub mod functions;
 pub mod holds;
 pub mod hub;
 pub mod invoke;
+pub mod keep_alive;
 pub mod limits;
 pub mod membership;
 pub mod quota;
@@ -147,6 +149,10 @@ pub struct SchedulerConfig {
     /// A `sandstorm sim` JSON report (or a directory: its newest `.json`) the dashboard serves
     /// beside the live figures. Default none.
     pub sim_report: Option<PathBuf>,
+    /// The cluster's keep-alive policy for compute nodes' warm containers (`fixed:10m`,
+    /// `fixed-lifetime:10m`, `hybrid`, `greedy-dual`: the simulator's), run by the scheduler
+    /// (see [`keep_alive`]). Default none: each compute node reclaims by its own fixed window.
+    pub keep_alive: Option<crate::keepalive::KeepAliveSpec>,
 }
 
 impl Default for SchedulerConfig {
@@ -171,6 +177,7 @@ impl Default for SchedulerConfig {
             provision: crate::provision::ProvisionConfig::default(),
             dashboard: None,
             sim_report: None,
+            keep_alive: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sandstorm_cost_model::{Calibrator, Workload};
+use sandstorm_cost_model::Workload;
 use sandstorm_naming::catalog::Catalog;
 use sandstorm_naming::liveness::Liveness;
 use sandstorm_naming::ring::KeyRing;
@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 
 use super::SchedulerConfig;
 use super::auth::{self, Caller, Presented, TokenHash};
+use super::calibration::Calibration;
 use super::error::ApiError;
 use super::executor::Executor;
 use super::quota::Quotas;
@@ -154,7 +155,8 @@ pub struct Inner {
     pub view: ClusterView,
     pub ring: KeyRing,
     pub liveness: Liveness,
-    pub calibrator: Calibrator,
+    /// The cost model's calibration, per node and for the cluster.
+    pub calibration: Calibration,
     pub placer: Placer,
     pub profiler: Profiler,
     /// Warm containers per (function, compute node), inferred from execution records.
@@ -238,7 +240,7 @@ impl Inner {
             let ran_us = exec.start_us.saturating_add(exec.exec_us);
             self.warm
                 .used(function, node, now_us.saturating_sub(ran_us));
-            self.calibrate_round_trip(exec);
+            self.calibrate_round_trip(node, exec);
         }
     }
 
@@ -247,18 +249,16 @@ impl Inner {
     /// calibrates the cost model's round trip (which nothing else measures in a live cluster).
     /// One sample moves the estimate at most [`ROUND_TRIP_STEP`]-fold: a run whose first call
     /// also dialled the storage node must not make remote data look 1,000x dearer.
-    fn calibrate_round_trip(&mut self, exec: &sandstorm_proto::v1::ExecutionRecord) {
-        let Some(rtt) = round_trip_sample(exec, self.calibrator.params()) else {
+    fn calibrate_round_trip(&mut self, node: NodeId, exec: &sandstorm_proto::v1::ExecutionRecord) {
+        let Some(rtt) = round_trip_sample(exec, &self.calibration.params_of(node)) else {
             return;
         };
-        if self
-            .calibrator
-            .observe(sandstorm_cost_model::SampleKind::RoundTrip, rtt)
-            .is_ok()
-        {
-            let params = *self.calibrator.params();
-            self.placer.set_params(params);
-        }
+        self.calibration.observe(
+            node,
+            sandstorm_cost_model::SampleKind::RoundTrip,
+            rtt,
+            &mut self.placer,
+        );
     }
 
     /// The placer for a request restricted to `tier` (`pb::Tier` as sent; anything but storage or
@@ -271,7 +271,7 @@ impl Inner {
             Ok(Tier::Compute) => Policy::AlwaysCompute,
             _ => return self.placer.clone(),
         };
-        Placer::new(policy, *self.placer.config())
+        self.placer.with_policy(policy)
     }
 
     /// The storage nodes on the key ring with their addresses, in node-id order: what a compute
@@ -420,10 +420,17 @@ impl Scheduler {
             liveness: Liveness::new(
                 u64::try_from(config.node_timeout.as_micros()).unwrap_or(u64::MAX),
             ),
-            calibrator: Calibrator::new(config.placer.params),
+            calibration: Calibration::new(config.placer.params),
             placer: Placer::new(config.policy, config.placer),
             profiler: Profiler::new(PRIOR_WORKLOAD),
-            warm: WarmTable::default(),
+            // Orders numbered from the Unix time in microseconds: above any an earlier
+            // scheduler process sent.
+            warm: WarmTable::with_policy(
+                config.keep_alive,
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            ),
             data_homes: DataHomes::default(),
             plan: None,
             shares: super::holds::NodeShares::default(),

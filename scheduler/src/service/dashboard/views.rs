@@ -52,6 +52,8 @@ pub struct NodeView {
 
 #[derive(Debug, Serialize)]
 pub struct ParamView {
+    /// The node whose own measurements these are; empty for the cluster's.
+    pub node: String,
     pub name: String,
     pub micros: f64,
     /// Samples taken (0: still the documented default).
@@ -150,6 +152,7 @@ pub fn cluster(scheduler: Option<&Scheduler>, hub: &Hub) -> ClusterView {
             .params
             .into_iter()
             .map(|p| ParamView {
+                node: p.node,
                 name: p.name,
                 micros: p.micros,
                 samples: p.samples,

@@ -1,15 +1,17 @@
-//! Keep-alive policy names as scenario files and reports write them.
+//! Keep-alive policy names, as scenario files, reports and `sandstorm scheduler --keep-alive`
+//! write them.
 //!
-//! Owns [`KeepAliveSpec`]: its parser and a `Display` that round-trips
-//! (`parse(spec.to_string()) == spec`). Durations are a whole number followed by a unit: `us`,
+//! Owns [`KeepAliveSpec`]: its parser, a `Display` that round-trips
+//! (`parse(spec.to_string()) == spec`), and the policy it names ([`KeepAliveSpec::policy`]), so
+//! the simulator and the live scheduler build the same one from the same text. Durations are a whole number followed by a unit: `us`,
 //! `ms`, `s`, `m` or `h` (`90s`, `10m`, `4h`). `Display` writes durations with the scheduler's
-//! `keepalive::format_duration` (the largest of `h`, `m`, `s` that divides, else `us`: 60 min is
+//! [`format_duration`] (the largest of `h`, `m`, `s` that divides, else `us`: 60 min is
 //! `1h`), so a spec prints exactly as the keep-alive policy it builds names itself in run results.
 
 use std::fmt;
 use std::str::FromStr;
 
-use sandstorm_scheduler::keepalive::format_duration;
+use super::{FixedTtl, GreedyDual, HybridHistogram, KeepAlive, format_duration};
 
 /// The hybrid-histogram policy's default range: 4 h (Serverless in the Wild, ATC'20).
 pub const DEFAULT_HYBRID_RANGE_US: u64 = 4 * 3_600_000_000;
@@ -72,6 +74,31 @@ impl KeepAliveSpec {
             "greedy-dual" if arg.is_none() => Ok(Self::GreedyDual),
             _ => Err(format!("unknown keep-alive policy \"{text}\": {EXPECTED}")),
         }
+    }
+}
+
+impl KeepAliveSpec {
+    /// The policy this names, with nothing seen yet.
+    pub fn policy(self) -> Box<dyn KeepAlive> {
+        match self {
+            Self::Fixed { ttl_us } => Box::new(FixedTtl::new(ttl_us)),
+            Self::FixedLifetime { ttl_us } => Box::new(FixedTtl::lifetime(ttl_us)),
+            Self::Hybrid { range_us } => Box::new(HybridHistogram::new(range_us)),
+            Self::GreedyDual => Box::new(GreedyDual::new()),
+        }
+    }
+}
+
+impl serde::Serialize for KeepAliveSpec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeepAliveSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -164,9 +191,6 @@ mod tests {
 
     #[test]
     fn display_matches_the_scheduler_policy_names() {
-        use sandstorm_scheduler::keepalive::{
-            FixedTtl, GreedyDual, HybridHistogram, KeepAlive as _,
-        };
         let cases: [(KeepAliveSpec, String); 6] = [
             (fixed(10 * MIN), FixedTtl::new(10 * MIN).name()),
             (fixed(60 * MIN), FixedTtl::new(60 * MIN).name()),
@@ -180,6 +204,7 @@ mod tests {
         ];
         for (spec, name) in cases {
             assert_eq!(spec.to_string(), name);
+            assert_eq!(spec.policy().name(), name);
         }
     }
 
