@@ -48,6 +48,18 @@ pub enum ClusterCommand {
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
     },
+    /// Drain a storage node (admin): its key ranges are copied to the other storage nodes on
+    /// the key ring, then it leaves the ring. Returns once the drain is recorded; `sandstorm
+    /// status` shows `draining`, then `drained`.
+    Drain {
+        /// The storage node's name.
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+        /// Read the admin token from this file (the scheduler's `DATA_DIR/admin-token`).
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+    },
     /// Issue credentials offline with the CA in a scheduler's data directory (whoever can read
     /// its `ca-key.pem`): for an agent run without a scheduler, or an operator's tool that calls
     /// agents directly (role `scheduler`). Writes `ca.pem`, `node.pem` and `node-key.pem`.
@@ -450,6 +462,19 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        ClusterCommand::Drain {
+            name,
+            connection,
+            admin_token_file,
+        } => {
+            let token = admin_token(&connection, admin_token_file.as_deref())?;
+            let mut admin = AdminClient::new(channel(&connection).await?);
+            admin
+                .drain_node(authed(pb::DrainNodeRequest { name: name.clone() }, &token)?)
+                .await?;
+            println!("drain of {name} recorded: its key ranges move to the other storage nodes");
+            Ok(())
+        }
         ClusterCommand::Issue {
             data_dir,
             role,
@@ -684,8 +709,8 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         s.policy, s.tenants, s.functions
     );
     println!(
-        "{:<16} {:<8} {:<6} {:>5} {:>6} {:>6} {:>6} {:>10}  address",
-        "node", "role", "alive", "cores", "load", "busy", "queue", "silent_ms"
+        "{:<16} {:<8} {:<6} {:>5} {:>6} {:>6} {:>6} {:>10}  {:<8}  address",
+        "node", "role", "alive", "cores", "load", "busy", "queue", "silent_ms", "ring"
     );
     for n in &s.nodes {
         let role = match pb::Tier::try_from(n.role) {
@@ -694,8 +719,21 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             _ => "?",
         };
         println!(
-            "{:<16} {:<8} {:<6} {:>5} {:>6} {:>6.2} {:>6} {:>10}  {}",
-            n.name, role, n.alive, n.cores, n.load, n.busy, n.queue_len, n.silent_ms, n.address
+            "{:<16} {:<8} {:<6} {:>5} {:>6} {:>6.2} {:>6} {:>10}  {:<8}  {}",
+            n.name,
+            role,
+            n.alive,
+            n.cores,
+            n.load,
+            n.busy,
+            n.queue_len,
+            n.silent_ms,
+            if n.membership.is_empty() {
+                "-"
+            } else {
+                &n.membership
+            },
+            n.address
         );
     }
     for p in &s.params {
