@@ -383,6 +383,7 @@ impl KeyValue for StorageService {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let r = request.into_inner();
+        self.node.store().check_read(TenantId(r.tenant), &r.key)?;
         let value = self.node.store().get(TenantId(r.tenant), &r.key)?;
         Ok(Response::new(pb::GetResponse {
             found: value.is_some(),
@@ -419,6 +420,9 @@ impl KeyValue for StorageService {
         request: Request<pb::MultiGetRequest>,
     ) -> Result<Response<pb::MultiGetResponse>, Status> {
         let r = request.into_inner();
+        for key in &r.keys {
+            self.node.store().check_read(TenantId(r.tenant), key)?;
+        }
         let mut values = Vec::with_capacity(r.keys.len());
         self.node
             .store()
@@ -444,8 +448,10 @@ impl KeyValue for StorageService {
             .node
             .store()
             .scan(TenantId(r.tenant), &r.prefix, limit)?;
+        let tenant = TenantId(r.tenant);
         let pairs = pairs
             .into_iter()
+            .filter(|(key, _)| self.node.store().check_read(tenant, key).is_ok())
             .map(|(key, value)| pb::KeyValuePair { key, value })
             .collect();
         Ok(Response::new(pb::ScanResponse { pairs }))

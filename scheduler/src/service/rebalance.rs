@@ -20,7 +20,8 @@
 //!    forgot it, and the attempt starts again);
 //! 4. switch: ring record and ring change together; compute nodes learn the new ring from
 //!    their next registration answer (within a second);
-//! 5. finish: sources refuse reads of the keys they gave away too, so a stale route gets an
+//! 5. finish: sources refuse `KeyValue` reads of the keys they gave away too (and delete their
+//!    copies, durably), so a stale route gets an
 //!    error naming the move instead of an old value.
 //!
 //! Until the switch the old owners serve every read and write, so nothing is unreadable during
@@ -237,6 +238,10 @@ impl Scheduler {
                     continue;
                 }
             };
+            // Each storage node's share of the tenants' quotas changes with their number:
+            // a joining node counts from the start of its move, a draining one until its end.
+            self.lock().quota_version += 1;
+            self.push_allowances(None).await;
             if mv.record.before.is_empty() {
                 // Nothing is stored anywhere yet: the ring simply changes.
                 if let Err(e) = self.switch(&mv) {
@@ -245,12 +250,16 @@ impl Scheduler {
                 continue;
             }
             match self.run_move(&mv).await {
-                Ok(moved) => info!(
-                    node_id = mv.record.node,
-                    join = mv.record.join,
-                    pairs_copied = moved,
-                    "key-ring move done: ownership switched"
-                ),
+                Ok(moved) => {
+                    info!(
+                        node_id = mv.record.node,
+                        join = mv.record.join,
+                        pairs_copied = moved,
+                        "key-ring move done: ownership switched"
+                    );
+                    self.lock().quota_version += 1;
+                    self.push_allowances(None).await;
+                }
                 Err(e) => {
                     self.lock().sealed_move = None;
                     warn!(node_id = mv.record.node, join = mv.record.join, error = %e, "key-ring move attempt failed; trying again");
