@@ -1176,6 +1176,76 @@ mod tests {
     }
 
     #[test]
+    fn a_move_exports_each_moving_key_once_tracks_changes_and_seals() {
+        let source = Store::new(Limits::default());
+        let target = Store::new(Limits::default());
+        for i in 0..500 {
+            source.put(A, format!("k{i}").as_bytes(), b"v1").unwrap();
+        }
+        // Node 0 alone, node 1 joins.
+        let ring = (&[0][..], &[0, 1][..], 16);
+        assert!(!source.begin_handoff(7, 0, ring, false, false).unwrap());
+        assert!(source.begin_handoff(7, 0, ring, false, false).unwrap());
+        let h = source.handoff(7).unwrap();
+        // Pages of 7 cover every moving key exactly once.
+        let (mut cursor, mut exported) = (None, Vec::new());
+        loop {
+            let (pairs, next) = source.export(&h, cursor, 7);
+            exported.extend(pairs);
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let moving: Vec<Vec<u8>> = (0..500)
+            .map(|i| format!("k{i}").into_bytes())
+            .filter(|k| h.destination(A, k).is_some())
+            .collect();
+        let mut keys: Vec<Vec<u8>> = exported.iter().map(|p| p.1.clone()).collect();
+        keys.sort();
+        let mut want = moving.clone();
+        want.sort();
+        assert_eq!(keys, want);
+        assert!(!moving.is_empty() && moving.len() < 500);
+        target.import(&exported).unwrap();
+        // A write and a delete during the copy are what `changed` returns next.
+        source.put(A, &moving[0], b"v2").unwrap();
+        source.delete(A, &moving[1]).unwrap();
+        let (changed, settled) = source.changed(&h, 100);
+        assert!(!settled, "not sealed yet");
+        assert_eq!(changed.len(), 2);
+        target.import(&changed).unwrap();
+        assert_eq!(
+            target.get(A, &moving[0]).unwrap().as_deref(),
+            Some(&b"v2"[..])
+        );
+        assert_eq!(target.get(A, &moving[1]).unwrap(), None);
+        // Sealed: writes to moving keys are refused, to the others accepted.
+        source.begin_handoff(7, 0, ring, true, false).unwrap();
+        assert!(matches!(
+            source.put(A, &moving[2], b"v3"),
+            Err(StoreError::Moved { to: 1, .. })
+        ));
+        let staying = (0..500)
+            .map(|i| format!("k{i}").into_bytes())
+            .find(|k| h.destination(A, k).is_none())
+            .unwrap();
+        source.put(A, &staying, b"v3").unwrap();
+        assert_eq!(source.changed(&h, 100), (Vec::new(), true));
+        // Finished: remote reads are refused, and the copies are purged.
+        source.begin_handoff(7, 0, ring, true, true).unwrap();
+        assert!(source.check_read(A, &moving[0]).is_err());
+        assert!(source.check_read(A, &staying).is_ok());
+        assert_eq!(source.purge_moved(&h).unwrap(), moving.len() - 1);
+        assert_eq!(source.get(A, &moving[0]).unwrap(), None);
+        // A move the node does not know cannot be sealed: its writes were not tracked.
+        assert_eq!(
+            source.begin_handoff(8, 0, ring, true, false),
+            Err(StoreError::UnknownMove(8))
+        );
+    }
+
+    #[test]
     fn concurrent_writers_never_take_a_tenant_past_its_allowance() {
         let s = Arc::new(Store::new(Limits::default()));
         // 100 keys of 2 + 8 bytes fit in 1,000 bytes; 8 threads try 50 each.
