@@ -48,6 +48,18 @@ pub enum ClusterCommand {
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
     },
+    /// Drain a storage node (admin): its key ranges are copied to the other storage nodes on
+    /// the key ring, then it leaves the ring. Returns once the drain is recorded; `sandstorm
+    /// status` shows `draining`, then `drained`.
+    Drain {
+        /// The storage node's name.
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+        /// Read the admin token from this file (the scheduler's `DATA_DIR/admin-token`).
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+    },
     /// Issue credentials offline with the CA in a scheduler's data directory (whoever can read
     /// its `ca-key.pem`): for an agent run without a scheduler, or an operator's tool that calls
     /// agents directly (role `scheduler`). Writes `ca.pem`, `node.pem` and `node-key.pem`.
@@ -463,6 +475,19 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        ClusterCommand::Drain {
+            name,
+            connection,
+            admin_token_file,
+        } => {
+            let token = admin_token(&connection, admin_token_file.as_deref())?;
+            let mut admin = AdminClient::new(channel(&connection).await?);
+            admin
+                .drain_node(authed(pb::DrainNodeRequest { name: name.clone() }, &token)?)
+                .await?;
+            println!("drain of {name} recorded: its key ranges move to the other storage nodes");
+            Ok(())
+        }
         ClusterCommand::Issue {
             data_dir,
             role,
@@ -699,7 +724,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     // load: the scheduler's view (the node's report plus placements it does not show yet);
     // running: the node's own report. Likewise memory (view/report) for compute nodes.
     println!(
-        "{:<16} {:<8} {:<6} {:>5} {:>6} {:>7} {:>6} {:>6} {:>13} {:>10} {:>10}  address",
+        "{:<16} {:<8} {:<6} {:>5} {:>6} {:>7} {:>6} {:>6} {:>13} {:>10} {:>10} {:<8}  address",
         "node",
         "role",
         "alive",
@@ -710,7 +735,8 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         "queue",
         "memory_mb",
         "containers",
-        "silent_ms"
+        "silent_ms",
+        "ring"
     );
     for n in &s.nodes {
         let role = match pb::Tier::try_from(n.role) {
@@ -721,7 +747,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         let memory = format!("{}/{}", n.memory_used_mb, n.reported_memory_mb);
         let containers = format!("{} ({} idle)", n.containers, n.idle_containers);
         println!(
-            "{:<16} {:<8} {:<6} {:>5} {:>6} {:>7} {:>6.2} {:>6} {:>13} {:>10} {:>10}  {}",
+            "{:<16} {:<8} {:<6} {:>5} {:>6} {:>7} {:>6.2} {:>6} {:>13} {:>10} {:>10} {:<8}  {}",
             n.name,
             role,
             n.alive,
@@ -733,6 +759,11 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             memory,
             containers,
             n.silent_ms,
+            if n.membership.is_empty() {
+                "-"
+            } else {
+                &n.membership
+            },
             n.address
         );
     }

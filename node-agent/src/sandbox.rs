@@ -1034,7 +1034,11 @@ fn store_code(e: &StoreError) -> i64 {
         StoreError::BatchTooLarge { .. }
         | StoreError::OverQuota { .. }
         | StoreError::RemoteOverQuota(_) => code::QUOTA,
-        StoreError::Log(_) | StoreError::ReadOnly(_) | StoreError::Remote(_) => code::UNAVAILABLE,
+        StoreError::Log(_)
+        | StoreError::ReadOnly(_)
+        | StoreError::Remote(_)
+        | StoreError::Moved { .. }
+        | StoreError::UnknownMove(_) => code::UNAVAILABLE,
     }
 }
 

@@ -565,6 +565,15 @@ async fn the_stored_quota_is_shared_over_the_storage_nodes_and_named_whole() {
         "--in-memory",
     ]);
     second.wait_for_stdout("registered with the scheduler", 1);
+    // It owns keys (and its share) once its join moved its ranges to it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while small.node("storage-1").await.membership != "serving" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "storage-1 never joined the ring"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let mut stored = 0;
     let mut refusals = Vec::new();
     for i in 0..10 {

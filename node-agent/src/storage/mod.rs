@@ -6,12 +6,14 @@
 //! - [`crate::sandbox`]: Wasmtime, the host interface, deploy-time checks, per-invocation limits;
 //! - [`workers`]: one worker thread per function core, each with a run queue, and the local bus
 //!   that runs a chain's steps back to back on one core;
+//! - [`handoff`]: what moves out of the node when the key ring changes;
 //! - [`fair`]: which invocation a core runs next, by tenants' fair shares of it;
 //! - [`service`]: the gRPC services (`NodeAgent`, `KeyValue`).
 //!
 //! [`StorageNode`] ties them together; [`run`] serves it until a shutdown signal.
 
 pub mod fair;
+pub mod handoff;
 pub mod service;
 pub mod store;
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sandstorm_naming::TenantId;
 use sandstorm_proto::v1 as pb;
+use sandstorm_proto::v1::handoff_server::{Handoff, HandoffServer};
 use sandstorm_proto::v1::key_value_server::{KeyValue, KeyValueServer};
 use sandstorm_proto::v1::node_agent_server::{NodeAgent, NodeAgentServer};
 use tokio::net::TcpListener;
@@ -30,6 +31,8 @@ impl From<StoreError> for Status {
         match e {
             StoreError::Log(_) => Status::unavailable(e.to_string()),
             StoreError::ReadOnly(_) => Status::failed_precondition(e.to_string()),
+            StoreError::Moved { .. } => Status::aborted(e.to_string()),
+            StoreError::UnknownMove(_) => Status::not_found(e.to_string()),
             StoreError::OverQuota { .. } | StoreError::RemoteOverQuota(_) => {
                 Status::resource_exhausted(e.to_string())
             }
@@ -392,6 +395,7 @@ impl KeyValue for StorageService {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let r = request.into_inner();
+        self.node.store().check_read(TenantId(r.tenant), &r.key)?;
         let value = self.node.store().get(TenantId(r.tenant), &r.key)?;
         Ok(Response::new(pb::GetResponse {
             found: value.is_some(),
@@ -428,6 +432,9 @@ impl KeyValue for StorageService {
         request: Request<pb::MultiGetRequest>,
     ) -> Result<Response<pb::MultiGetResponse>, Status> {
         let r = request.into_inner();
+        for key in &r.keys {
+            self.node.store().check_read(TenantId(r.tenant), key)?;
+        }
         let mut values = Vec::with_capacity(r.keys.len());
         self.node
             .store()
@@ -453,15 +460,145 @@ impl KeyValue for StorageService {
             .node
             .store()
             .scan(TenantId(r.tenant), &r.prefix, limit)?;
+        let tenant = TenantId(r.tenant);
         let pairs = pairs
             .into_iter()
+            .filter(|(key, _)| self.node.store().check_read(tenant, key).is_ok())
             .map(|(key, value)| pb::KeyValuePair { key, value })
             .collect();
         Ok(Response::new(pb::ScanResponse { pairs }))
     }
 }
 
-/// Serves both services on `listener` until `shutdown` completes.
+/// Most pairs one `Export` or `Changed` page holds.
+const MOVE_PAGE: u32 = 1_000;
+
+fn page_limit(limit: u32) -> usize {
+    let n = match limit {
+        0 => MOVE_PAGE,
+        n => n.min(10 * MOVE_PAGE),
+    };
+    n as usize
+}
+
+fn moved_pairs(pairs: Vec<super::store::MovedPair>) -> Vec<pb::MovedPair> {
+    pairs
+        .into_iter()
+        .map(|(tenant, key, value, to)| pb::MovedPair {
+            tenant: tenant.0,
+            key,
+            present: value.is_some(),
+            value: value.unwrap_or_default(),
+            to,
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl Handoff for StorageService {
+    async fn begin(
+        &self,
+        request: Request<pb::HandoffRequest>,
+    ) -> Result<Response<pb::HandoffResponse>, Status> {
+        let r = request.into_inner();
+        if r.vnodes == 0 {
+            return Err(Status::invalid_argument("a key-ring move needs vnodes > 0"));
+        }
+        if !r.before.contains(&r.node_id) {
+            return Err(Status::invalid_argument(format!(
+                "move {}: node {} is not on the ring before it, so nothing moves out of it",
+                r.move_id, r.node_id
+            )));
+        }
+        let known = self.node.store().begin_handoff(
+            r.move_id,
+            r.node_id,
+            (&r.before, &r.after, r.vnodes),
+            r.seal,
+            r.finish,
+        )?;
+        tracing::info!(
+            move_id = r.move_id,
+            known,
+            seal = r.seal,
+            finish = r.finish,
+            "key-ring move out of this node"
+        );
+        if r.finish && known {
+            // The new owners hold the keys now: drop this node's copies, in the background.
+            let store = self.node.store().clone();
+            let handoff = store.handoff(r.move_id)?;
+            tokio::task::spawn_blocking(move || match store.purge_moved(&handoff) {
+                Ok(n) => tracing::info!(move_id = handoff.id, keys = n, "moved keys purged"),
+                Err(e) => {
+                    tracing::warn!(move_id = handoff.id, error = %e, "purging moved keys failed")
+                }
+            });
+        }
+        Ok(Response::new(pb::HandoffResponse { known }))
+    }
+
+    async fn export(
+        &self,
+        request: Request<pb::ExportRequest>,
+    ) -> Result<Response<pb::ExportResponse>, Status> {
+        let r = request.into_inner();
+        let store = self.node.store();
+        let handoff = store.handoff(r.move_id)?;
+        let cursor = r.cursor.map(|c| (c.shard as usize, c.tenant, c.key));
+        let (pairs, next) = store.export(&handoff, cursor, page_limit(r.limit));
+        Ok(Response::new(pb::ExportResponse {
+            pairs: moved_pairs(pairs),
+            next: next.map(|(shard, tenant, key)| pb::ExportCursor {
+                shard: u32::try_from(shard).unwrap_or(u32::MAX),
+                tenant,
+                key,
+            }),
+            settled: false,
+        }))
+    }
+
+    async fn changed(
+        &self,
+        request: Request<pb::ChangedRequest>,
+    ) -> Result<Response<pb::ExportResponse>, Status> {
+        let r = request.into_inner();
+        let store = self.node.store();
+        let handoff = store.handoff(r.move_id)?;
+        let (pairs, settled) = store.changed(&handoff, page_limit(r.limit));
+        Ok(Response::new(pb::ExportResponse {
+            pairs: moved_pairs(pairs),
+            next: None,
+            settled,
+        }))
+    }
+
+    async fn import(
+        &self,
+        request: Request<pb::ImportRequest>,
+    ) -> Result<Response<pb::ImportResponse>, Status> {
+        let pairs: Vec<super::store::MovedPair> = request
+            .into_inner()
+            .pairs
+            .into_iter()
+            .map(|p| {
+                (
+                    TenantId(p.tenant),
+                    p.key,
+                    p.present.then_some(p.value),
+                    p.to,
+                )
+            })
+            .collect();
+        let acks = self.write(move |store| store.import(&pairs)).await?;
+        for ack in acks {
+            durable(Some(ack)).await?;
+        }
+        Ok(Response::new(pb::ImportResponse {}))
+    }
+}
+
+/// Serves the node's services on `listener` until `shutdown` completes.
 pub async fn serve(
     node: Arc<StorageNode>,
     listener: TcpListener,
@@ -475,6 +612,9 @@ pub async fn serve(
     let agent = NodeAgentServer::new(service.clone())
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let handoff = HandoffServer::new(service.clone())
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let kv = KeyValueServer::new(service)
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -485,6 +625,10 @@ pub async fn serve(
     .add_service(InterceptedService::new(
         kv,
         require(crate::edge::KEY_VALUE_CALLERS),
+    ))
+    .add_service(InterceptedService::new(
+        handoff,
+        require(crate::edge::NODE_AGENT_CALLERS),
     ));
     crate::edge::serve_cluster_routes(credentials, listener, routes, shutdown).await
 }

@@ -29,6 +29,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use sandstorm_naming::TenantId;
 
+use super::handoff::Handoff;
 use super::wal::{Ack, LogOp, Wal};
 
 /// Size limits on what the store accepts (the node's configuration; documented defaults).
@@ -111,6 +112,15 @@ pub enum StoreError {
     /// an earlier log sync failed, so the node accepts no writes until it is restarted
     #[error("the storage node is read-only: {0}")]
     ReadOnly(String),
+    /// a key-ring move gave the key to another node: this one no longer serves it
+    #[error(
+        "{tenant}'s key belongs to storage node {to} since a key-ring move; this node no \
+         longer serves it (route it by the new ring)"
+    )]
+    Moved { tenant: TenantId, to: u32 },
+    /// the scheduler named a key-ring move this node does not know (it restarted since)
+    #[error("this storage node knows no key-ring move {0} (it restarted since it began)")]
+    UnknownMove(u64),
     /// the storage node that owns the key could not be reached or refused the call
     #[error("the storage node could not serve the call: {0}")]
     Remote(String),
@@ -346,7 +356,15 @@ enum Mode {
     Write,
     /// Replayed from the snapshot or log on open: counted, applied at once, never refused.
     Recovered,
+    /// Copied from another node by a key-ring move: logged, counted, never refused.
+    Import,
 }
+
+/// One pair of a key-ring move: tenant, key, its value (`None`: deleted), its new owner.
+pub type MovedPair = (TenantId, Vec<u8>, Option<Vec<u8>>, u32);
+
+/// Where an export resumes: shard, tenant, last key returned there.
+pub type ExportCursor = (usize, u32, Vec<u8>);
 
 /// Shards: a power of two well above the cores that will contend, so writers rarely meet.
 const SHARDS: usize = 64;
@@ -362,6 +380,10 @@ pub struct Store {
     accounts: RwLock<FxHashMap<TenantId, Arc<Account>>>,
     /// The allowance of a tenant `SetTenantQuotas` has not named.
     default_allowance: RwLock<Allowance>,
+    /// Key-ring moves out of this node ([`super::handoff`]); `any_handoff` spares every read
+    /// and write the lock while there are none.
+    handoffs: RwLock<Vec<Arc<Handoff>>>,
+    any_handoff: AtomicBool,
 }
 
 /// A key-value pair as returned by scans.
@@ -379,7 +401,221 @@ impl Store {
             bytes: AtomicI64::new(0),
             accounts: RwLock::new(FxHashMap::default()),
             default_allowance: RwLock::new(DEFAULT_ALLOWANCE),
+            handoffs: RwLock::default(),
+            any_handoff: AtomicBool::new(false),
         }
+    }
+
+    /// Begins the key-ring move `id` out of node `me` from the ring of `before` to that of
+    /// `after` (or finds it, when it is known), then seals or finishes it if asked. Whether
+    /// it was known. A seal or finish of a move not known is [`StoreError::UnknownMove`]: the
+    /// writes since it began were not tracked. Unfinished moves of other ids are dropped (the
+    /// scheduler runs one move at a time, and a new id is a new attempt, which unseals what
+    /// an abandoned one sealed); finished ones stay, refusing their keys.
+    pub fn begin_handoff(
+        &self,
+        id: u64,
+        me: u32,
+        (before, after, vnodes): (&[u32], &[u32], u32),
+        seal: bool,
+        finish: bool,
+    ) -> Result<bool, StoreError> {
+        let mut handoffs = self.handoffs.write().unwrap_or_else(|e| e.into_inner());
+        let known = handoffs
+            .iter()
+            .find(|h| h.id == id && h.same(sandstorm_naming::NodeId(me), before, after))
+            .cloned();
+        let handoff = match known.clone() {
+            Some(h) => h,
+            None if seal || finish => return Err(StoreError::UnknownMove(id)),
+            None => {
+                handoffs.retain(|h| h.is_finished());
+                let h = Arc::new(Handoff::new(
+                    id,
+                    sandstorm_naming::NodeId(me),
+                    before,
+                    after,
+                    vnodes,
+                ));
+                handoffs.push(h.clone());
+                self.any_handoff.store(true, Ordering::SeqCst);
+                h
+            }
+        };
+        if finish {
+            handoff.finish();
+        } else if seal {
+            handoff.seal();
+        }
+        Ok(known.is_some())
+    }
+
+    /// The move `id`.
+    pub fn handoff(&self, id: u64) -> Result<Arc<Handoff>, StoreError> {
+        self.handoffs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|h| h.id == id)
+            .cloned()
+            .ok_or(StoreError::UnknownMove(id))
+    }
+
+    /// Calls `f` with each move while there are any.
+    fn each_handoff<R>(&self, mut f: impl FnMut(&Handoff) -> Option<R>) -> Option<R> {
+        if !self.any_handoff.load(Ordering::Relaxed) {
+            return None;
+        }
+        let handoffs = self.handoffs.read().unwrap_or_else(|e| e.into_inner());
+        handoffs.iter().find_map(|h| f(h))
+    }
+
+    /// Refuses a remote read (`KeyValue`: compute nodes, the scheduler) of a key another node
+    /// owns since a finished move: the caller routed by a stale ring. Functions running here
+    /// read what is here, as they always did.
+    pub fn check_read(&self, tenant: TenantId, key: &[u8]) -> Result<(), StoreError> {
+        match self.each_handoff(|h| h.refuses_read(tenant, key)) {
+            Some(to) => Err(StoreError::Moved { tenant, to: to.0 }),
+            None => Ok(()),
+        }
+    }
+
+    /// A write to `key` became visible.
+    fn note_visible(&self, tenant: TenantId, key: &[u8]) {
+        self.each_handoff(|h| {
+            h.note_visible(tenant, key);
+            None::<()>
+        });
+    }
+
+    /// Up to `limit` of the keys that move out in `handoff`, as they are now, from `cursor`
+    /// on (shards in order, tenants in id order, keys in order); where the next page starts
+    /// (`None`: this was the last).
+    pub fn export(
+        &self,
+        handoff: &Handoff,
+        cursor: Option<ExportCursor>,
+        limit: usize,
+    ) -> (Vec<MovedPair>, Option<ExportCursor>) {
+        let (first, mut from_tenant, mut after_key) = cursor.unwrap_or((0, 0, Vec::new()));
+        let mut pairs = Vec::new();
+        for index in first..self.shards.len() {
+            let shard = self.shards[index].read().unwrap_or_else(|e| e.into_inner());
+            let mut tenants: Vec<TenantId> = shard
+                .tenants
+                .keys()
+                .copied()
+                .filter(|t| t.0 >= from_tenant)
+                .collect();
+            tenants.sort_unstable();
+            for tenant in tenants {
+                let start = if tenant.0 == from_tenant && !after_key.is_empty() {
+                    Bound::Excluded(&after_key[..])
+                } else {
+                    Bound::Unbounded
+                };
+                let Some(map) = shard.tenants.get(&tenant) else {
+                    continue;
+                };
+                for (k, v) in map.range::<[u8], _>((start, Bound::Unbounded)) {
+                    if let Some(to) = handoff.destination(tenant, k) {
+                        pairs.push((tenant, k.to_vec(), Some(v.to_vec()), to.0));
+                        if pairs.len() >= limit {
+                            return (pairs, Some((index, tenant.0, k.to_vec())));
+                        }
+                    }
+                }
+            }
+            from_tenant = 0;
+            after_key.clear();
+        }
+        (pairs, None)
+    }
+
+    /// Up to `limit` moving keys of `handoff` written since the last call, with what they hold
+    /// now; and whether the move is settled: sealed, nothing left, no write to a moving key
+    /// still on its way to the disk.
+    pub fn changed(&self, handoff: &Handoff, limit: usize) -> (Vec<MovedPair>, bool) {
+        let sealed = handoff.is_sealed();
+        let mut pairs = Vec::new();
+        for (tenant, key) in handoff.take_changed(limit) {
+            let Some(to) = handoff.destination(tenant, &key) else {
+                continue;
+            };
+            let shard = self
+                .shard(tenant, &key)
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let value = shard
+                .tenants
+                .get(&tenant)
+                .and_then(|m| m.get(&key[..]))
+                .map(|v| v.to_vec());
+            pairs.push((tenant, key.into_vec(), value, to.0));
+        }
+        let settled = sealed
+            && pairs.is_empty()
+            && self.shards.iter().all(|shard| {
+                let shard = shard.read().unwrap_or_else(|e| e.into_inner());
+                shard.in_flight.iter().all(|(tenant, keys)| {
+                    keys.keys()
+                        .all(|k| handoff.destination(*tenant, k).is_none())
+                })
+            })
+            && !handoff.has_changed();
+        (pairs, settled)
+    }
+
+    /// Deletes, durably, every key `handoff` gave away (once it finished: the new owners hold
+    /// them), so a range that later moves back here does not bring stale keys with it. How
+    /// many.
+    pub fn purge_moved(&self, handoff: &Handoff) -> Result<usize, StoreError> {
+        let mut cursor = None;
+        let mut purged = 0;
+        loop {
+            let (pairs, next) = self.export(handoff, cursor, 1_000);
+            for (tenant, key, _, _) in &pairs {
+                self.apply(
+                    LogOp::Delete {
+                        tenant: *tenant,
+                        key,
+                    },
+                    Mode::Import,
+                )?;
+            }
+            purged += pairs.len();
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(purged),
+            }
+        }
+    }
+
+    /// Stores pairs a key-ring move copied here: logged like any write, counted against the
+    /// tenant but never refused. The log's acknowledgements, to wait for before answering.
+    pub fn import(&self, pairs: &[MovedPair]) -> Result<Vec<Ack>, StoreError> {
+        let mut acks = Vec::new();
+        for (tenant, key, value, _) in pairs {
+            self.check_key(key)?;
+            let op = match value {
+                Some(value) => {
+                    self.check_value(value)?;
+                    LogOp::Put {
+                        tenant: *tenant,
+                        key,
+                        value,
+                    }
+                }
+                None => LogOp::Delete {
+                    tenant: *tenant,
+                    key,
+                },
+            };
+            if let (_, Some(ack)) = self.apply(op, Mode::Import)? {
+                acks.push(ack);
+            }
+        }
+        Ok(acks)
     }
 
     /// The allowance of every tenant not given one by [`Store::set_allowance`]
@@ -649,7 +885,12 @@ impl Store {
             LogOp::Put { tenant, key, value } => (tenant, key, Some(value)),
             LogOp::Delete { tenant, key } => (tenant, key, None),
         };
-        let wal = self.wal.get().filter(|_| mode == Mode::Write);
+        if mode == Mode::Write
+            && let Some(to) = self.each_handoff(|h| h.refuses_write(tenant, key))
+        {
+            return Err(StoreError::Moved { tenant, to: to.0 });
+        }
+        let wal = self.wal.get().filter(|_| mode != Mode::Recovered);
         let room = match wal {
             Some(wal) => Some(wal.reserve(&op).map_err(StoreError::ReadOnly)?),
             None => None,
@@ -695,6 +936,9 @@ impl Store {
         let (keys, bytes) = shard.set(tenant, key, value);
         self.keys.fetch_add(keys, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if mode != Mode::Recovered {
+            self.note_visible(tenant, key);
+        }
         Ok((before.is_some(), None))
     }
 
@@ -713,6 +957,7 @@ impl Store {
         shard.landed(tenant, key);
         self.keys.fetch_add(keys, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.note_visible(tenant, key);
     }
 
     /// A logged write failed to become durable: it never happens, and the tenant gets back
@@ -928,6 +1173,76 @@ mod tests {
         s.set_allowance(B, allowance(0, 0));
         assert!(s.put(B, b"new", b"").is_err());
         assert!(s.delete(B, b"bb").unwrap().0);
+    }
+
+    #[test]
+    fn a_move_exports_each_moving_key_once_tracks_changes_and_seals() {
+        let source = Store::new(Limits::default());
+        let target = Store::new(Limits::default());
+        for i in 0..500 {
+            source.put(A, format!("k{i}").as_bytes(), b"v1").unwrap();
+        }
+        // Node 0 alone, node 1 joins.
+        let ring = (&[0][..], &[0, 1][..], 16);
+        assert!(!source.begin_handoff(7, 0, ring, false, false).unwrap());
+        assert!(source.begin_handoff(7, 0, ring, false, false).unwrap());
+        let h = source.handoff(7).unwrap();
+        // Pages of 7 cover every moving key exactly once.
+        let (mut cursor, mut exported) = (None, Vec::new());
+        loop {
+            let (pairs, next) = source.export(&h, cursor, 7);
+            exported.extend(pairs);
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let moving: Vec<Vec<u8>> = (0..500)
+            .map(|i| format!("k{i}").into_bytes())
+            .filter(|k| h.destination(A, k).is_some())
+            .collect();
+        let mut keys: Vec<Vec<u8>> = exported.iter().map(|p| p.1.clone()).collect();
+        keys.sort();
+        let mut want = moving.clone();
+        want.sort();
+        assert_eq!(keys, want);
+        assert!(!moving.is_empty() && moving.len() < 500);
+        target.import(&exported).unwrap();
+        // A write and a delete during the copy are what `changed` returns next.
+        source.put(A, &moving[0], b"v2").unwrap();
+        source.delete(A, &moving[1]).unwrap();
+        let (changed, settled) = source.changed(&h, 100);
+        assert!(!settled, "not sealed yet");
+        assert_eq!(changed.len(), 2);
+        target.import(&changed).unwrap();
+        assert_eq!(
+            target.get(A, &moving[0]).unwrap().as_deref(),
+            Some(&b"v2"[..])
+        );
+        assert_eq!(target.get(A, &moving[1]).unwrap(), None);
+        // Sealed: writes to moving keys are refused, to the others accepted.
+        source.begin_handoff(7, 0, ring, true, false).unwrap();
+        assert!(matches!(
+            source.put(A, &moving[2], b"v3"),
+            Err(StoreError::Moved { to: 1, .. })
+        ));
+        let staying = (0..500)
+            .map(|i| format!("k{i}").into_bytes())
+            .find(|k| h.destination(A, k).is_none())
+            .unwrap();
+        source.put(A, &staying, b"v3").unwrap();
+        assert_eq!(source.changed(&h, 100), (Vec::new(), true));
+        // Finished: remote reads are refused, and the copies are purged.
+        source.begin_handoff(7, 0, ring, true, true).unwrap();
+        assert!(source.check_read(A, &moving[0]).is_err());
+        assert!(source.check_read(A, &staying).is_ok());
+        assert_eq!(source.purge_moved(&h).unwrap(), moving.len() - 1);
+        assert_eq!(source.get(A, &moving[0]).unwrap(), None);
+        // A move the node does not know cannot be sealed: its writes were not tracked.
+        assert_eq!(
+            source.begin_handoff(8, 0, ring, true, false),
+            Err(StoreError::UnknownMove(8))
+        );
     }
 
     #[test]

@@ -334,6 +334,15 @@ impl Admin for Api {
             .await?)
     }
 
+    async fn drain_node(
+        &self,
+        request: Request<pb::DrainNodeRequest>,
+    ) -> Reply<pb::DrainNodeResponse> {
+        self.caller(&request)?.admin("draining storage nodes")?;
+        self.scheduler.drain_node(&request.into_inner().name)?;
+        ok(pb::DrainNodeResponse {})
+    }
+
     async fn create_join_token(
         &self,
         request: Request<pb::CreateJoinTokenRequest>,

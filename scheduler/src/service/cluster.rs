@@ -145,12 +145,14 @@ impl Scheduler {
                     let NodeLinks {
                         agent,
                         kv,
+                        handoff,
                         executor,
                     } = links()?;
                     let entry = NodeEntry {
                         address: r.address.clone(),
                         agent,
                         kv,
+                        handoff,
                         executor,
                         session: 0,
                         incarnation: r.incarnation,
@@ -165,6 +167,7 @@ impl Scheduler {
             let NodeLinks {
                 agent,
                 kv,
+                handoff,
                 executor,
             } = links()?;
             if inner.nodes[id.0 as usize].incarnation != r.incarnation {
@@ -182,6 +185,7 @@ impl Scheduler {
             entry.incarnation = r.incarnation;
             entry.agent = agent.clone();
             entry.kv = kv;
+            entry.handoff = handoff;
             entry.executor = executor;
             entry.session += 1;
             let session = entry.session;
@@ -228,6 +232,10 @@ impl Scheduler {
             }
         }
         if role == NodeRole::Storage {
+            // The first storage node owns the whole (empty) ring at once; any later one joins
+            // by a move, which copies its ranges to it first.
+            self.join_empty_ring(id)?;
+            self.rebalance_wake.notify_one();
             // Every storage node's share changes with their number.
             self.lock().quota_version += 1;
             self.push_allowances(None).await;
@@ -456,6 +464,7 @@ impl Scheduler {
                     view_containers: u32::try_from(inner.warm.warm_on(spec.id, now))
                         .unwrap_or(u32::MAX),
                     idle_containers: last.idle_containers,
+                    membership: inner.ring_membership(spec.id, spec.role).into(),
                 }
             })
             .collect();

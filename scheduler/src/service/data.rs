@@ -1,10 +1,12 @@
 //! Tenants' data through the scheduler: each key is routed by the key ring to the storage node
 //! that owns it, over that node's `KeyValue` channel, always as the calling tenant (the tenant
-//! comes from the token, never from the request). Scans ask every storage node and merge.
+//! comes from the token, never from the request). Scans ask every storage node and merge. While
+//! a key-ring move is sealed, writes to its moving keys wait for the switch (see
+//! [`super::rebalance`]).
 
 use std::sync::Arc;
 
-use sandstorm_naming::TenantId;
+use sandstorm_naming::{NodeId, TenantId};
 use sandstorm_proto::v1 as pb;
 use sandstorm_proto::v1::key_value_client::KeyValueClient;
 use tonic::transport::Channel;
@@ -36,7 +38,7 @@ impl Scheduler {
     }
 
     /// Runs one call to a storage node with the RPC deadline, naming the node on failure.
-    async fn on_node<T>(
+    pub(super) async fn on_node<T>(
         &self,
         node: &str,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -66,18 +68,50 @@ impl Scheduler {
         }
     }
 
+    /// Runs `call` on the owner of `key`: writes wait while a sealed move holds the key, and a
+    /// call that failed while the key's owner changed is routed again, once.
+    async fn on_owner<T, F, Fut>(
+        &self,
+        tenant: TenantId,
+        key: &[u8],
+        write: bool,
+        call: F,
+    ) -> Result<(String, T), ApiError>
+    where
+        F: Fn(KeyValueClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut again = true;
+        loop {
+            if write {
+                self.await_write_turn(tenant, key).await?;
+            }
+            let version = *self.ring_version.borrow();
+            let (node, kv) = self.owner(tenant, key)?;
+            match self.on_node(&node, call(kv)).await {
+                Ok(r) => return Ok((node, r)),
+                Err(_) if again && self.route_changed(tenant, key, version) => again = false,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     pub async fn put_data(
         &self,
         tenant: TenantId,
         r: pb::PutDataRequest,
     ) -> Result<pb::PutDataResponse, ApiError> {
-        let (node, mut kv) = self.owner(tenant, &r.key)?;
-        let call = kv.put(pb::PutRequest {
+        let request = pb::PutRequest {
             tenant: tenant.0,
             key: r.key,
             value: r.value,
-        });
-        self.on_node(&node, call).await?;
+        };
+        let (node, _) = self
+            .on_owner(tenant, &request.key, true, |mut kv| {
+                let request = request.clone();
+                async move { kv.put(request).await }
+            })
+            .await?;
         Ok(pb::PutDataResponse { node })
     }
 
@@ -86,15 +120,15 @@ impl Scheduler {
         tenant: TenantId,
         r: pb::GetDataRequest,
     ) -> Result<pb::GetDataResponse, ApiError> {
-        let (node, mut kv) = self.owner(tenant, &r.key)?;
-        let got = self
-            .on_node(
-                &node,
-                kv.get(pb::GetRequest {
-                    tenant: tenant.0,
-                    key: r.key,
-                }),
-            )
+        let request = pb::GetRequest {
+            tenant: tenant.0,
+            key: r.key,
+        };
+        let (node, got) = self
+            .on_owner(tenant, &request.key, false, |mut kv| {
+                let request = request.clone();
+                async move { kv.get(request).await }
+            })
             .await?;
         Ok(pb::GetDataResponse {
             found: got.found,
@@ -108,15 +142,15 @@ impl Scheduler {
         tenant: TenantId,
         r: pb::DeleteDataRequest,
     ) -> Result<pb::DeleteDataResponse, ApiError> {
-        let (node, mut kv) = self.owner(tenant, &r.key)?;
-        let got = self
-            .on_node(
-                &node,
-                kv.delete(pb::DeleteRequest {
-                    tenant: tenant.0,
-                    key: r.key,
-                }),
-            )
+        let request = pb::DeleteRequest {
+            tenant: tenant.0,
+            key: r.key,
+        };
+        let (_, got) = self
+            .on_owner(tenant, &request.key, true, |mut kv| {
+                let request = request.clone();
+                async move { kv.delete(request).await }
+            })
             .await?;
         Ok(pb::DeleteDataResponse {
             existed: got.existed,
@@ -132,30 +166,44 @@ impl Scheduler {
             0 => SCAN_LIMIT,
             n => n.min(SCAN_LIMIT),
         };
-        let nodes: Vec<(String, KeyValueClient<Channel>)> = {
+        let nodes: Vec<(NodeId, String, KeyValueClient<Channel>)> = {
             let inner = self.lock();
             inner
                 .ring
                 .nodes()
                 .iter()
-                .map(|id| (inner.node_name(id.0), inner.nodes[id.0 as usize].kv.clone()))
+                .map(|id| {
+                    (
+                        *id,
+                        inner.node_name(id.0),
+                        inner.nodes[id.0 as usize].kv.clone(),
+                    )
+                })
                 .collect()
         };
         if nodes.is_empty() {
             return Err(ApiError::NoNode("no storage node has registered".into()));
         }
         let mut pairs = Vec::new();
-        for (node, mut kv) in nodes {
+        for (id, node, mut kv) in nodes {
             let call = kv.scan(pb::ScanRequest {
                 tenant: tenant.0,
                 prefix: r.prefix.clone(),
                 limit,
             });
             let got = self.on_node(&node, call).await?;
-            pairs.extend(got.pairs.into_iter().map(|p| pb::DataPair {
-                key: p.key,
-                value: p.value,
-            }));
+            // A node that gave keys away in a move may still hold copies until it is told
+            // the move finished: only the owner's pair counts.
+            let ring = self.lock().ring.clone();
+            pairs.extend(
+                got.pairs
+                    .into_iter()
+                    .filter(|p| ring.owner(tenant, &p.key) == Some(id))
+                    .map(|p| pb::DataPair {
+                        key: p.key,
+                        value: p.value,
+                    }),
+            );
         }
         pairs.sort_by(|a, b| a.key.cmp(&b.key));
         pairs.truncate(limit as usize);

@@ -65,6 +65,12 @@ pub enum ApiError {
     /// Placement found no node that can take the invocation.
     #[error("no node can take the invocation: {0}")]
     NoNode(String),
+    /// no node of that name has registered
+    #[error("no node named {0:?} has registered")]
+    NoSuchNode(String),
+    /// the cluster is not in a state that allows the request (the message says why)
+    #[error("{0}")]
+    Precondition(String),
     /// The node failed while the invocation ran, or could not be reached.
     #[error("node {node} failed: {message}")]
     NodeFailed { node: String, message: String },
@@ -126,6 +132,8 @@ impl From<ApiError> for Status {
             | ApiError::InvalidArgument(_) => Code::InvalidArgument,
             ApiError::TenantExists(_) => Code::AlreadyExists,
             ApiError::NoNode(_) | ApiError::NodeFailed { .. } => Code::Unavailable,
+            ApiError::NoSuchNode(_) => Code::NotFound,
+            ApiError::Precondition(_) => Code::FailedPrecondition,
             ApiError::NodeTimeout { .. } => Code::DeadlineExceeded,
             ApiError::Node { code, .. } => *code,
             ApiError::Store(_) => Code::Internal,

@@ -63,6 +63,7 @@ pub mod keep_alive;
 pub mod limits;
 pub mod membership;
 pub mod quota;
+pub mod rebalance;
 pub mod record;
 pub mod reprovision;
 pub mod results;
@@ -335,6 +336,7 @@ pub async fn run(
     let max_message = config.max_module_bytes.max(config.max_payload_bytes) + (1 << 20);
     let scheduler = Scheduler::new(config, store, loaded, admin_hash, membership)?;
     tokio::spawn(scheduler.clone().watch_liveness());
+    tokio::spawn(scheduler.clone().rebalance_loop());
     tokio::spawn(scheduler.clone().reprovision_loop());
     tokio::spawn(telemetry::export_cluster(scheduler.clone()));
     let mut dashboard_login = None;

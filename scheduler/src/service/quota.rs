@@ -186,13 +186,17 @@ impl Scheduler {
         })
     }
 
-    /// Sends every storage node on the ring (or only `node`) its share of every tenant's stored
-    /// data quotas, and notes which nodes acknowledged the current version. A node that does
-    /// not answer is logged and sent them again when it next registers (every second).
+    /// Sends every storage node on the ring, and a node joining it, (or only `node`) its share
+    /// of every tenant's stored data quotas, and notes which nodes acknowledged the current
+    /// version. A node that does not answer is logged and sent them again when it next
+    /// registers (every second).
     pub async fn push_allowances(&self, node: Option<NodeId>) {
         let (version, agents, tenants) = {
             let inner = self.lock();
-            let storage = inner.ring.nodes();
+            let mut storage = inner.ring.nodes().to_vec();
+            if let Some(m) = inner.ring_record.moving.as_ref().filter(|m| m.join) {
+                storage.push(NodeId(m.node));
+            }
             let tenants: Vec<pb::TenantAllowance> = (0..inner.quotas.len())
                 .map(|i| {
                     let t = TenantId(i as u32);

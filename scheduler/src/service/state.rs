@@ -14,6 +14,7 @@ use sandstorm_naming::liveness::Liveness;
 use sandstorm_naming::ring::KeyRing;
 use sandstorm_naming::{FunctionId, NodeId, NodeRole, TenantId};
 use sandstorm_profiler::Profiler;
+use sandstorm_proto::v1::handoff_client::HandoffClient;
 use sandstorm_proto::v1::key_value_client::KeyValueClient;
 use sandstorm_proto::v1::node_agent_client::NodeAgentClient;
 use tonic::transport::Channel;
@@ -25,7 +26,7 @@ use super::error::ApiError;
 use super::executor::Executor;
 use super::quota::Quotas;
 use super::results::Results;
-use super::store::{FunctionLimits, Loaded, QuotaSettings, Store};
+use super::store::{FunctionLimits, Loaded, QuotaSettings, RingRecord, Store};
 use super::warm::WarmTable;
 use crate::placement::{ClusterView, NodeView, Placer, Policy};
 use crate::provision::{DataHomes, PlanReport};
@@ -102,6 +103,8 @@ pub struct NodeEntry {
     pub address: String,
     pub agent: NodeAgentClient<Channel>,
     pub kv: KeyValueClient<Channel>,
+    /// Storage nodes: key-ring moves in and out of it.
+    pub handoff: HandoffClient<Channel>,
     /// Invocations go over its stream (see [`super::executor`]).
     pub executor: Arc<Executor>,
     /// Registration session: bumped when the node (re)registers; 0 before it registered with
@@ -153,7 +156,13 @@ pub struct Inner {
     /// Indexed by `NodeId.0`, like the catalog's nodes and the view.
     pub nodes: Vec<NodeEntry>,
     pub view: ClusterView,
+    /// Who owns each key now: the ring of `ring_record.members`.
     pub ring: KeyRing,
+    /// The ring's membership as stored: members, drained nodes, the move in progress.
+    pub ring_record: RingRecord,
+    /// While a move is sealed (its sources refuse writes to moving keys until ownership
+    /// switches): the rings before and after it.
+    pub sealed_move: Option<(KeyRing, KeyRing)>,
     pub liveness: Liveness,
     /// The cost model's calibration, per node and for the cluster.
     pub calibration: Calibration,
@@ -291,7 +300,8 @@ impl Inner {
             .collect()
     }
 
-    /// Adds a node to the catalog, the view and (storage) the ring.
+    /// Adds a node to the catalog and the view (the key ring changes only by
+    /// [`super::rebalance`]).
     pub fn add_node(
         &mut self,
         name: &str,
@@ -309,9 +319,6 @@ impl Inner {
         view.alive = false;
         nodes.push(view);
         self.view = ClusterView::new(nodes);
-        if role == NodeRole::Storage {
-            self.ring.add_node(id);
-        }
         self.nodes.push(entry);
         Ok(id)
     }
@@ -348,6 +355,7 @@ pub fn node_peer(role: NodeRole, name: &str) -> Result<sandstorm_identity::Peer,
 pub struct NodeLinks {
     pub agent: NodeAgentClient<Channel>,
     pub kv: KeyValueClient<Channel>,
+    pub handoff: HandoffClient<Channel>,
     pub executor: Arc<Executor>,
 }
 
@@ -375,7 +383,10 @@ pub fn node_channels(
     Ok(NodeLinks {
         executor: Arc::new(Executor::new(agent.clone())),
         agent,
-        kv: KeyValueClient::new(channel)
+        kv: KeyValueClient::new(channel.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        handoff: HandoffClient::new(channel)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
     })
@@ -396,6 +407,10 @@ pub struct Scheduler {
     pub membership: super::membership::Membership,
     /// Calls each tenant has in flight: a narrow lock of its own, taken once per call.
     pub(super) tenant_slots: Arc<super::holds::TenantSlots>,
+    /// Bumped at every switch of key ownership; writers held back by a sealed move wait on it.
+    pub ring_version: tokio::sync::watch::Sender<u64>,
+    /// Wakes the rebalancer (a storage node registered, a drain was asked for).
+    pub rebalance_wake: tokio::sync::Notify,
 }
 
 impl Scheduler {
@@ -417,6 +432,8 @@ impl Scheduler {
             nodes: Vec::new(),
             view: ClusterView::default(),
             ring: KeyRing::default(),
+            ring_record: RingRecord::default(),
+            sealed_move: None,
             liveness: Liveness::new(
                 u64::try_from(config.node_timeout.as_micros()).unwrap_or(u64::MAX),
             ),
@@ -486,6 +503,7 @@ impl Scheduler {
             let NodeLinks {
                 agent,
                 kv,
+                handoff,
                 executor,
             } = node_channels(
                 &peer,
@@ -497,6 +515,7 @@ impl Scheduler {
                 address: n.address,
                 agent,
                 kv,
+                handoff,
                 executor,
                 session: 0,
                 incarnation: 0,
@@ -507,6 +526,21 @@ impl Scheduler {
             };
             inner.add_node(&n.name, role, n.cores, n.memory_mb, entry)?;
         }
+        inner.ring_record = loaded.ring.unwrap_or_else(|| RingRecord {
+            // A store from before the ring was recorded: every storage node was on it.
+            members: inner
+                .catalog
+                .nodes()
+                .iter()
+                .filter(|n| n.role == NodeRole::Storage)
+                .map(|n| n.id.0)
+                .collect(),
+            ..RingRecord::default()
+        });
+        inner.ring = KeyRing::with_nodes(
+            inner.ring.vnodes_per_node(),
+            inner.ring_record.members.iter().map(|&n| NodeId(n)),
+        );
         let slots = super::holds::TenantSlots::default();
         for (id, settings) in inner.quotas.iter().enumerate() {
             slots.set_limit(
@@ -529,6 +563,8 @@ impl Scheduler {
             dashboard: Arc::default(),
             membership,
             tenant_slots: Arc::new(slots),
+            ring_version: tokio::sync::watch::Sender::new(0),
+            rebalance_wake: tokio::sync::Notify::new(),
         }))
     }
 

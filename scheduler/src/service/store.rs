@@ -24,6 +24,7 @@ const CERTIFICATES: TableDefinition<'_, &str, &str> = TableDefinition::new("cert
 const JOIN_TOKENS: TableDefinition<'_, u32, &str> = TableDefinition::new("join_tokens");
 
 const ADMIN_HASH: &str = "admin_token_sha256";
+const RING: &str = "key_ring";
 
 /// The file inside the data directory.
 pub const DB_FILE: &str = "scheduler.redb";
@@ -126,6 +127,32 @@ pub struct NodeRecord {
     pub memory_mb: u64,
 }
 
+/// The key ring's membership: which storage nodes own keys, which were drained, and the move
+/// in progress (see [`super::rebalance`]). One record, replaced whole: a move's switch of
+/// ownership is one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingRecord {
+    /// Node ids on the ring, sorted.
+    pub members: Vec<u32>,
+    /// Storage nodes drained (or being drained) out of it, sorted: they do not join again.
+    pub drained: Vec<u32>,
+    pub moving: Option<MoveRecord>,
+}
+
+/// A membership change of the key ring in progress: its ranges are copied, then owned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRecord {
+    /// The node joining or draining.
+    pub node: u32,
+    /// Joining (else draining).
+    pub join: bool,
+    /// The ring's members before and after, sorted.
+    pub before: Vec<u32>,
+    pub after: Vec<u32>,
+}
+
 /// Everything stored, as loaded at start.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -137,6 +164,8 @@ pub struct Loaded {
     pub nodes: Vec<NodeRecord>,
     pub certificates: Vec<CertificateRecord>,
     pub join_tokens: Vec<JoinTokenRecord>,
+    /// `None` in a store from before the ring was recorded: every storage node is on it.
+    pub ring: Option<RingRecord>,
 }
 
 /// The scheduler's database.
@@ -199,6 +228,10 @@ impl Store {
         let meta = txn.open_table(META).map_err(db(what))?;
         if let Some(v) = meta.get(ADMIN_HASH).map_err(db(what))? {
             loaded.admin_hash = v.value().try_into().ok();
+        }
+        if let Some(v) = meta.get(RING).map_err(db(what))? {
+            let text = std::str::from_utf8(v.value()).unwrap_or_default();
+            loaded.ring = Some(parse("the key ring", text)?);
         }
         for entry in txn
             .open_table(TENANTS)
@@ -278,6 +311,13 @@ impl Store {
     pub fn set_admin_hash(&self, hash: &TokenHash) -> Result<(), StoreError> {
         self.write("storing the admin token", |txn| {
             txn.open_table(META)?.insert(ADMIN_HASH, hash.as_slice())?;
+            Ok(())
+        })
+    }
+
+    pub fn put_ring(&self, ring: &RingRecord) -> Result<(), StoreError> {
+        self.write("storing the key ring", |txn| {
+            txn.open_table(META)?.insert(RING, json(ring).as_bytes())?;
             Ok(())
         })
     }
