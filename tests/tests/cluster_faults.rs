@@ -217,21 +217,30 @@ async fn a_killed_agent_fails_nothing_silently_and_rejoins() {
         operator.node("storage-1").await.address,
         format!("https://{}", restarted.addr)
     );
+    // Calls 8 at a time, so that storage-0 queues: the cost model, which now knows each node's
+    // own measured costs, then finds the restarted node cheaper for some. (One call at a time
+    // would always go to whichever node measures cheaper, which may be either.)
     let mut on_restarted = 0;
-    for i in 0..40 {
-        let (out, record) = tenant
-            .invoke("echo", &format!("again {i}"), pb::Tier::Unspecified)
-            .await;
-        assert_eq!(out, format!("again {i}"));
-        if record.node == "storage-1" {
-            on_restarted += 1;
-            if on_restarted == 3 {
-                break;
-            }
+    for round in 0..20 {
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let mut t = tenant.clone();
+            calls.spawn(async move {
+                let input = format!("again {round} {i}");
+                let (out, record) = t.invoke("echo", &input, pb::Tier::Unspecified).await;
+                assert_eq!(out, input);
+                record.node
+            });
+        }
+        while let Some(node) = calls.join_next().await {
+            on_restarted += usize::from(node.unwrap() == "storage-1");
+        }
+        if on_restarted >= 3 {
+            break;
         }
     }
-    assert_eq!(
-        on_restarted, 3,
-        "the restarted node serves invocations again"
+    assert!(
+        on_restarted >= 3,
+        "the restarted node serves invocations again: {on_restarted} of up to 160 ran there"
     );
 }
