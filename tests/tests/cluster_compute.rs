@@ -136,8 +136,25 @@ async fn the_scheduler_places_on_a_registered_compute_node_that_reads_from_stora
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    // Twenty more stats messages later: still one measurement each.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Twenty more stats messages later (read from the node's own stream, at the scheduler's
+    // interval): still one measurement each.
+    let mut agent = sandstorm_proto::v1::node_agent_client::NodeAgentClient::new(
+        common::agent_channel(
+            &scheduler.data_dir(),
+            compute.addr,
+            sandstorm_identity::Role::Compute,
+            "compute-0",
+        )
+        .await,
+    );
+    let mut stats = agent
+        .stream_stats(pb::StreamStatsRequest { interval_ms: 10 })
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..20 {
+        stats.message().await.unwrap().unwrap();
+    }
     let status = tenant.status().await;
     assert_eq!(own(&status, first_kind), Some(1), "{:#?}", status.params);
     assert_eq!(

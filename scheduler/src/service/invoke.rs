@@ -531,15 +531,15 @@ impl Scheduler {
         if exec.tier == i32::from(pb::Tier::Compute) {
             // The cluster's keep-alive policy hears of it and says how long its container stays.
             let start_cost_us = inner.calibration.params_of(placed.node).container_cold_us;
-            let (order, prewarm) = inner.warm.finished(
-                f.id,
-                sandstorm_naming::AppId(f.id.0),
-                placed.node,
-                f.limits.memory_mb.max(1),
+            let (order, prewarm) = inner.warm.finished(&super::keep_alive::Ended {
+                function: f.id,
+                app: sandstorm_naming::AppId(f.id.0),
+                node: placed.node,
+                memory_mb: f.limits.memory_mb.max(1),
                 arrival_us,
-                now,
+                end_us: now,
                 start_cost_us,
-            );
+            });
             keep_alive = Some((order, prewarm));
         }
         // The profile holds native compute: undo the sandbox slowdown of a run in a storage node.

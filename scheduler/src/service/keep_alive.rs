@@ -69,6 +69,21 @@ struct Live {
     first_idle_us: Option<u64>,
 }
 
+/// A compute invocation that ended, as the keep-alive policy hears of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ended {
+    pub function: FunctionId,
+    pub app: AppId,
+    /// The compute node it ran on.
+    pub node: NodeId,
+    /// Its container's memory.
+    pub memory_mb: u32,
+    pub arrival_us: u64,
+    pub end_us: u64,
+    /// What starting its container from nothing costs there.
+    pub start_cost_us: f64,
+}
+
 /// The cluster's policy and the containers it decides about.
 #[derive(Debug)]
 pub struct LiveKeepAlive {
@@ -99,21 +114,18 @@ impl LiveKeepAlive {
         self.policy.name()
     }
 
-    /// An invocation of `function` (of `app`, needing `memory_mb`) that arrived at `arrival_us`
-    /// ended at `end_us` on compute node `node`; starting its container from nothing there costs
-    /// `start_cost_us`. Returns the order for its container, and the pre-warm to schedule, if
-    /// the policy unloads it until then.
-    #[allow(clippy::too_many_arguments)]
-    pub fn finished(
-        &mut self,
-        function: FunctionId,
-        app: AppId,
-        node: NodeId,
-        memory_mb: u32,
-        arrival_us: u64,
-        end_us: u64,
-        start_cost_us: f64,
-    ) -> (Order, Option<Prewarm>) {
+    /// A compute invocation `ended`: the order for its container, and the pre-warm to schedule,
+    /// if the policy unloads it until then.
+    pub fn finished(&mut self, ended: &Ended) -> (Order, Option<Prewarm>) {
+        let Ended {
+            function,
+            app,
+            node,
+            memory_mb,
+            arrival_us,
+            end_us,
+            start_cost_us,
+        } = *ended;
         let key = (function, node);
         self.prewarms.remove(&key);
         let next_id = &mut self.next_id;
@@ -388,7 +400,15 @@ mod tests {
         arrival: u64,
         end: u64,
     ) -> (Order, Option<Prewarm>) {
-        p.finished(f, AppId(f.0), N, 128, arrival, end, 50_000.0)
+        p.finished(&Ended {
+            function: f,
+            app: AppId(f.0),
+            node: N,
+            memory_mb: 128,
+            arrival_us: arrival,
+            end_us: end,
+            start_cost_us: 50_000.0,
+        })
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 
 use sandstorm_naming::{AppId, FunctionId, NodeId};
 
-use super::keep_alive::{LiveKeepAlive, Order, Prewarm, Window};
+use super::keep_alive::{Ended, LiveKeepAlive, Order, Prewarm, Window};
 use crate::keepalive::KeepAliveSpec;
 
 /// The keep-alive window assumed for a node that did not announce one (DESIGN.md's baseline).
@@ -61,32 +61,14 @@ impl WarmTable {
         self.policy.as_ref().map(LiveKeepAlive::name)
     }
 
-    /// An invocation of `function` (of `app`, needing `memory_mb`) arrived at `arrival_us` and
-    /// ended at `end_us` on compute node `node`, where a cold start costs `start_cost_us`: the
-    /// policy's order for its container (none without a policy), and the pre-warm it asks for.
-    #[allow(clippy::too_many_arguments)]
-    pub fn finished(
-        &mut self,
-        function: FunctionId,
-        app: AppId,
-        node: NodeId,
-        memory_mb: u32,
-        arrival_us: u64,
-        end_us: u64,
-        start_cost_us: f64,
-    ) -> (Option<Order>, Option<Prewarm>) {
+    /// A compute invocation `ended`: the cluster policy's order for its container (none without
+    /// a policy), and the pre-warm it asks for.
+    pub fn finished(&mut self, ended: &Ended) -> (Option<Order>, Option<Prewarm>) {
         let Some(policy) = &mut self.policy else {
             return (None, None);
         };
-        let (order, prewarm) = policy.finished(
-            function,
-            app,
-            node,
-            memory_mb,
-            arrival_us,
-            end_us,
-            start_cost_us,
-        );
+        let (order, prewarm) = policy.finished(ended);
+        let end_us = ended.end_us;
         let changed = self.note(&order, end_us);
         (changed.then_some(order), prewarm)
     }
@@ -300,13 +282,33 @@ mod tests {
         let mut warm = WarmTable::with_policy(spec("greedy-dual"), 100);
         warm.set_keep_alive(a, 1_000);
         warm.used(f, a, 0);
-        let (order, _) = warm.finished(f, AppId(1), a, 128, 0, 10, 50_000.0);
+        let (order, _) = warm.finished(&Ended {
+            function: f,
+            app: AppId(1),
+            node: a,
+            memory_mb: 128,
+            arrival_us: 0,
+            end_us: 10,
+            start_cost_us: 50_000.0,
+        });
         let order = order.expect("the first window is sent");
         assert_eq!((order.window, order.seq), (Window::UntilEvicted, 101));
         assert!(warm.is_warm(f, a, 1_000 * s));
         // The same window again is not sent again.
         warm.used(f, a, 20);
-        assert_eq!(warm.finished(f, AppId(1), a, 128, 20, 30, 50_000.0).0, None);
+        assert_eq!(
+            warm.finished(&Ended {
+                function: f,
+                app: AppId(1),
+                node: a,
+                memory_mb: 128,
+                arrival_us: 20,
+                end_us: 30,
+                start_cost_us: 50_000.0
+            })
+            .0,
+            None
+        );
         // Evicted to make room for g: cold from then on.
         let evicted = warm.make_room(a, g, 64);
         assert_eq!(evicted.len(), 1);
@@ -315,7 +317,15 @@ mod tests {
         let mut warm = WarmTable::with_policy(spec("fixed-lifetime:10s"), 0);
         for (at, window) in [(0, Some(10 * s)), (4 * s, Some(6 * s)), (11 * s, Some(0))] {
             warm.used(f, a, at);
-            let (order, _) = warm.finished(f, AppId(1), a, 128, at, at, 50_000.0);
+            let (order, _) = warm.finished(&Ended {
+                function: f,
+                app: AppId(1),
+                node: a,
+                memory_mb: 128,
+                arrival_us: at,
+                end_us: at,
+                start_cost_us: 50_000.0,
+            });
             assert_eq!(
                 order.map(|o| o.window),
                 window.map(Window::IdleFor),
@@ -325,7 +335,18 @@ mod tests {
         assert!(!warm.is_warm(f, a, 11 * s));
         // Without a policy nothing is sent: the node's own window applies.
         let mut warm = WarmTable::default();
-        assert_eq!(warm.finished(f, AppId(1), a, 128, 0, 0, 1.0), (None, None));
+        assert_eq!(
+            warm.finished(&Ended {
+                function: f,
+                app: AppId(1),
+                node: a,
+                memory_mb: 128,
+                arrival_us: 0,
+                end_us: 0,
+                start_cost_us: 1.0
+            }),
+            (None, None)
+        );
         assert_eq!(warm.policy_name(), None);
     }
 
