@@ -81,7 +81,14 @@ async fn container_memory_in_the_view_follows_the_nodes_report() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let node = loop {
         let node = operator.node("compute-0").await;
-        if node.containers == FUNCTIONS && node.load == 0 && node.memory_used_mb == want_mb {
+        // The reply can reach the client before the node's next report shows the last
+        // container idle, so the wait covers the report's side too.
+        if node.containers == FUNCTIONS
+            && node.load == 0
+            && node.memory_used_mb == want_mb
+            && node.idle_containers == FUNCTIONS
+            && node.reported_running == 0
+        {
             break node;
         }
         assert!(
