@@ -118,7 +118,9 @@ impl Scheduler {
                     {
                         // Already live: a periodic re-registration. Allowances and limits it
                         // missed are sent again.
-                        if role == NodeRole::Storage && entry.quotas_pushed < inner.quota_version {
+                        if role == NodeRole::Storage
+                            && entry.quotas_pushed < self.tenants().allowances_version()
+                        {
                             let scheduler = self.clone();
                             tokio::spawn(async move { scheduler.push_allowances(Some(id)).await });
                         }
@@ -135,8 +137,8 @@ impl Scheduler {
                             node_id: id.0,
                             new_session: false,
                             functions_deployed: 0,
-                            storage: inner.storage_addresses(),
-                            ring_vnodes: inner.ring.vnodes_per_node(),
+                            storage: inner.storage_addresses(&self.key_owners()),
+                            ring_vnodes: self.ring().vnodes_per_node(),
                         });
                     }
                     id
@@ -237,14 +239,13 @@ impl Scheduler {
             self.join_empty_ring(id)?;
             self.rebalance_wake.notify_one();
             // Every storage node's share changes with their number.
-            self.lock().quota_version += 1;
+            self.tenants().allowances_changed();
             self.push_allowances(None).await;
         }
         info!(node = %r.name, node_id = id.0, %role, address = %r.address, cores = r.cores, deployed, "node registered");
-        let (storage, ring_vnodes) = {
-            let inner = self.lock();
-            (inner.storage_addresses(), inner.ring.vnodes_per_node())
-        };
+        let owners = self.key_owners();
+        let storage = self.lock().storage_addresses(&owners);
+        let ring_vnodes = owners.vnodes_per_node();
         Ok(pb::RegisterResponse {
             node_id: id.0,
             new_session: true,
@@ -277,7 +278,7 @@ impl Scheduler {
             FunctionCode::Native(argv) => request.command = argv.as_ref().clone(),
         }
         let mut agent = agent.clone();
-        let quotas = self.lock().tenant_quotas(f.tenant);
+        let quotas = self.tenants().quotas(f.tenant);
         if let Some(limits) = request.limits.as_mut() {
             limits.max_data_calls = quotas.max_data_calls;
             limits.max_data_bytes = quotas.max_data_bytes;
@@ -464,7 +465,7 @@ impl Scheduler {
                     view_containers: u32::try_from(inner.warm.warm_on(spec.id, now))
                         .unwrap_or(u32::MAX),
                     idle_containers: last.idle_containers,
-                    membership: inner.ring_membership(spec.id, spec.role).into(),
+                    membership: self.ring().membership(spec.id, spec.role).into(),
                 }
             })
             .collect();

@@ -27,10 +27,10 @@ impl Scheduler {
         if key.is_empty() {
             return Err(ApiError::InvalidArgument("the key is empty".into()));
         }
-        let inner = self.lock();
-        let node = inner.ring.owner(tenant, key).ok_or_else(|| {
+        let node = self.key_owners().owner(tenant, key).ok_or_else(|| {
             ApiError::NoNode("no storage node has registered, so no node owns the key".into())
         })?;
+        let inner = self.lock();
         Ok((
             inner.node_name(node.0),
             inner.nodes[node.0 as usize].kv.clone(),
@@ -167,9 +167,9 @@ impl Scheduler {
             n => n.min(SCAN_LIMIT),
         };
         let nodes: Vec<(NodeId, String, KeyValueClient<Channel>)> = {
+            let owners = self.key_owners();
             let inner = self.lock();
-            inner
-                .ring
+            owners
                 .nodes()
                 .iter()
                 .map(|id| {
@@ -194,7 +194,7 @@ impl Scheduler {
             let got = self.on_node(&node, call).await?;
             // A node that gave keys away in a move may still hold copies until it is told
             // the move finished: only the owner's pair counts.
-            let ring = self.lock().ring.clone();
+            let ring = self.key_owners();
             pairs.extend(
                 got.pairs
                     .into_iter()

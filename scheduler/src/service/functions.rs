@@ -166,10 +166,8 @@ impl Scheduler {
             .catalog
             .add_tenant(name)
             .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-        debug_assert_eq!(added, id);
-        inner.tokens.push(record.token_sha256);
-        inner.quotas.push(quotas);
-        inner.quota_version += 1;
+        let booked = self.tenants().add(record.token_sha256, quotas);
+        debug_assert_eq!((added, booked), (id, id));
         self.tenant_slots
             .set_limit(id, quota::Quotas::resolve(&quotas).max_concurrent);
         info!(tenant = id.0, name, "tenant created");
@@ -190,7 +188,7 @@ impl Scheduler {
                 name: t.name.clone(),
                 functions: u32::try_from(inner.catalog.functions_of(t.id).count())
                     .unwrap_or(u32::MAX),
-                quotas: Some(inner.tenant_quotas(t.id).to_pb()),
+                quotas: Some(self.tenants().quotas(t.id).to_pb()),
             })
             .collect();
         pb::ListTenantsResponse { tenants }

@@ -370,10 +370,11 @@ impl Scheduler {
     ) -> Result<Placed, ApiError> {
         let started = Instant::now();
         let now = self.now_us();
+        let owners = self.key_owners();
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.refresh_alive(now);
-        let mut data = data_shares(keys.iter().filter_map(|k| inner.ring.owner(f.tenant, k)));
+        let mut data = data_shares(keys.iter().filter_map(|k| owners.owner(f.tenant, k)));
         inner.data_homes.observe(f.id, &data);
         if let Some(node) = input_at
             && data.is_empty()

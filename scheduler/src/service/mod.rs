@@ -9,8 +9,11 @@
 //!   certificate each node name is bound to (TLS bootstrap of agents);
 //! - [`store`]: tenants, tokens, functions with their modules and limits, and nodes, in an
 //!   embedded redb database under the data directory;
-//! - [`state`]: the in-memory state behind one lock: catalog, node channels, the placement
-//!   `ClusterView`, liveness, key ring, warm compute containers, calibrated cost model, profiles;
+//! - [`state`]: the in-memory state and its four locks: the cluster lock (catalog, node
+//!   channels, the placement `ClusterView`, liveness, warm compute containers, calibrated cost
+//!   model, profiles, holds) and three leaf locks: [`tenants`] (tokens and quota settings,
+//!   read by every call's authentication), the key ring ([`rebalance::RingState`]) and the
+//!   re-provisioner's latest plan;
 //! - [`cluster`]: registration (answered with the storage nodes' addresses, so compute nodes
 //!   route data calls by the same key ring), the per-node stats streams (storage and compute
 //!   alike) folded into the view, liveness and calibration;
@@ -70,6 +73,7 @@ pub mod results;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tenants;
 pub mod warm;
 
 use std::future::Future;

@@ -153,24 +153,26 @@ impl Scheduler {
     ) -> Result<pb::UpdateTenantResponse, ApiError> {
         check_name("tenant", name)?;
         let (tenant, before, after) = {
-            let mut inner = self.lock();
-            let tenant = inner
+            let tenant = self
+                .lock()
                 .catalog
                 .tenant_by_name(name)
                 .map(|t| t.id)
                 .ok_or_else(|| ApiError::NoSuchTenant(name.to_owned()))?;
-            let i = tenant.0 as usize;
-            let before = inner.quotas[i];
+            let mut book = self.tenants();
+            let before = book.settings(tenant);
             let after = apply(before, requested)?;
+            let token_sha256 = book
+                .token_hash(tenant)
+                .ok_or_else(|| ApiError::NoSuchTenant(name.to_owned()))?;
             // Under the lock, so concurrent updates are stored in the order they apply.
             self.store.put_tenant(&TenantRecord {
                 id: tenant.0,
                 name: name.to_owned(),
-                token_sha256: inner.tokens[i],
+                token_sha256,
                 quotas: after,
             })?;
-            inner.quotas[i] = after;
-            inner.quota_version += 1;
+            book.set(tenant, after);
             (tenant, Quotas::resolve(&before), Quotas::resolve(&after))
         };
         self.tenant_slots.set_limit(tenant, after.max_concurrent);
@@ -191,18 +193,26 @@ impl Scheduler {
     /// version. A node that does not answer is logged and sent them again when it next
     /// registers (every second).
     pub async fn push_allowances(&self, node: Option<NodeId>) {
-        let (version, agents, tenants) = {
-            let inner = self.lock();
-            let mut storage = inner.ring.nodes().to_vec();
-            if let Some(m) = inner.ring_record.moving.as_ref().filter(|m| m.join) {
-                storage.push(NodeId(m.node));
-            }
-            let tenants: Vec<pb::TenantAllowance> = (0..inner.quotas.len())
+        let mut storage = {
+            let ring = self.ring();
+            let mut storage = ring.owners().nodes().to_vec();
+            storage.extend(ring.joining());
+            storage
+        };
+        storage.sort_unstable();
+        storage.dedup();
+        let (version, tenants) = {
+            let book = self.tenants();
+            let tenants: Vec<pb::TenantAllowance> = (0..book.len())
                 .map(|i| {
                     let t = TenantId(i as u32);
-                    allowance(t, &inner.tenant_quotas(t), storage.len())
+                    allowance(t, &book.quotas(t), storage.len())
                 })
                 .collect();
+            (book.allowances_version(), tenants)
+        };
+        let agents = {
+            let inner = self.lock();
             let agents: Vec<_> = storage
                 .iter()
                 .filter(|id| node.is_none_or(|n| n == **id))
@@ -211,7 +221,7 @@ impl Scheduler {
                     Some((*id, inner.node_name(id.0), entry.agent.clone()))
                 })
                 .collect();
-            (inner.quota_version, agents, tenants)
+            agents
         };
         let calls = agents.into_iter().map(|(id, name, mut agent)| {
             let request = pb::SetTenantQuotasRequest {

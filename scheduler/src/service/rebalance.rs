@@ -1,7 +1,7 @@
 //! Storage membership changes that move data: a storage node joining the key ring, or draining
 //! out of it, has its key ranges handed over with their data before ownership switches.
 //!
-//! The ring (`Inner::ring`) is always the ring of the nodes that own keys now; it changes only
+//! The ring ([`RingState`], behind [`Scheduler::ring`]) is always the ring of the nodes that own keys now; it changes only
 //! here, and each change is one durable write of the [`RingRecord`] (members, drained nodes, the
 //! move in progress) to the scheduler's store, so a restarted scheduler resumes a move it had
 //! begun and never forgets one that switched. One move runs at a time, driven by
@@ -40,7 +40,7 @@ use sandstorm_proto::v1 as pb;
 use tracing::{info, warn};
 
 use super::error::ApiError;
-use super::state::{Inner, Scheduler};
+use super::state::Scheduler;
 use super::store::{MoveRecord, RingRecord};
 
 /// Pairs per export, changed and import page.
@@ -65,14 +65,55 @@ fn ring_of(vnodes: u32, ids: &[u32]) -> KeyRing {
     KeyRing::with_nodes(vnodes, ids.iter().map(|&n| NodeId(n)))
 }
 
-impl Inner {
+/// The key ring and its stored membership: changed only by this module, read by everything
+/// that routes a key. Behind a lock of its own ([`Scheduler::ring`]).
+#[derive(Debug)]
+pub struct RingState {
+    /// Who owns each key now: the ring of `record.members`. Shared, so a reader keeps a
+    /// snapshot without holding the lock.
+    owners: Arc<KeyRing>,
+    /// The membership as stored: members, drained nodes, the move in progress.
+    record: RingRecord,
+    /// While a move is sealed (its sources refuse writes to moving keys until ownership
+    /// switches): the rings before and after it.
+    sealed_move: Option<(KeyRing, KeyRing)>,
+}
+
+impl RingState {
+    /// The ring `record` describes, of `vnodes` virtual nodes per member.
+    pub fn new(record: RingRecord, vnodes: u32) -> Self {
+        Self {
+            owners: Arc::new(ring_of(vnodes, &record.members)),
+            record,
+            sealed_move: None,
+        }
+    }
+
+    /// Who owns each key now.
+    pub fn owners(&self) -> Arc<KeyRing> {
+        self.owners.clone()
+    }
+
+    pub fn vnodes_per_node(&self) -> u32 {
+        self.owners.vnodes_per_node()
+    }
+
+    /// The node joining the ring in the move in progress, if any.
+    pub fn joining(&self) -> Option<NodeId> {
+        self.record
+            .moving
+            .as_ref()
+            .filter(|m| m.join)
+            .map(|m| NodeId(m.node))
+    }
+
     /// What a node is on the ring, for the cluster status: `serving`, `joining`, `draining`,
     /// `drained` or `waiting`; empty for compute nodes.
-    pub fn ring_membership(&self, node: NodeId, role: NodeRole) -> &'static str {
+    pub fn membership(&self, node: NodeId, role: NodeRole) -> &'static str {
         if role != NodeRole::Storage {
             return "";
         }
-        let r = &self.ring_record;
+        let r = &self.record;
         match &r.moving {
             Some(m) if m.node == node.0 && m.join => return "joining",
             Some(m) if m.node == node.0 => return "draining",
@@ -97,21 +138,21 @@ impl Inner {
 
 impl Scheduler {
     /// Replaces the stored ring record (and the ring, if its members changed) with `record`.
-    fn set_ring_record(&self, inner: &mut Inner, record: RingRecord) -> Result<(), ApiError> {
+    fn set_ring_record(&self, ring: &mut RingState, record: RingRecord) -> Result<(), ApiError> {
         self.store.put_ring(&record)?;
-        if record.members != inner.ring_record.members {
-            inner.ring = ring_of(inner.ring.vnodes_per_node(), &record.members);
+        if record.members != ring.record.members {
+            ring.owners = Arc::new(ring_of(ring.vnodes_per_node(), &record.members));
             self.ring_version.send_modify(|v| *v += 1);
         }
-        inner.ring_record = record;
+        ring.record = record;
         Ok(())
     }
 
     /// A storage node registered: on an empty ring, with no move in progress, it owns every
     /// key at once (there is no data to move).
     pub fn join_empty_ring(&self, node: NodeId) -> Result<(), ApiError> {
-        let mut inner = self.lock();
-        let r = &inner.ring_record;
+        let mut ring = self.ring();
+        let r = &ring.record;
         if !r.members.is_empty() || r.moving.is_some() || r.drained.contains(&node.0) {
             return Ok(());
         }
@@ -121,24 +162,27 @@ impl Scheduler {
             node_id = node.0,
             "the first storage node owns the whole key ring"
         );
-        self.set_ring_record(&mut inner, record)
+        self.set_ring_record(&mut ring, record)
     }
 
     /// `Admin.DrainNode`: records that `name` is to leave the ring; the rebalancer moves its
     /// ranges away and then takes it off.
     pub fn drain_node(&self, name: &str) -> Result<(), ApiError> {
-        let mut inner = self.lock();
-        let spec = inner
-            .catalog
-            .node_by_name(name)
-            .ok_or_else(|| ApiError::NoSuchNode(name.chars().take(80).collect()))?;
-        let (id, role) = (spec.id.0, spec.role);
+        let (id, role) = {
+            let inner = self.lock();
+            let spec = inner
+                .catalog
+                .node_by_name(name)
+                .ok_or_else(|| ApiError::NoSuchNode(name.chars().take(80).collect()))?;
+            (spec.id.0, spec.role)
+        };
         if role != NodeRole::Storage {
             return Err(ApiError::InvalidArgument(format!(
                 "node {name} is a {role} node: only storage nodes hold key ranges to drain"
             )));
         }
-        let mut record = inner.ring_record.clone();
+        let mut ring = self.ring();
+        let mut record = ring.record.clone();
         if record.drained.contains(&id) {
             return Ok(());
         }
@@ -160,8 +204,8 @@ impl Scheduler {
         record.drained.push(id);
         record.drained.sort_unstable();
         info!(node = %name, node_id = id, "drain requested");
-        self.set_ring_record(&mut inner, record)?;
-        drop(inner);
+        self.set_ring_record(&mut ring, record)?;
+        drop(ring);
         self.rebalance_wake.notify_one();
         Ok(())
     }
@@ -169,35 +213,47 @@ impl Scheduler {
     /// The move to run now, recorded durably if it is new: the one in progress, else a
     /// registered storage node off the ring joins, else a drained node on it leaves.
     fn next_move(&self) -> Result<Option<Move>, ApiError> {
-        let mut inner = self.lock();
-        let vnodes = inner.ring.vnodes_per_node();
+        // The registered, live storage nodes, read before the ring: the cluster lock is
+        // never taken under a leaf lock.
+        let live_storage: Vec<u32> = {
+            let inner = self.lock();
+            inner
+                .catalog
+                .nodes()
+                .iter()
+                .filter(|n| {
+                    n.role == NodeRole::Storage
+                        && inner
+                            .nodes
+                            .get(n.id.0 as usize)
+                            .is_some_and(|e| e.session != 0)
+                        && inner.view.node(n.id).is_some_and(|v| v.alive)
+                })
+                .map(|n| n.id.0)
+                .collect()
+        };
+        let mut ring = self.ring();
+        let vnodes = ring.vnodes_per_node();
         let attempt = self.next_invocation_id();
-        if let Some(record) = inner.ring_record.moving.clone() {
+        if let Some(record) = ring.record.moving.clone() {
             return Ok(Some(Move {
                 record,
                 attempt,
                 vnodes,
             }));
         }
-        let r = inner.ring_record.clone();
-        let joiner = inner.catalog.nodes().iter().find(|n| {
-            n.role == NodeRole::Storage
-                && !r.members.contains(&n.id.0)
-                && !r.drained.contains(&n.id.0)
-                && inner
-                    .nodes
-                    .get(n.id.0 as usize)
-                    .is_some_and(|e| e.session != 0)
-                && inner.view.node(n.id).is_some_and(|v| v.alive)
-        });
+        let r = ring.record.clone();
+        let joiner = live_storage
+            .iter()
+            .find(|n| !r.members.contains(n) && !r.drained.contains(n));
         let leaver = r.members.iter().find(|m| r.drained.contains(m));
         let record = match (joiner, leaver) {
-            (Some(n), _) => {
+            (Some(&n), _) => {
                 let mut after = r.members.clone();
-                after.push(n.id.0);
+                after.push(n);
                 after.sort_unstable();
                 MoveRecord {
-                    node: n.id.0,
+                    node: n,
                     join: true,
                     before: r.members.clone(),
                     after,
@@ -213,7 +269,7 @@ impl Scheduler {
         };
         let mut next = r;
         next.moving = Some(record.clone());
-        self.set_ring_record(&mut inner, next)?;
+        self.set_ring_record(&mut ring, next)?;
         info!(node_id = record.node, join = record.join, before = ?record.before, after = ?record.after, "key-ring move recorded");
         Ok(Some(Move {
             record,
@@ -240,7 +296,7 @@ impl Scheduler {
             };
             // Each storage node's share of the tenants' quotas changes with their number:
             // a joining node counts from the start of its move, a draining one until its end.
-            self.lock().quota_version += 1;
+            self.tenants().allowances_changed();
             self.push_allowances(None).await;
             if mv.record.before.is_empty() {
                 // Nothing is stored anywhere yet: the ring simply changes.
@@ -257,11 +313,11 @@ impl Scheduler {
                         pairs_copied = moved,
                         "key-ring move done: ownership switched"
                     );
-                    self.lock().quota_version += 1;
+                    self.tenants().allowances_changed();
                     self.push_allowances(None).await;
                 }
                 Err(e) => {
-                    self.lock().sealed_move = None;
+                    self.ring().sealed_move = None;
                     warn!(node_id = mv.record.node, join = mv.record.join, error = %e, "key-ring move attempt failed; trying again");
                     tokio::time::sleep(RETRY).await;
                 }
@@ -289,7 +345,7 @@ impl Scheduler {
         }
         // The scheduler holds its own writes to moving keys back before the sources refuse
         // them, so none of its writes meets a refusal.
-        self.lock().sealed_move = Some((
+        self.ring().sealed_move = Some((
             ring_of(mv.vnodes, &mv.record.before),
             ring_of(mv.vnodes, &mv.record.after),
         ));
@@ -318,12 +374,12 @@ impl Scheduler {
 
     /// Ownership switches: the ring becomes `after`, durably, with the move done.
     fn switch(&self, mv: &Move) -> Result<(), ApiError> {
-        let mut inner = self.lock();
-        let mut record = inner.ring_record.clone();
+        let mut ring = self.ring();
+        let mut record = ring.record.clone();
         record.members = mv.record.after.clone();
         record.moving = None;
-        self.set_ring_record(&mut inner, record)?;
-        inner.sealed_move = None;
+        self.set_ring_record(&mut ring, record)?;
+        ring.sealed_move = None;
         Ok(())
     }
 
@@ -433,7 +489,7 @@ impl Scheduler {
     ) -> Result<(), ApiError> {
         let mut version = self.ring_version.subscribe();
         let deadline = tokio::time::Instant::now() + self.config.rpc_timeout;
-        while self.lock().write_held(tenant, key) {
+        while self.ring().write_held(tenant, key) {
             if tokio::time::Instant::now() >= deadline {
                 return Err(ApiError::NoNode(
                     "the key is moving between storage nodes and the move did not switch \
@@ -458,6 +514,6 @@ impl Scheduler {
         key: &[u8],
         version: u64,
     ) -> bool {
-        *self.ring_version.borrow() != version || self.lock().write_held(tenant, key)
+        *self.ring_version.borrow() != version || self.ring().write_held(tenant, key)
     }
 }

@@ -70,11 +70,12 @@ impl Scheduler {
             warn!(%problem, "re-provisioning");
         }
         metrics::gauge!("sandstorm_reprovision_objective").set(report.plan.objective);
-        let mut inner = self.lock();
-        report.round = inner.plan.as_ref().map_or(0, |p| p.round) + 1;
-        inner.data_homes.decay();
+        self.lock().data_homes.decay();
+        let mut slot = self.plan_slot();
+        report.round = slot.as_ref().map_or(0, |p| p.round) + 1;
         let report = Arc::new(report);
-        inner.plan = Some(report.clone());
+        *slot = Some(report.clone());
+        drop(slot);
         debug!(
             round = report.round,
             functions = report.plan.functions.len(),
@@ -217,10 +218,10 @@ impl Scheduler {
     /// The latest plan as the status reports it, restricted to `tenant`'s functions if given.
     pub fn plan_status(&self, tenant: Option<sandstorm_naming::TenantId>) -> pb::ProvisionPlan {
         let now = self.now_us();
-        let inner = self.lock();
-        let Some(report) = inner.plan.clone() else {
+        let Some(report) = self.plan() else {
             return pb::ProvisionPlan::default();
         };
+        let inner = self.lock();
         let node = |id: NodeId| inner.node_name(id.0);
         pb::ProvisionPlan {
             round: report.round,
@@ -269,6 +270,6 @@ impl Scheduler {
 
     /// The latest round, if one ran.
     pub fn plan(&self) -> Option<Arc<PlanReport>> {
-        self.lock().plan.clone()
+        self.plan_slot().clone()
     }
 }

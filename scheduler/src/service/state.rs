@@ -1,9 +1,23 @@
-//! The scheduler's state: what is deployed (mirrored from the store), the live cluster (nodes,
-//! their channels, the placement view, liveness, the key ring, warm compute containers), the
-//! calibrated cost model and the profiles. One mutex guards it; it is never held across an `.await`: every path copies what it
-//! needs (a function's module, a node's channel) and lets go before talking to a node.
+//! The scheduler's state, behind four locks, each a narrow handle on what one concern owns:
+//!
+//! | handle | guards | owned by |
+//! |---|---|---|
+//! | [`Scheduler::lock`] | [`Inner`]: the catalog, deployed functions, nodes and their channels, the placement view, liveness, calibration, placer, profiles, warm containers, data homes, admission holds | placement ([`super::invoke`]) and registration ([`super::cluster`]) |
+//! | [`Scheduler::tenants`] | [`TenantBook`]: tokens and quota settings | [`super::tenants`], [`super::quota`] |
+//! | [`Scheduler::ring`] | [`RingState`]: the key ring, its stored membership, a sealed move | [`super::rebalance`] |
+//! | [`Scheduler::plan`] | the re-provisioner's latest round | [`super::reprovision`] |
+//!
+//! What one placement decision reads and writes together (the view, the holds, the warm
+//! table, the profiles) stays under one lock, so a decision and its reservation are one step.
+//! The other three are *leaf* locks: taken alone, or while holding the cluster lock, never
+//! one inside another, and the cluster lock is never taken while holding one (debug builds
+//! check this on every acquisition). No lock is held across an `.await` (the guards are not
+//! `Send`): every path copies what it needs (a function's module, a node's channel, a ring
+//! snapshot) and lets go before talking to a node.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,7 +25,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sandstorm_cost_model::Workload;
 use sandstorm_naming::catalog::Catalog;
 use sandstorm_naming::liveness::Liveness;
-use sandstorm_naming::ring::KeyRing;
 use sandstorm_naming::{FunctionId, NodeId, NodeRole, TenantId};
 use sandstorm_profiler::Profiler;
 use sandstorm_proto::v1::handoff_client::HandoffClient;
@@ -20,13 +33,15 @@ use sandstorm_proto::v1::node_agent_client::NodeAgentClient;
 use tonic::transport::Channel;
 
 use super::SchedulerConfig;
-use super::auth::{self, Caller, Presented, TokenHash};
+use super::auth::{self, Caller, TokenHash};
 use super::calibration::Calibration;
 use super::error::ApiError;
 use super::executor::Executor;
 use super::quota::Quotas;
+use super::rebalance::RingState;
 use super::results::Results;
-use super::store::{FunctionLimits, Loaded, QuotaSettings, RingRecord, Store};
+use super::store::{FunctionLimits, Loaded, RingRecord, Store};
+use super::tenants::TenantBook;
 use super::warm::WarmTable;
 use crate::placement::{ClusterView, NodeView, Placer, Policy};
 use crate::provision::{DataHomes, PlanReport};
@@ -116,7 +131,7 @@ pub struct NodeEntry {
     pub stats_task: Option<tokio::task::AbortHandle>,
     /// The latest statistics.
     pub last: Option<LastStats>,
-    /// The [`Inner::quota_version`] this (storage) node last acknowledged allowances of.
+    /// The [`TenantBook::allowances_version`] this (storage) node last acknowledged.
     pub quotas_pushed: u64,
     /// Tenants whose functions failed to deploy here with their latest data quotas.
     pub stale_limits: Vec<TenantId>,
@@ -140,29 +155,14 @@ pub struct LastStats {
 /// Most a single compute run's data calls may multiply the round-trip estimate by.
 const ROUND_TRIP_STEP: f64 = 4.0;
 
-/// Everything behind the lock.
+/// Everything behind the cluster lock.
 #[derive(Debug)]
 pub struct Inner {
     pub catalog: Catalog,
-    /// Token hash per tenant, indexed by `TenantId.0`.
-    pub tokens: Vec<TokenHash>,
-    /// Quota settings per tenant (as the admin set them), indexed by `TenantId.0`.
-    pub quotas: Vec<QuotaSettings>,
-    /// Bumped by every change of the quotas or of the storage nodes: a storage node that has
-    /// not acknowledged this version is sent its allowances again when it next registers.
-    pub quota_version: u64,
-    pub admin_hash: TokenHash,
     pub functions: HashMap<FunctionId, FunctionEntry>,
     /// Indexed by `NodeId.0`, like the catalog's nodes and the view.
     pub nodes: Vec<NodeEntry>,
     pub view: ClusterView,
-    /// Who owns each key now: the ring of `ring_record.members`.
-    pub ring: KeyRing,
-    /// The ring's membership as stored: members, drained nodes, the move in progress.
-    pub ring_record: RingRecord,
-    /// While a move is sealed (its sources refuse writes to moving keys until ownership
-    /// switches): the rings before and after it.
-    pub sealed_move: Option<(KeyRing, KeyRing)>,
     pub liveness: Liveness,
     /// The cost model's calibration, per node and for the cluster.
     pub calibration: Calibration,
@@ -172,8 +172,6 @@ pub struct Inner {
     pub warm: WarmTable,
     /// Where each function's data lives, from the keys its invocations name.
     pub data_homes: DataHomes,
-    /// The re-provisioner's latest round.
-    pub plan: Option<Arc<PlanReport>>,
     /// Admission places each tenant holds on each node.
     pub shares: super::holds::NodeShares,
     /// Every reservation held, per node: what each report is reconciled with.
@@ -181,17 +179,6 @@ pub struct Inner {
 }
 
 impl Inner {
-    /// The quotas in force for `tenant` (the defaults for an unknown one).
-    pub fn tenant_quotas(&self, tenant: TenantId) -> Quotas {
-        Quotas::resolve(
-            &self
-                .quotas
-                .get(tenant.0 as usize)
-                .copied()
-                .unwrap_or_default(),
-        )
-    }
-
     /// The function `name` of `tenant`.
     pub fn function(&self, tenant: TenantId, name: &str) -> Result<&FunctionEntry, ApiError> {
         self.catalog
@@ -283,10 +270,13 @@ impl Inner {
         self.placer.with_policy(policy)
     }
 
-    /// The storage nodes on the key ring with their addresses, in node-id order: what a compute
-    /// node routes its functions' data calls with.
-    pub fn storage_addresses(&self) -> Vec<sandstorm_proto::v1::StorageNodeAddress> {
-        self.ring
+    /// The storage nodes on the key ring `owners` with their addresses, in node-id order: what
+    /// a compute node routes its functions' data calls with.
+    pub fn storage_addresses(
+        &self,
+        owners: &sandstorm_naming::ring::KeyRing,
+    ) -> Vec<sandstorm_proto::v1::StorageNodeAddress> {
+        owners
             .nodes()
             .iter()
             .filter_map(|id| {
@@ -398,6 +388,9 @@ pub struct Scheduler {
     pub config: SchedulerConfig,
     pub store: Store,
     inner: Mutex<Inner>,
+    tenants: Mutex<TenantBook>,
+    ring: Mutex<RingState>,
+    plan: Mutex<Option<Arc<PlanReport>>>,
     started: Instant,
     next_invocation: AtomicU64,
     pub results: Results,
@@ -424,16 +417,9 @@ impl Scheduler {
     ) -> Result<Arc<Self>, ApiError> {
         let mut inner = Inner {
             catalog: Catalog::new(),
-            tokens: Vec::new(),
-            quotas: Vec::new(),
-            quota_version: 1,
-            admin_hash,
             functions: HashMap::new(),
             nodes: Vec::new(),
             view: ClusterView::default(),
-            ring: KeyRing::default(),
-            ring_record: RingRecord::default(),
-            sealed_move: None,
             liveness: Liveness::new(
                 u64::try_from(config.node_timeout.as_micros()).unwrap_or(u64::MAX),
             ),
@@ -449,10 +435,11 @@ impl Scheduler {
                     .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             ),
             data_homes: DataHomes::default(),
-            plan: None,
             shares: super::holds::NodeShares::default(),
             held: super::holds::HeldTable::default(),
         };
+        let mut tenants = TenantBook::new(admin_hash);
+        let slots = super::holds::TenantSlots::default();
         for t in loaded.tenants {
             let id = inner
                 .catalog
@@ -464,8 +451,8 @@ impl Scheduler {
                     t.name, t.id
                 )));
             }
-            inner.tokens.push(t.token_sha256);
-            inner.quotas.push(t.quotas);
+            tenants.add(t.token_sha256, t.quotas);
+            slots.set_limit(id, Quotas::resolve(&t.quotas).max_concurrent);
         }
         for f in loaded.functions {
             let tenant = TenantId(f.tenant);
@@ -526,7 +513,7 @@ impl Scheduler {
             };
             inner.add_node(&n.name, role, n.cores, n.memory_mb, entry)?;
         }
-        inner.ring_record = loaded.ring.unwrap_or_else(|| RingRecord {
+        let ring_record = loaded.ring.unwrap_or_else(|| RingRecord {
             // A store from before the ring was recorded: every storage node was on it.
             members: inner
                 .catalog
@@ -537,17 +524,10 @@ impl Scheduler {
                 .collect(),
             ..RingRecord::default()
         });
-        inner.ring = KeyRing::with_nodes(
-            inner.ring.vnodes_per_node(),
-            inner.ring_record.members.iter().map(|&n| NodeId(n)),
+        let ring = RingState::new(
+            ring_record,
+            sandstorm_naming::ring::KeyRing::default().vnodes_per_node(),
         );
-        let slots = super::holds::TenantSlots::default();
-        for (id, settings) in inner.quotas.iter().enumerate() {
-            slots.set_limit(
-                TenantId(id as u32),
-                Quotas::resolve(settings).max_concurrent,
-            );
-        }
         let unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1));
@@ -555,6 +535,9 @@ impl Scheduler {
             config,
             store,
             inner: Mutex::new(inner),
+            tenants: Mutex::new(tenants),
+            ring: Mutex::new(ring),
+            plan: Mutex::new(None),
             started: Instant::now(),
             // Ids from the start time onwards: distinct across restarts, so a stale id from a
             // previous run never names a new invocation.
@@ -568,9 +551,35 @@ impl Scheduler {
         }))
     }
 
+    /// The cluster lock (see the module docs for what it guards and the order of locks).
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        debug_assert_eq!(
+            LEAVES_HELD.get(),
+            0,
+            "the cluster lock taken while holding a leaf lock (tenants, ring or plan)"
+        );
         // A panic while holding the lock leaves plain data behind; carry on with it.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tenants' tokens and quota settings (a leaf lock).
+    pub fn tenants(&self) -> Leaf<'_, TenantBook> {
+        Leaf::take(&self.tenants)
+    }
+
+    /// The key ring and its membership (a leaf lock).
+    pub fn ring(&self) -> Leaf<'_, RingState> {
+        Leaf::take(&self.ring)
+    }
+
+    /// A snapshot of who owns each key now; holds no lock.
+    pub fn key_owners(&self) -> Arc<sandstorm_naming::ring::KeyRing> {
+        self.ring().owners()
+    }
+
+    /// The re-provisioner's latest round (a leaf lock; [`Scheduler::plan`] reads it).
+    pub(super) fn plan_slot(&self) -> Leaf<'_, Option<Arc<PlanReport>>> {
+        Leaf::take(&self.plan)
     }
 
     /// Microseconds since the scheduler started (its clock for liveness and profiles).
@@ -588,31 +597,51 @@ impl Scheduler {
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Caller, ApiError> {
         let presented = auth::presented(metadata)?;
-        let inner = self.lock();
-        match presented {
-            Presented::Admin { token } => {
-                if auth::matches(&token, &inner.admin_hash) {
-                    Ok(Caller::Admin)
-                } else {
-                    Err(ApiError::BadToken {
-                        who: "the admin".into(),
-                    })
-                }
-            }
-            Presented::Tenant { tenant, token } => {
-                let stored = inner
-                    .tokens
-                    .get(tenant.0 as usize)
-                    .ok_or(ApiError::UnknownTenant(tenant))?;
-                if auth::matches(&token, stored) {
-                    Ok(Caller::Tenant(tenant))
-                } else {
-                    Err(ApiError::BadToken {
-                        who: tenant.to_string(),
-                    })
-                }
-            }
-        }
+        self.tenants().authenticate(presented)
+    }
+}
+
+thread_local! {
+    /// Leaf locks this thread holds: at most one, and none when it takes the cluster lock.
+    static LEAVES_HELD: Cell<u32> = const { Cell::new(0) };
+}
+
+/// A guard of one of the leaf locks (see the module docs). Not `Send`, like the guard it wraps,
+/// so it is released on the thread that took it.
+#[derive(Debug)]
+pub struct Leaf<'a, T> {
+    guard: MutexGuard<'a, T>,
+}
+
+impl<'a, T> Leaf<'a, T> {
+    fn take(lock: &'a Mutex<T>) -> Self {
+        debug_assert_eq!(
+            LEAVES_HELD.get(),
+            0,
+            "a leaf lock taken while holding another"
+        );
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        LEAVES_HELD.set(LEAVES_HELD.get() + 1);
+        Self { guard }
+    }
+}
+
+impl<T> Drop for Leaf<'_, T> {
+    fn drop(&mut self) {
+        LEAVES_HELD.set(LEAVES_HELD.get().saturating_sub(1));
+    }
+}
+
+impl<T> Deref for Leaf<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> DerefMut for Leaf<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
     }
 }
 
@@ -621,6 +650,26 @@ mod tests {
     use super::*;
     use sandstorm_cost_model::CostParams;
     use sandstorm_proto::v1::ExecutionRecord;
+
+    #[test]
+    fn leaf_locks_one_after_another_leave_none_held() {
+        let (a, b) = (Mutex::new(1), Mutex::new(2));
+        *Leaf::take(&a) += 1;
+        *Leaf::take(&b) += 1;
+        let got_a = *Leaf::take(&a);
+        let got_b = *Leaf::take(&b);
+        assert_eq!((got_a, got_b), (2, 3));
+        assert_eq!(LEAVES_HELD.get(), 0);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a leaf lock taken while holding another")]
+    fn a_leaf_lock_inside_another_is_caught() {
+        let (a, b) = (Mutex::new(1), Mutex::new(2));
+        let _a = Leaf::take(&a);
+        let _b = Leaf::take(&b);
+    }
 
     #[test]
     fn a_compute_runs_data_waits_sample_the_round_trip_within_a_bounded_step() {

@@ -256,6 +256,7 @@ pub fn functions(scheduler: Option<&Scheduler>, hub: &Hub) -> FunctionsView {
     let mut out = Vec::new();
     if let Some(scheduler) = scheduler {
         let now_us = scheduler.now_us();
+        let latest_plan = scheduler.plan();
         let inner = scheduler.lock();
         for spec in inner.catalog.functions() {
             let tenant = inner
@@ -288,8 +289,7 @@ pub fn functions(scheduler: Option<&Scheduler>, hub: &Hub) -> FunctionsView {
                 decisions: 0,
                 cold_starts: 0,
                 cold_start_ratio: 0.0,
-                plan: inner
-                    .plan
+                plan: latest_plan
                     .as_deref()
                     .and_then(|report| plan_view(report, spec.id, now_us, &inner)),
                 tenant,
