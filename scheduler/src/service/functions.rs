@@ -304,7 +304,7 @@ impl Scheduler {
             if let Some(old) = old {
                 inner.catalog.remove_function(old);
                 inner.functions.remove(&old);
-                inner.profiler.forget(old);
+                self.history().forget(old);
                 inner.warm.forget_function(old);
             }
             let id = inner
@@ -342,8 +342,9 @@ impl Scheduler {
             .functions_of(tenant)
             .filter_map(|spec| inner.functions.get(&spec.id))
             .map(|f| {
-                let profile = inner.profiler.profile(f.id);
-                let workload = inner.profiler.workload(f.id);
+                let history = self.history();
+                let profile = history.profiler.profile(f.id);
+                let workload = history.profiler.workload(f.id);
                 pb::FunctionInfo {
                     name: f.name.clone(),
                     limits: Some(pb::Limits {
@@ -394,9 +395,8 @@ impl Scheduler {
             self.store.remove_function(tenant.0, name)?;
             inner.catalog.remove_function(id);
             inner.functions.remove(&id);
-            inner.profiler.forget(id);
+            self.history().forget(id);
             inner.warm.forget_function(id);
-            inner.data_homes.forget(id);
             inner.nodes.iter().map(|n| n.agent.clone()).collect()
         };
         for agent in agents {

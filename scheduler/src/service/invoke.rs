@@ -375,7 +375,11 @@ impl Scheduler {
         let inner = &mut *guard;
         inner.refresh_alive(now);
         let mut data = data_shares(keys.iter().filter_map(|k| owners.owner(f.tenant, k)));
-        inner.data_homes.observe(f.id, &data);
+        let workload = {
+            let mut history = self.history();
+            history.data_homes.observe(f.id, &data);
+            history.profiler.workload(f.id)
+        };
         if let Some(node) = input_at
             && data.is_empty()
             && inner
@@ -396,7 +400,7 @@ impl Scheduler {
             tenant: f.tenant,
             function: f.id,
             app: sandstorm_naming::AppId(f.id.0),
-            workload: inner.profiler.workload(f.id),
+            workload,
             memory_mb: f.limits.memory_mb.max(1),
             data: &data,
             warm: &warm,
@@ -558,8 +562,8 @@ impl Scheduler {
             rounds: u32::try_from(exec.data_calls).unwrap_or(u32::MAX),
             bytes: exec.bytes_read + exec.bytes_written,
         };
-        inner.profiler.record(f.id, &observation);
         drop(inner);
+        self.history().profiler.record(f.id, &observation);
         if let Some((order, prewarm)) = keep_alive {
             self.send_keep_alive(order.into_iter().collect(), prewarm);
         }

@@ -70,7 +70,7 @@ impl Scheduler {
             warn!(%problem, "re-provisioning");
         }
         metrics::gauge!("sandstorm_reprovision_objective").set(report.plan.objective);
-        self.lock().data_homes.decay();
+        self.history().data_homes.decay();
         let mut slot = self.plan_slot();
         report.round = slot.as_ref().map_or(0, |p| p.round) + 1;
         let report = Arc::new(report);
@@ -102,7 +102,8 @@ impl Scheduler {
             .functions
             .values()
             .filter_map(|f| {
-                let profile = inner.profiler.profile(f.id)?;
+                let history = self.history();
+                let profile = history.profiler.profile(f.id)?;
                 let mut rate = profile.arrival_rate_per_s();
                 if let Some(last) = profile.last_arrival_us()
                     && rate > 0.0
@@ -119,7 +120,7 @@ impl Scheduler {
                     rate_per_s: rate,
                     workload: profile.workload(),
                     memory_mb: f64::from(f.limits.memory_mb.max(1)),
-                    data_home: inner.data_homes.shares(f.id),
+                    data_home: history.data_homes.shares(f.id),
                 })
             })
             .collect();

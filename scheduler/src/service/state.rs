@@ -2,14 +2,15 @@
 //!
 //! | handle | guards | owned by |
 //! |---|---|---|
-//! | [`Scheduler::lock`] | [`Inner`]: the catalog, deployed functions, nodes and their channels, the placement view, liveness, calibration, placer, profiles, warm containers, data homes, admission holds | placement ([`super::invoke`]) and registration ([`super::cluster`]) |
+//! | [`Scheduler::lock`] | [`Inner`]: the catalog, deployed functions, nodes and their channels, the placement view, liveness, calibration, placer, warm containers, admission holds | placement ([`super::invoke`]) and registration ([`super::cluster`]) |
+//! | [`Scheduler::history`] | [`History`]: each function's profile and where its data lives | [`super::invoke`] records, [`super::reprovision`] reads |
 //! | [`Scheduler::tenants`] | [`TenantBook`]: tokens and quota settings | [`super::tenants`], [`super::quota`] |
 //! | [`Scheduler::ring`] | [`RingState`]: the key ring, its stored membership, a sealed move | [`super::rebalance`] |
 //! | [`Scheduler::plan`] | the re-provisioner's latest round | [`super::reprovision`] |
 //!
 //! What one placement decision reads and writes together (the view, the holds, the warm
-//! table, the profiles) stays under one lock, so a decision and its reservation are one step.
-//! The other three are *leaf* locks: taken alone, or while holding the cluster lock, never
+//! table) stays under one lock, so a decision and its reservation are one step. The other
+//! four are *leaf* locks: taken alone, or while holding the cluster lock, never
 //! one inside another, and the cluster lock is never taken while holding one (debug builds
 //! check this on every acquisition). No lock is held across an `.await` (the guards are not
 //! `Send`): every path copies what it needs (a function's module, a node's channel, a ring
@@ -152,6 +153,23 @@ pub struct LastStats {
     pub idle_containers: u32,
 }
 
+/// What each function did, from its invocations: the placer's workload estimates and the
+/// re-provisioner's demand.
+#[derive(Debug)]
+pub struct History {
+    pub profiler: Profiler,
+    /// Where each function's data lives, from the keys its invocations name.
+    pub data_homes: DataHomes,
+}
+
+impl History {
+    /// A function removed or replaced: its history goes with it.
+    pub fn forget(&mut self, function: FunctionId) {
+        self.profiler.forget(function);
+        self.data_homes.forget(function);
+    }
+}
+
 /// Most a single compute run's data calls may multiply the round-trip estimate by.
 const ROUND_TRIP_STEP: f64 = 4.0;
 
@@ -167,11 +185,8 @@ pub struct Inner {
     /// The cost model's calibration, per node and for the cluster.
     pub calibration: Calibration,
     pub placer: Placer,
-    pub profiler: Profiler,
     /// Warm containers per (function, compute node), inferred from execution records.
     pub warm: WarmTable,
-    /// Where each function's data lives, from the keys its invocations name.
-    pub data_homes: DataHomes,
     /// Admission places each tenant holds on each node.
     pub shares: super::holds::NodeShares,
     /// Every reservation held, per node: what each report is reconciled with.
@@ -388,6 +403,7 @@ pub struct Scheduler {
     pub config: SchedulerConfig,
     pub store: Store,
     inner: Mutex<Inner>,
+    history: Mutex<History>,
     tenants: Mutex<TenantBook>,
     ring: Mutex<RingState>,
     plan: Mutex<Option<Arc<PlanReport>>>,
@@ -425,7 +441,6 @@ impl Scheduler {
             ),
             calibration: Calibration::new(config.placer.params),
             placer: Placer::new(config.policy, config.placer),
-            profiler: Profiler::new(PRIOR_WORKLOAD),
             // Orders numbered from the Unix time in microseconds: above any an earlier
             // scheduler process sent.
             warm: WarmTable::with_policy(
@@ -434,7 +449,6 @@ impl Scheduler {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             ),
-            data_homes: DataHomes::default(),
             shares: super::holds::NodeShares::default(),
             held: super::holds::HeldTable::default(),
         };
@@ -535,6 +549,10 @@ impl Scheduler {
             config,
             store,
             inner: Mutex::new(inner),
+            history: Mutex::new(History {
+                profiler: Profiler::new(PRIOR_WORKLOAD),
+                data_homes: DataHomes::default(),
+            }),
             tenants: Mutex::new(tenants),
             ring: Mutex::new(ring),
             plan: Mutex::new(None),
@@ -560,6 +578,11 @@ impl Scheduler {
         );
         // A panic while holding the lock leaves plain data behind; carry on with it.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What each function did: its profile and its data's homes (a leaf lock).
+    pub fn history(&self) -> Leaf<'_, History> {
+        Leaf::take(&self.history)
     }
 
     /// The tenants' tokens and quota settings (a leaf lock).

@@ -263,20 +263,24 @@ pub fn functions(scheduler: Option<&Scheduler>, hub: &Hub) -> FunctionsView {
                 .catalog
                 .tenant(spec.tenant)
                 .map_or_else(|| spec.tenant.to_string(), |t| t.name.clone());
-            let profile = inner.profiler.profile(spec.id).map(|p| ProfileView {
-                invocations: p.invocations(),
-                duration_p50_us: p.duration_us(0.5),
-                duration_p90_us: p.duration_us(0.9),
-                duration_p99_us: p.duration_us(0.99),
-                cpu_p50_us: p.cpu_us(0.5),
-                cpu_p90_us: p.cpu_us(0.9),
-                cpu_p99_us: p.cpu_us(0.99),
-                mean_accesses: p.mean_accesses(),
-                mean_rounds: p.mean_rounds(),
-                mean_bytes: p.mean_bytes(),
-                arrival_rate_per_s: p.arrival_rate_per_s(),
-                burstiness: p.burstiness(),
-            });
+            let profile = scheduler
+                .history()
+                .profiler
+                .profile(spec.id)
+                .map(|p| ProfileView {
+                    invocations: p.invocations(),
+                    duration_p50_us: p.duration_us(0.5),
+                    duration_p90_us: p.duration_us(0.9),
+                    duration_p99_us: p.duration_us(0.99),
+                    cpu_p50_us: p.cpu_us(0.5),
+                    cpu_p90_us: p.cpu_us(0.9),
+                    cpu_p99_us: p.cpu_us(0.99),
+                    mean_accesses: p.mean_accesses(),
+                    mean_rounds: p.mean_rounds(),
+                    mean_bytes: p.mean_bytes(),
+                    arrival_rate_per_s: p.arrival_rate_per_s(),
+                    burstiness: p.burstiness(),
+                });
             let deadline_ms = inner
                 .functions
                 .get(&spec.id)
