@@ -130,13 +130,20 @@ impl Calibrator {
         Ok(())
     }
 
-    /// `base` with every parameter this calibrator has measured replaced by its estimate: a
-    /// node's own figures over the cluster's.
-    pub fn overlay(&self, base: &CostParams) -> CostParams {
+    /// `base` with every parameter this calibrator has measured moved to its estimate by the
+    /// weight of its samples, `n / (n + prior_samples)`: a node's own figures over the
+    /// cluster's, where the cluster's figure counts as `prior_samples` measurements. So a node's
+    /// first few measurements (a restarted node's cold caches) do not on their own decide what
+    /// it costs, and its own figure takes over as they accumulate. `prior_samples = 0`: its
+    /// estimate replaces `base` outright.
+    pub fn overlay(&self, base: &CostParams, prior_samples: u32) -> CostParams {
         let mut params = *base;
         for kind in SampleKind::ALL {
-            if self.samples(kind) > 0 {
-                *kind.param(&mut params) = kind.of(&self.params);
+            let n = f64::from(self.samples(kind));
+            if n > 0.0 {
+                let prior = f64::from(prior_samples);
+                let value = kind.param(&mut params);
+                *value = (n * kind.of(&self.params) + prior * *value) / (n + prior);
             }
         }
         params

@@ -163,12 +163,34 @@ fn a_nodes_overlay_replaces_only_what_it_measured() {
     node.observe(SampleKind::WarmStart, 400.0).expect("valid");
     node.observe(SampleKind::ContainerAssembly, 2_000.0)
         .expect("valid");
-    let params = node.overlay(&cluster);
+    let params = node.overlay(&cluster, 0);
     assert!(close(params.zygote_fork_us, 400.0));
     assert!(close(params.container_assembled_us, 2_000.0));
     // Not measured by the node: the cluster's.
     assert!(close(params.rtt_us, 80.0));
     assert!(close(params.wasm_start_us, cluster.wasm_start_us));
+}
+
+#[test]
+fn a_nodes_few_measurements_are_weighed_against_the_clusters_figure() {
+    let cluster = CostParams {
+        rtt_us: 100.0,
+        ..CostParams::default()
+    };
+    let mut node = Calibrator::new(CostParams::default());
+    // One slow round trip: weighed as 1 sample against the cluster's 4.
+    node.observe(SampleKind::RoundTrip, 600.0).expect("valid");
+    assert!(close(node.overlay(&cluster, 4).rtt_us, 200.0));
+    // Sixteen of 600 us: 16 against 4, so the node's own figure mostly.
+    node.observe_many(SampleKind::RoundTrip, 600.0, 15)
+        .expect("valid");
+    assert!(close(node.overlay(&cluster, 4).rtt_us, 500.0));
+    assert!(close(node.overlay(&cluster, 0).rtt_us, 600.0));
+    // Unmeasured kinds stay the cluster's.
+    assert!(close(
+        node.overlay(&cluster, 4).wasm_start_us,
+        cluster.wasm_start_us
+    ));
 }
 
 fn workload() -> impl Strategy<Value = Workload> {

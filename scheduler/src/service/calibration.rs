@@ -4,7 +4,10 @@
 //! node's warm, assembled and cold starts; a storage node's Wasm starts, dispatch and local
 //! accesses; the round trips a compute node's data calls waited). A candidate on a node is
 //! costed with the cluster's parameters overlaid with that node's measured ones
-//! ([`Placer::set_node_params`]). The cluster's calibrator takes every node's measurements
+//! ([`Placer::set_node_params`]), each weighed against the cluster's figure by its number of
+//! samples ([`NODE_PRIOR_SAMPLES`]): a node's first few measurements (say, a restarted node's
+//! cold caches) cannot on their own price it out of every decision, and so out of the
+//! measurements that would correct them. The cluster's calibrator takes every node's measurements
 //! together: it costs what a node has not measured itself (a compute node just joined costs
 //! its starts as the other compute nodes measured theirs) and is what `ClusterStatus` shows
 //! without a node name.
@@ -18,6 +21,10 @@ use sandstorm_naming::NodeId;
 use sandstorm_proto::v1 as pb;
 
 use crate::placement::Placer;
+
+/// How many measurements the cluster's figure counts as when weighed against a node's own:
+/// after this many of its own, a node's figure has half the say; after 100, 86%.
+pub const NODE_PRIOR_SAMPLES: u32 = 16;
 
 /// The wire kind of a cost sample, if it is one this scheduler calibrates.
 pub fn sample_kind(kind: i32) -> Option<SampleKind> {
@@ -151,12 +158,14 @@ impl Calibration {
         }
     }
 
-    /// The parameters `node` is costed with: the cluster's, overlaid with its own measured ones.
+    /// The parameters `node` is costed with: the cluster's, overlaid with its own measured ones
+    /// (weighed by their number against the cluster's).
     pub fn params_of(&self, node: NodeId) -> CostParams {
         self.nodes
             .get(node.0 as usize)
             .map_or(*self.cluster.params(), |n| {
-                n.calibrator.overlay(self.cluster.params())
+                n.calibrator
+                    .overlay(self.cluster.params(), NODE_PRIOR_SAMPLES)
             })
     }
 
@@ -289,6 +298,34 @@ mod tests {
                 ("container_assembled_us", 1)
             ]
         );
+    }
+
+    #[test]
+    fn a_nodes_first_slow_measurements_do_not_price_it_out() {
+        use pb::cost_sample::Kind;
+        let mut cal = Calibration::new(CostParams::default());
+        let mut placer = Placer::new(Policy::CostAware, PlacerConfig::default());
+        let (steady, restarted) = (NodeId(0), NodeId(1));
+        cal.fold_samples(
+            steady,
+            &[sample(Kind::WasmStart, 200, 1_000.0)],
+            &mut placer,
+        );
+        // Two starts of 50 us each, with cold caches.
+        cal.fold_samples(restarted, &[sample(Kind::WasmStart, 2, 100.0)], &mut placer);
+        let cluster = cal.cluster().params().wasm_start_us;
+        let own = placer.params_of(restarted).wasm_start_us;
+        let weighed = (2.0 * 50.0 + f64::from(NODE_PRIOR_SAMPLES) * cluster)
+            / f64::from(2 + NODE_PRIOR_SAMPLES);
+        assert!((own - weighed).abs() < 1e-9, "{own} vs {weighed}");
+        assert!(own < 15.0, "two slow starts weigh little: {own} us");
+        // Its own figure takes over as its measurements accumulate.
+        cal.fold_samples(
+            restarted,
+            &[sample(Kind::WasmStart, 402, 20_100.0)],
+            &mut placer,
+        );
+        assert!(placer.params_of(restarted).wasm_start_us > 40.0);
     }
 
     #[test]
