@@ -1,20 +1,17 @@
 //! The scheduler.
 //!
-//! Today it owns the **placement core** ([`placement`]): the pure, synchronous engine that
-//! filters, costs and chooses a node for each invocation, shared unchanged by the simulator and
-//! (from the scheduler-service issue on) the live gRPC service; and the **keep-alive policies**
-//! ([`keepalive`]) that decide how long an idle execution context lives; and the
-//! **re-provisioner's model** ([`provision`]): a small MILP over recent profiles that gives hot
+//! The **scheduler service** ([`service`]: client API over gRPC, the cluster view fed by agents'
+//! statistics, the persistent store of tenants and functions) is the only part that does I/O.
+//! It calls the **placement core** (the pure `sandstorm-placement` crate, re-exported here as
+//! [`placement`], with its [`keepalive`] policies) exactly as the simulator does. The
+//! **re-provisioner's model** ([`provision`]) is a small MILP over recent profiles that gives hot
 //! functions storage cores of their own, keeps warm containers where they pay for their memory,
-//! and sizes the compute nodes' part pools. Beside them, the
-//! **scheduler service** ([`service`]: client API over gRPC, the cluster view fed by agents'
-//! statistics, the persistent store of tenants and functions) is the only part allowed to do
-//! I/O; it calls the placement core exactly as the simulator does.
+//! and sizes the compute nodes' part pools.
 //!
-//! Depends on `cost-model`, `naming` and `profiler`; never on `node-agent` (they meet only
-//! through `proto`).
+//! Depends on `cost-model`, `naming`, `placement` and `profiler`; never on `node-agent` (they
+//! meet only through `proto`).
 
-pub mod keepalive;
-pub mod placement;
+pub use sandstorm_placement as placement;
+pub use sandstorm_placement::keepalive;
 pub mod provision;
 pub mod service;

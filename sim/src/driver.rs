@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use anyhow::{Context, bail};
 use sandstorm_cost_model::{Candidate, CostBreakdown, StartKind, Tier, Workload, estimate};
 use sandstorm_naming::FunctionId;
-use sandstorm_scheduler::placement::{PlacerConfig, Policy};
+use sandstorm_placement::{PlacerConfig, Policy};
 
 use crate::bound::{self, Capacity, ClassDemand, TierCost};
 use crate::engine::{self, ClusterShape, FunctionData, RunConfig};

@@ -1,7 +1,7 @@
 //! The trace-driven discrete-event simulator.
 //!
 //! It replays real serverless traces (Azure Functions 2019 and 2021 formats) or synthetic load on
-//! a simulated cluster of storage and compute nodes, and drives the scheduler's placement core
+//! a simulated cluster of storage and compute nodes, and drives the placement core (`sandstorm-placement`, the live scheduler's own)
 //! *unchanged* for every invocation: the same filters, costs and policies as the live scheduler.
 //!
 //! Owns: trace readers and arrival expansion ([`trace`]), scenario files ([`scenario`]),

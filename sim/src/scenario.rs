@@ -5,7 +5,7 @@
 //! names the file and the 1-based line: serde errors through toml's spans, validation errors by
 //! looking the offending key up in the parsed document. Paths inside a scenario are relative to
 //! its directory. Placement policy names are checked against the scheduler's
-//! ([`sandstorm_scheduler::placement::Policy`]) and kept as the file writes them.
+//! ([`sandstorm_placement::Policy`]) and kept as the file writes them.
 //!
 //! Admission (`[cluster] admission`): `limited` (default) caps each node at the placement's
 //! admission limit and rejects what no node takes; `unlimited` lets a node take whatever is
@@ -42,7 +42,7 @@ pub use file::{
     Admission, Cluster, DataMode, DataSection, InstanceUnit, Instances, LoadSection, PeerSection,
     ScenarioFile, Slo, TraceSection,
 };
-pub use sandstorm_scheduler::keepalive::{DEFAULT_HYBRID_RANGE_US, KeepAliveSpec};
+pub use sandstorm_placement::keepalive::{DEFAULT_HYBRID_RANGE_US, KeepAliveSpec};
 
 /// The largest load point a scenario may ask for. A 2019 trace minute is expanded in memory,
 /// `load` copies of each invocation: at 100x, the busiest minute of the bundled day trace (45,514

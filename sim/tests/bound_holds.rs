@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use sandstorm_scheduler::placement::Policy;
+use sandstorm_placement::Policy;
 use sandstorm_sim::driver::{Progress, SimOptions, run_scenario};
 use sandstorm_sim::scenario::{Scenario, TraceSpec};
 

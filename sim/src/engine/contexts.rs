@@ -5,8 +5,8 @@
 use sandstorm_cost_model::StartKind;
 use sandstorm_naming::warm::ContextId;
 use sandstorm_naming::{AppId, NodeId};
-use sandstorm_scheduler::keepalive::{IdleAction, IdleContext};
-use sandstorm_scheduler::placement::{ClusterView, Policy};
+use sandstorm_placement::keepalive::{IdleAction, IdleContext};
+use sandstorm_placement::{ClusterView, Policy};
 
 use super::{ContextExtra, Engine, Event, ReuseOrder};
 

@@ -40,11 +40,11 @@ use sandstorm_cost_model::{
 use sandstorm_naming::ring::{DEFAULT_VNODES_PER_NODE, KeyRing};
 use sandstorm_naming::warm::{ContextId, WarmContexts};
 use sandstorm_naming::{AppId, FunctionId, InvocationId, NodeId, NodeRole, TenantId};
-use sandstorm_profiler::{Observation, Profiler};
-use sandstorm_scheduler::keepalive::{IdleReason, KeepAlive};
-use sandstorm_scheduler::placement::{
+use sandstorm_placement::keepalive::{IdleReason, KeepAlive};
+use sandstorm_placement::{
     Choice, ClusterView, NodeView, PlacementRequest, Placer, PlacerConfig, Policy,
 };
+use sandstorm_profiler::{Observation, Profiler};
 
 use crate::report::RunResult;
 use crate::trace::Trace;

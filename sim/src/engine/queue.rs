@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use sandstorm_cost_model::{Candidate, StartKind, Tier, estimate};
 use sandstorm_naming::{FunctionId, NodeId};
-use sandstorm_scheduler::placement::{Choice, Policy, Reservation};
+use sandstorm_placement::{Choice, Policy, Reservation};
 
 use super::Engine;
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sandstorm_scheduler::placement::Policy;
+use sandstorm_placement::Policy;
 use serde::Serialize;
 use toml::de::DeValue;
 

@@ -15,7 +15,15 @@
 //! [`Placer::place`] returns only the choice and allocates nothing (the simulator's hot path);
 //! [`Placer::place_recorded`] runs the very same code and also returns a [`Decision`] that lists
 //! every candidate's cost breakdown and why each one lost or was rejected.
+//!
+//! Beside it, the **keep-alive policies** ([`keepalive`]) decide how long an idle execution
+//! context lives; the live compute nodes and the simulator run the same code.
+//!
+//! This crate does no I/O and has no clock: it depends on `cost-model`, `naming`, `profiler`
+//! and `serde` only, so the simulator can use it without the scheduler service's gRPC, HTTP and
+//! storage stack.
 
+pub mod keepalive;
 mod policy;
 mod view;
 

@@ -11,9 +11,7 @@
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use sandstorm_cost_model::Workload;
 use sandstorm_naming::{AppId, FunctionId, InvocationId, NodeId, NodeRole, TenantId};
-use sandstorm_scheduler::placement::{
-    ClusterView, NodeView, PlacementRequest, Placer, PlacerConfig, Policy,
-};
+use sandstorm_placement::{ClusterView, NodeView, PlacementRequest, Placer, PlacerConfig, Policy};
 
 fn big_cluster() -> ClusterView {
     let nodes = (0..1_000u32)

@@ -56,9 +56,21 @@ pub(super) struct ScoreInput<'a, 'r> {
 }
 
 /// A policy name that names no policy.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown placement policy `{0}`; known policies: {known}", known = Policy::names().join(", "))]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownPolicy(pub String);
+
+impl fmt::Display for UnknownPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown placement policy `{}`; known policies: {}",
+            self.0,
+            Policy::names().join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownPolicy {}
 
 impl Policy {
     pub const ALL: [Policy; 8] = [
