@@ -1,6 +1,6 @@
 //! The cost of running one invocation at one candidate placement.
 //!
-//! This crate owns the arithmetic of DESIGN.md's cost model and nothing else: given what an
+//! This crate owns the arithmetic of docs/design.md's cost model and nothing else: given what an
 //! invocation will do ([`Workload`]: compute, data accesses, dependent rounds, bytes) and where it
 //! might run ([`Candidate`]: storage node or compute node, how its execution context would be
 //! obtained, how long it would queue), [`estimate`] returns a [`CostBreakdown`] with every term
@@ -41,7 +41,7 @@ pub enum StartKind {
 }
 
 /// Cost-model parameters. Every field is a documented default until a [`Calibrator`] replaces it
-/// with measurements. Sources are DESIGN.md's "Default parameters" table.
+/// with measurements. Sources are docs/design.md's "Default parameters" table.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CostParams {
@@ -305,7 +305,7 @@ impl Weights {
     }
 }
 
-/// DESIGN.md's crossover: the native compute time (us) below which running `work` inside the
+/// docs/design.md's crossover: the native compute time (us) below which running `work` inside the
 /// storage node costs less latency than running it on a warm compute container, with everything
 /// else idle. `c* = [n(d - a) + B*beta + r*rtt - x*k] / (alpha - 1)`: n accesses saving a
 /// dispatch d each but paying a local access a, B bytes that no longer cross the wire, the

@@ -15,7 +15,7 @@ use super::{NodeView, PlacementRequest, PlacerConfig, splitmix64};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
-    /// Minimise DESIGN.md's weighted objective (latency, storage CPU priced by how busy the
+    /// Minimise docs/design.md's weighted objective (latency, storage CPU priced by how busy the
     /// storage node is, compute CPU, bytes moved) over both tiers. The default.
     CostAware,
     /// Every invocation inside a storage node (the cheapest one by the objective: normally the

@@ -57,7 +57,7 @@ pub struct Profiler {
 
 impl Profiler {
     /// A profiler that answers `default` for functions it has no observation of. Callers should
-    /// pass the platform's documented prior (e.g. DESIGN.md's "execution time when the trace gives
+    /// pass the platform's documented prior (e.g. docs/design.md's "execution time when the trace gives
     /// none"); `Workload::default()` (all zeros) means "assume a trivial function".
     pub fn new(default: Workload) -> Self {
         Self {

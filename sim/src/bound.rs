@@ -15,7 +15,7 @@
 //!
 //! A placement occupies core time on *both* tiers: running on the storage node occupies storage
 //! cores; running on a compute node occupies compute cores and, for every data access, some
-//! per-request CPU at the storage node (DESIGN.md, "The cost model"). So [`TierCost`] carries
+//! per-request CPU at the storage node (docs/design.md, "The cost model"). So [`TierCost`] carries
 //! both [`TierCost::storage_core_us`] and [`TierCost::compute_core_us`], and capacity is
 //!
 //! ```text

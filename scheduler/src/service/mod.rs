@@ -1,6 +1,6 @@
 //! The scheduler service: the only part of this crate that does I/O.
 //!
-//! It owns the running system of DESIGN.md around the pure placement core:
+//! It owns the running system of docs/design.md around the pure placement core:
 //! - [`api`]: the gRPC services on one port: `Scheduler` (the client API: functions, data,
 //!   invocations, chains, cluster status), `Admin` (tenants and tokens) and `Cluster` (agents
 //!   register), plus gRPC health checking and server reflection;

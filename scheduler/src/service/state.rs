@@ -48,7 +48,7 @@ use crate::placement::{ClusterView, NodeView, Placer, Policy};
 use crate::provision::{DataHomes, PlanReport};
 
 /// The workload assumed for a function never invoked: 1 ms of compute, one access of 1 KiB.
-/// Deliberately modest (DESIGN.md's 0.7 s trace prior describes whole Azure functions, not the
+/// Deliberately modest (docs/design.md's 0.7 s trace prior describes whole Azure functions, not the
 /// small data functions this platform runs); the first record replaces it.
 pub const PRIOR_WORKLOAD: Workload = Workload {
     compute_us: 1_000.0,

@@ -28,7 +28,7 @@ use sandstorm_naming::{AppId, FunctionId, NodeId};
 use super::keep_alive::{Ended, LiveKeepAlive, Order, Prewarm, Window};
 use crate::keepalive::KeepAliveSpec;
 
-/// The keep-alive window assumed for a node that did not announce one (DESIGN.md's baseline).
+/// The keep-alive window assumed for a node that did not announce one (docs/design.md's baseline).
 pub const DEFAULT_KEEP_ALIVE_US: u64 = 600_000_000;
 
 /// When each (function, compute node) container was last used, and each node's window.
