@@ -18,7 +18,7 @@ use sandstorm_proto::v1::admin_client::AdminClient;
 use sandstorm_proto::v1::scheduler_client::SchedulerClient;
 use tonic::transport::Channel;
 
-use crate::launch::{self, Joining, Process};
+use crate::launch::{self, Joining};
 use crate::scheduler::authed;
 
 /// Run a scheduler, a storage node and a compute node on this machine, with the example
@@ -62,7 +62,7 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&identities);
     }
 
-    let scheduler = Process::start(
+    let scheduler = launch::start(
         "scheduler",
         &logs,
         &launch::scheduler_args(
@@ -88,7 +88,7 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
         600,
     ))?;
     let admin = launch::admin_token(&scheduler_dir)?;
-    let storage = Process::start(
+    let storage = launch::start(
         "storage node",
         &logs,
         &[
@@ -114,7 +114,7 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
         println!("no compute node: {why}");
         None
     } else {
-        Some(Process::start(
+        Some(launch::start(
             "compute node",
             &logs,
             &[
@@ -179,7 +179,7 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
             "dashboard: {}",
             scheduler
                 .printed("dashboard login URL (once, for 15 minutes): ")
-                .unwrap_or("(not served)")
+                .unwrap_or_else(|| "(not served)".into())
         );
         println!();
         println!(

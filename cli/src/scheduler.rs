@@ -574,16 +574,7 @@ async fn client(connection: &Connection) -> anyhow::Result<(SchedulerClient<Chan
     Ok((client, token))
 }
 
-pub(crate) fn authed<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}")
-            .parse()
-            .context("the token is not valid metadata")?,
-    );
-    Ok(request)
-}
+pub(crate) use sandstorm_launch::authed;
 
 async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let module = match (&args.wasm, &args.example) {

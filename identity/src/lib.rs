@@ -36,6 +36,8 @@ pub const DOMAIN: &str = "sandstorm.internal";
 /// The CA's certificate and key files in the scheduler's data directory.
 pub const CA_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca-key.pem";
+/// The admin token's file in the scheduler's data directory (mode 0600).
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// The files of an identity directory.
 pub const CERT_FILE: &str = "node.pem";
 pub const KEY_FILE: &str = "node-key.pem";

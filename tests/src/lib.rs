@@ -378,16 +378,15 @@ mod tests {
     }
 }
 
-/// A long-running `sandstorm` process (an agent, a scheduler) started by a test. Killed with
-/// SIGKILL when dropped, so a failing test leaves nothing behind.
+/// A long-running `sandstorm` process (an agent, a scheduler) started by a test, through the
+/// same mechanism as `sandstorm dev` ([`sandstorm_launch`]): ready once it printed `listening on
+/// ADDR`, its logs kept in memory (printed if the test fails), killed with SIGKILL when
+/// dropped, so a failing test leaves nothing behind.
 #[derive(Debug)]
 pub struct Service {
-    child: std::process::Child,
+    process: sandstorm_launch::Process,
     /// The address it printed in its `listening on ADDR` line.
     pub addr: std::net::SocketAddr,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-    /// Every stdout line so far, and a signal for each new one.
-    stdout: std::sync::Arc<(std::sync::Mutex<Vec<String>>, std::sync::Condvar)>,
 }
 
 impl Service {
@@ -404,23 +403,15 @@ impl Service {
     /// `sandstorm scheduler` on loopback with free client and cluster ports, its state in
     /// `data_dir`, and `extra` flags.
     pub fn scheduler(data_dir: &Path, extra: &[&str]) -> Service {
-        let dir = data_dir.to_str().expect("a UTF-8 path");
-        let args = [
-            "scheduler",
-            "--cluster-listen",
+        Service::start(sandstorm_launch::scheduler_args(
             "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir,
-        ];
-        Service::start(args.iter().chain(extra))
+            data_dir,
+            extra,
+        ))
     }
 
     /// [`Service::start`] inside the network namespace `netns` (one `ip netns add` made, under
-    /// `/run/netns/`). Entered with `nsenter --net=...`, which switches only the network
-    /// namespace: `ip netns exec` would also remount `/sys`, hiding the cgroup hierarchies a
-    /// compute node needs. Needs root.
+    /// `/run/netns/`; see [`sandstorm_launch::Launch::netns`]). Needs root.
     pub fn start_in_netns<I, S>(netns: &str, args: I) -> Service
     where
         I: IntoIterator<Item = S>,
@@ -434,122 +425,37 @@ impl Service {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        use std::io::{BufRead, BufReader, Read};
-        let bin = built_sandstorm_bin();
-        let mut command = match netns {
-            Some(ns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}")).arg(&bin);
-                c
-            }
-            None => Command::new(&bin),
-        };
-        let mut child = command
+        let process = sandstorm_launch::Launch::new(built_sandstorm_bin(), "sandstorm")
             .args(args)
-            .current_dir(workspace_root())
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not run {}: {e}", bin.display()));
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        if let Some(mut pipe) = child.stderr.take() {
-            let sink = stderr.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    sink.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push_str(&text);
-                }
-            });
-        }
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let seen: std::sync::Arc<(std::sync::Mutex<Vec<String>>, std::sync::Condvar)> =
-            std::sync::Arc::default();
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    seen.0
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(line.clone());
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        break addr
-                            .trim()
-                            .parse()
-                            .expect("an address after `listening on`");
-                    }
-                }
-                _ => {
-                    let status = child.wait().ok();
-                    let log = stderr.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    panic!("sandstorm exited ({status:?}) before it was listening:\n{log}");
-                }
-            }
-        };
-        // Keep draining stdout so the child never blocks on a full pipe, and keep its lines.
-        let sink = seen.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-                sink.1.notify_all();
-            }
-        });
+            .netns(netns)
+            .cwd(&workspace_root())
+            .on_drop(sandstorm_launch::OnDrop::Kill)
+            .start()
+            .unwrap_or_else(|e| panic!("{e:#}"));
         Service {
-            child,
-            addr,
-            stderr,
-            stdout: seen,
+            addr: process.addr,
+            process,
         }
     }
 
     /// Every line the process printed to stdout so far.
     pub fn stdout_lines(&self) -> Vec<String> {
-        self.stdout
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.process.stdout_lines()
     }
 
     /// Blocks until the process has printed `count` stdout lines containing `needle`, and returns
     /// the last of them. Panics (with its logs) if that has not happened after 60 s: a bound on a
     /// broken run, not a timing assertion.
     pub fn wait_for_stdout(&self, needle: &str, count: usize) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let (lines, signal) = &*self.stdout;
-        let mut guard = lines.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let matching: Vec<&String> = guard.iter().filter(|l| l.contains(needle)).collect();
-            if matching.len() >= count {
-                return matching[count - 1].clone();
-            }
-            let now = std::time::Instant::now();
-            assert!(
-                now < deadline,
-                "no {count} lines with {needle:?} on stdout:\n{}\n--- stderr\n{}",
-                guard.join("\n"),
-                self.stderr()
-            );
-            guard = signal
-                .wait_timeout(guard, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        self.process
+            .wait_for_stdout(needle, count, std::time::Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// What followed `prefix` on the first stdout line that starts with it.
     pub fn printed(&self, prefix: &str) -> Option<String> {
-        self.stdout_lines()
-            .iter()
-            .find_map(|l| l.strip_prefix(prefix).map(|rest| rest.trim().to_owned()))
+        self.process.printed(prefix)
     }
 
     /// A scheduler's cluster port, from its `cluster port on ADDR` line.
@@ -698,24 +604,17 @@ impl Service {
 
     /// What the process wrote to stderr so far (its logs).
     pub fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.process.stderr()
     }
 
     /// SIGTERM (a clean shutdown), and wait for the process to be gone.
     pub fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        self.process.terminate();
     }
 
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill_hard();
     }
 }
 
@@ -729,6 +628,5 @@ impl Drop for Service {
                 self.stderr()
             );
         }
-        self.kill();
     }
 }

@@ -182,10 +182,10 @@ impl Cluster {
             Vec::new()
         };
         let data_dir = dir.join("scheduler");
-        let scheduler = Process::start(
+        let scheduler = launch::start(
             "scheduler",
             dir,
-            &launch::scheduler_args("127.0.0.1:0", &data_dir, &[]),
+            &launch::scheduler_args::<&str>("127.0.0.1:0", &data_dir, &[]),
             &env,
             &[],
         )?;
@@ -213,7 +213,7 @@ impl Cluster {
         .into_iter()
         .chain(joining.args(AGENT))
         .collect();
-        let agent = Process::start(
+        let agent = launch::start(
             "agent",
             dir,
             &agent_args,
@@ -238,16 +238,7 @@ impl Drop for Cluster {
     }
 }
 
-fn authed<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}")
-            .parse()
-            .context("a token that fits in metadata")?,
-    );
-    Ok(r)
-}
+use sandstorm_launch::authed;
 
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6

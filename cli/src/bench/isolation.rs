@@ -98,10 +98,10 @@ fn start_cluster(
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<(Process, Process)> {
     let data_dir = dir.join("scheduler");
-    let scheduler = Process::start(
+    let scheduler = launch::start(
         "scheduler",
         dir,
-        &launch::scheduler_args("127.0.0.1:0", &data_dir, &[]),
+        &launch::scheduler_args::<&str>("127.0.0.1:0", &data_dir, &[]),
         &[],
         &[],
     )?;
@@ -127,7 +127,7 @@ fn start_cluster(
     .into_iter()
     .chain(joining.args(AGENT))
     .collect();
-    let agent = Process::start(
+    let agent = launch::start(
         "agent",
         dir,
         &agent_args,

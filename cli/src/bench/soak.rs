@@ -90,7 +90,7 @@ struct Agent {
 
 impl Agent {
     fn start(name: String, args: Vec<String>, logs: &std::path::Path) -> anyhow::Result<Self> {
-        let process = Process::start(&name, logs, &args, &[], &["registered with the scheduler"])?;
+        let process = launch::start(&name, logs, &args, &[], &["registered with the scheduler"])?;
         Ok(Self {
             name,
             args,
@@ -156,10 +156,10 @@ impl RestartWindow {
 
 async fn soak(args: &SoakBenchArgs, dir: &std::path::Path) -> anyhow::Result<BenchOutput> {
     let data_dir = dir.join("scheduler");
-    let scheduler = Process::start(
+    let scheduler = launch::start(
         "scheduler",
         dir,
-        &launch::scheduler_args("127.0.0.1:0", &data_dir, &[]),
+        &launch::scheduler_args::<&str>("127.0.0.1:0", &data_dir, &[]),
         &[],
         &[],
     )?;
@@ -259,7 +259,7 @@ async fn soak(args: &SoakBenchArgs, dir: &std::path::Path) -> anyhow::Result<Ben
     }
     let logs = dir.join("restarted");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let restarted = Process::start(
+    let restarted = launch::start(
         &victim.name,
         &logs,
         &victim.args,

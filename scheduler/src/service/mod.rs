@@ -95,8 +95,7 @@ use crate::placement::{PlacerConfig, Policy};
 pub use api::Api;
 pub use state::Scheduler;
 
-/// The admin token's file in the data directory (mode 0600).
-pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+pub use sandstorm_identity::ADMIN_TOKEN_FILE;
 
 /// How the scheduler runs. Defaults are documented per field.
 #[derive(Debug, Clone, Serialize, Deserialize)]
