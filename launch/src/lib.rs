@@ -158,9 +158,10 @@ impl Launch {
         let mut child = command
             .spawn()
             .with_context(|| format!("starting the {} ({})", self.name, self.exe.display()))?;
+        let mut stderr_reader = None;
         if let Some(mut pipe) = child.stderr.take() {
             let sink = kept.clone();
-            std::thread::spawn(move || {
+            stderr_reader = Some(std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = pipe.read(&mut buf) {
                     if n == 0 {
@@ -168,7 +169,7 @@ impl Launch {
                     }
                     lock(&sink).push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
-            });
+            }));
         }
         let stdout = child.stdout.take().context("the child's stdout")?;
         let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
@@ -192,6 +193,7 @@ impl Launch {
             lines,
             logs: self.logs,
             kept,
+            stderr_reader,
             on_drop: self.on_drop,
         };
         let listening = match process.wait_line(|l| l.starts_with("listening on "), 1, None) {
@@ -230,6 +232,8 @@ pub struct Process {
     lines: Arc<(Mutex<Vec<String>>, Condvar)>,
     logs: Logs,
     kept: Arc<Mutex<String>>,
+    /// The thread copying a kept stderr into `kept`.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     on_drop: OnDrop,
 }
 
@@ -273,6 +277,14 @@ impl Process {
     fn died(&mut self, why: &str) -> anyhow::Error {
         let _ = self.child.kill();
         let status = self.child.wait().ok();
+        // Its last words may still be in the pipe: give the reader a moment to take them (a
+        // grandchild holding the pipe open must not make this wait for ever).
+        if let Some(reader) = self.stderr_reader.take() {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !reader.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let logs = self.stderr();
         let tail: Vec<&str> = logs.lines().rev().take(20).collect();
         anyhow::anyhow!(
